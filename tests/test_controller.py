@@ -1,0 +1,210 @@
+"""The MPC controller and the model objectives (DESIGN 3.4-3.5)."""
+
+import numpy as np
+import pytest
+import torch
+
+from models import FunctionModel, PointMass, reward_objective, goal_objective
+from planners import CEM, MPPI, MPCController, policy_proposals
+from tests.helpers import small_planner
+
+
+def linear_model() -> FunctionModel:
+    """z' = z + a, reward = -|z'|^2: plans drive the state to the origin."""
+    return FunctionModel(next=lambda z, a: z + a, reward=lambda z, a: -(z + a).pow(2).sum(dim=1), obs_shape=(2,))
+
+
+def test_reward_objective_matches_a_hand_computed_return():
+    model = FunctionModel(
+        next=lambda z, a: z + a,
+        reward=lambda z, a: z[:, 0] * 10 + a[:, 0],
+        value=lambda z: z[:, 0] * 100,
+    )
+    z0 = torch.tensor([[1.0], [2.0]])
+    actions = torch.tensor([1.0, 2.0, 3.0]).view(1, 1, 3, 1).expand(2, 1, 3, 1)
+    gamma = 0.5
+    # Problem 0: z = 1, 2, 4, 7; rewards 11, 22, 43; value 700.
+    expected0 = 11 + gamma * 22 + gamma**2 * 43 + gamma**3 * 700
+    got = reward_objective(model, z0, discount=gamma)(actions)
+    assert got.shape == (2, 1)
+    assert float(got[0, 0]) == pytest.approx(expected0)
+    assert float(got[1, 0]) == pytest.approx(21 + gamma * 32 + gamma**2 * 53 + gamma**3 * 800)
+    no_value = reward_objective(model, z0, discount=gamma, use_value=False)(actions)
+    assert float(no_value[0, 0]) == pytest.approx(11 + gamma * 22 + gamma**2 * 43)
+
+
+def test_model_rollout_is_used_when_present():
+    calls = []
+
+    class WithRollout:
+        def next(self, z, a):
+            raise AssertionError("next must not be called when rollout exists")
+
+        def rollout(self, z, actions):
+            calls.append(actions.shape)
+            return z.unsqueeze(1) + actions.cumsum(dim=1)
+
+        def reward(self, z, a):
+            return z.sum(dim=1)
+
+    returns = reward_objective(WithRollout(), torch.zeros(1, 2), discount=1.0)(torch.ones(1, 4, 3, 2))
+    assert calls == [(4, 3, 2)]
+    assert torch.allclose(returns, torch.full((1, 4), 0.0 + 2.0 + 4.0))
+
+
+def test_goal_objective_prefers_the_goal():
+    model = linear_model()
+    z0 = torch.zeros(1, 2)
+    goal = torch.tensor([[0.5, -0.5]])
+    actions = torch.stack([torch.tensor([0.25, -0.25]).expand(2, 2), torch.zeros(2, 2)]).unsqueeze(0)  # [1, 2, 2, 2]
+    for mode in ("last", "all"):
+        value = goal_objective(model, z0, goal, mode=mode)(actions)
+        assert value[0, 0] > value[0, 1]
+    assert float(goal_objective(model, z0, goal, mode="last")(actions)[0, 0]) == 0.0
+
+
+def test_policy_proposals_roll_the_policy_through_the_dynamics():
+    model = FunctionModel(next=lambda z, a: z + a, reward=lambda z, a: z.sum(1), policy=lambda z: -0.5 * z)
+    proposals = policy_proposals(model, torch.tensor([[4.0]]), horizon=3, num=2)
+    assert proposals.shape == (1, 2, 3, 1)
+    assert torch.allclose(proposals[0, 0, :, 0], torch.tensor([-2.0, -1.0, -0.5]))
+
+
+def test_controller_drives_a_users_own_dynamics_to_the_origin():
+    ctrl = MPCController(linear_model(), MPPI(action_dim=2, horizon=5, num_samples=128, num_elites=16,
+                                               action_low=-0.2, action_high=0.2), seed=0, device="cpu")
+    state = np.array([1.0, -0.6], dtype=np.float32)
+    for _ in range(12):
+        action = ctrl.act(state)
+        assert isinstance(action, np.ndarray) and action.shape == (2,) and action.dtype == np.float32
+        assert np.all(np.abs(action) <= 0.2)
+        state = state + action
+    assert np.linalg.norm(state) < 0.05
+
+
+def test_batched_act_returns_one_action_per_problem_and_solves_each():
+    system = PointMass()
+    ctrl = MPCController(system, small_planner("cem", 2, 15), discount=1.0, seed=0, device="cpu")
+    state = system.initial_state(3)
+    state[1, :2] = torch.tensor([1.5, 1.0])  # a different start
+    for _ in range(40):
+        action = ctrl.act(state.numpy())
+        assert action.shape == (3, 2)
+        state = system.next(state, torch.as_tensor(action))
+    assert bool(system.success(state).all())
+
+
+def test_replan_every_k_plans_once_per_k_steps_and_executes_the_plan():
+    calls = []
+
+    class Counting(MPPI):
+        def plan(self, *args, **kwargs):
+            result = super().plan(*args, **kwargs)
+            calls.append(result)
+            return result
+
+    planner = Counting(action_dim=2, horizon=6, num_samples=32, num_elites=4, iterations=2)
+    ctrl = MPCController(linear_model(), planner, replan_every=3, seed=0, device="cpu")
+    actions = [ctrl.act(np.zeros(2, dtype=np.float32)) for _ in range(7)]
+    assert len(calls) == 3  # steps 0, 3, 6
+    assert np.allclose(np.stack(actions[:3]), calls[0].actions[0, :3].numpy())
+    assert np.allclose(np.stack(actions[3:6]), calls[1].actions[0, :3].numpy())
+
+
+def test_reset_drops_the_warm_start_and_the_plan():
+    planner = MPPI(action_dim=2, horizon=4, num_samples=32, num_elites=4, iterations=2)
+    seeded = [MPCController(linear_model(), planner, seed=3, device="cpu") for _ in range(2)]
+    obs = np.array([0.3, 0.3], dtype=np.float32)
+    seeded[0].act(obs)
+    seeded[0].reset()
+    seeded[0].generator.manual_seed(3)
+    # After reset (and the same generator state) the first action equals a fresh controller's.
+    assert np.array_equal(seeded[0].act(obs), seeded[1].act(obs))
+
+
+def test_filtering_models_get_their_latent_and_last_action_carried():
+    seen = []
+
+    class Filtering:
+        obs_shape = (1,)
+
+        def observe(self, z_prev, a_prev, obs):
+            seen.append((None if z_prev is None else z_prev.clone(), None if a_prev is None else a_prev.clone()))
+            return obs if z_prev is None else z_prev + obs
+
+        def next(self, z, a):
+            return z + a
+
+        def reward(self, z, a):
+            return -z.pow(2).sum(1)
+
+    ctrl = MPCController(Filtering(), CEM(action_dim=1, horizon=2, num_samples=16, num_elites=4, iterations=1),
+                         seed=0, device="cpu")
+    ctrl.act(np.ones(1, dtype=np.float32))
+    ctrl.act(np.ones(1, dtype=np.float32))
+    assert seen[0] == (None, None)
+    assert torch.equal(seen[1][0], torch.ones(1, 1)) and seen[1][1].shape == (1, 1)
+    ctrl.reset()
+    ctrl.act(np.ones(1, dtype=np.float32))
+    assert seen[2] == (None, None)
+
+
+def test_goal_objective_controller_reaches_a_goal_observation():
+    system = PointMass(goal=(0.0, 0.0))  # the reward is unused: the goal comes from act()
+    ctrl = MPCController(system, small_planner("mppi", 2, 15), objective="goal", goal_mode="last", seed=0, device="cpu")
+    goal = np.array([-0.6, 0.8, 0.0, 0.0], dtype=np.float32)
+    state = system.initial_state(1)
+    for _ in range(45):
+        state = system.next(state, torch.as_tensor(ctrl.act(state[0].numpy(), goal=goal)).view(1, 2))
+    assert float((state[0, :2] - torch.tensor([-0.6, 0.8])).norm()) < 0.1
+
+
+def test_guide_policy_proposals_are_used_when_the_model_has_a_policy():
+    seen = []
+    model = FunctionModel(next=lambda z, a: z + a, reward=lambda z, a: -(z + a).pow(2).sum(1),
+                          policy=lambda z: torch.full((z.shape[0], 1), 0.123), obs_shape=(1,))
+    planner = MPPI(action_dim=1, horizon=3, num_samples=32, num_elites=4, iterations=1, num_proposals=5)
+
+    def factory(model_, z, z_goal):
+        objective = reward_objective(model_, z)
+
+        def recording(actions):
+            seen.append(actions)
+            return objective(actions)
+
+        return recording
+
+    MPCController(model, planner, objective=factory, seed=0, device="cpu").act(np.zeros(1, dtype=np.float32))
+    assert torch.allclose(seen[0][0, :5], torch.full((5, 3, 1), 0.123))
+
+
+# -- bad input ---------------------------------------------------------------------------
+
+
+def test_controller_errors_name_the_bad_value():
+    model, planner = linear_model(), MPPI(action_dim=2, horizon=4, num_samples=16, num_elites=4)
+    with pytest.raises(ValueError, match=r"replan_every=5 must be an int in \[1, horizon=4\]"):
+        MPCController(model, planner, replan_every=5)
+    with pytest.raises(ValueError, match="objective='value'"):
+        MPCController(model, planner, objective="value")
+    with pytest.raises(TypeError, match="has no next"):
+        MPCController(object(), planner)
+    with pytest.raises(ValueError, match="num_proposals=3 needs a model with policy"):
+        MPCController(model, planner, num_proposals=3)
+    ctrl = MPCController(model, planner, device="cpu")
+    with pytest.raises(ValueError, match=r"obs has shape \(1, 1, 2\); expected 1 dimensions"):
+        ctrl.act(np.zeros((1, 1, 2)))
+    with pytest.raises(ValueError, match="obs contains NaN"):
+        ctrl.act(np.array([np.nan, 0.0]))
+    ctrl.act(np.zeros((2, 2)))
+    with pytest.raises(ValueError, match="batch size changed from 2 to 3"):
+        ctrl.act(np.zeros((3, 2)))
+    goal_ctrl = MPCController(model, planner, objective="goal", device="cpu")
+    with pytest.raises(ValueError, match="needs act\\(obs, goal=...\\)"):
+        goal_ctrl.act(np.zeros(2))
+
+
+def test_model_reward_of_the_wrong_shape_is_named():
+    model = FunctionModel(next=lambda z, a: z + a, reward=lambda z, a: z)
+    with pytest.raises(ValueError, match=r"FunctionModel.reward returned shape \(6, 2\).*expected \(6,\)"):
+        reward_objective(model, torch.zeros(1, 2))(torch.zeros(1, 2, 3, 2))
