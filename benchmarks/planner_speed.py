@@ -37,7 +37,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import models.layers  # noqa: E402
 from benchmarks.sized_models import TDMPC2_SIZES, RSSMShaped, TDMPC2Shaped  # noqa: E402
-from planners import CEM, MPPI, policy_proposals, reward_objective  # noqa: E402
+from planners import CEM, MPPI, compile_model, policy_proposals, reward_objective  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results" / "planner_speed.json"
 
@@ -57,27 +57,32 @@ def machine_info() -> dict[str, Any]:
     return info
 
 
-def median_ms(fn: Callable[[], Any], repeats: int, warmup: int = 3, sync: Callable[[], None] = lambda: None) -> float:
+def median_ms(fn: Callable[[], Any], repeats: int, warmup: int = 3) -> float:
     """Median wall time of fn() in milliseconds."""
     for _ in range(warmup):
         fn()
-    sync()
     times = []
     for _ in range(repeats):
         start = time.perf_counter()
         fn()
-        sync()
         times.append(time.perf_counter() - start)
     return 1000 * statistics.median(times)
 
 
-def matmul_gflops(device: torch.device, size: int = 2048, repeats: int = 20) -> float:
-    """fp32 matmul rate on this machine: the denominator of the FLOP floor."""
-    a = torch.randn(size, size, device=device)
-    b = torch.randn(size, size, device=device)
-    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
-    ms = median_ms(lambda: a @ b, repeats, sync=sync)
-    return 2 * size**3 / (ms / 1000) / 1e9
+class MatmulRate:
+    """fp32 matmul rate (GFLOP/s) of this machine: the denominator of the FLOP floor.
+
+    Shared machines drift by tens of percent over minutes, so the rate is measured again
+    right beside every timed call and each ratio uses its neighbouring rate.
+    """
+
+    def __init__(self, size: int = 2048) -> None:
+        self.a = torch.randn(size, size)
+        self.b = torch.randn(size, size)
+        self.flops = 2 * size**3
+
+    def measure(self, repeats: int = 3) -> float:
+        return self.flops / (median_ms(lambda: self.a @ self.b, repeats, warmup=1) / 1000) / 1e9
 
 
 class ModelTimer:
@@ -100,9 +105,14 @@ def time_plan_call(
     planner: Any,
     make_objective: Callable[[], Callable],
     make_proposals: Callable[[], torch.Tensor | None],
-    repeats: int,
+    rate: MatmulRate,
+    rounds: int,
 ) -> dict[str, float]:
-    """Median time of one planning call (proposals included), its FLOPs and overhead."""
+    """Time one planning call (proposals included) against the FLOP floor.
+
+    Each round measures the matmul rate, then times the call (median of 3) and the share
+    of it spent outside model calls. Reported: medians over rounds.
+    """
     generator = torch.Generator().manual_seed(0)
 
     def call(timer: ModelTimer | None = None) -> None:
@@ -116,21 +126,29 @@ def time_plan_call(
     with FlopCounterMode(display=False) as counter:
         call()
     flops = counter.get_total_flops()
-    ms = median_ms(call, repeats)
-    # Overhead: total minus the time inside model calls, measured over separate calls so
-    # that the timer itself does not slow the headline number.
-    totals, inside = [], []
-    for _ in range(max(5, repeats // 2)):
+    for _ in range(2):  # warm-up (and compilation, for compiled models)
+        call()
+    times, ratios, rates, overheads = [], [], [], []
+    for _ in range(rounds):
+        rates.append(rate.measure())
+        times.append(median_ms(call, 3, warmup=0))
+        ratios.append(times[-1] / (flops / (rates[-1] * 1e9) * 1000))
         timer = ModelTimer()
         start = time.perf_counter()
         call(timer)
-        totals.append(time.perf_counter() - start)
-        inside.append(timer.seconds)
-    overhead = 1 - sum(inside) / sum(totals)
-    return {"ms_per_call": ms, "flops_per_call": flops, "planner_overhead_fraction": overhead}
+        overheads.append(1 - timer.seconds / (time.perf_counter() - start))
+    return {
+        "ms_per_call": statistics.median(times),
+        "flops_per_call": flops,
+        "matmul_gflops": statistics.median(rates),
+        "floor_ms": flops / (statistics.median(rates) * 1e9) * 1000,
+        "ratio_to_floor": statistics.median(ratios),
+        "ratio_to_floor_range": [min(ratios), max(ratios)],
+        "planner_overhead_fraction": statistics.median(overheads),
+    }
 
 
-def bench_tdmpc2(size_name: str, rate: float, repeats: int, use_compile: bool) -> dict[str, Any]:
+def bench_tdmpc2(size_name: str, rate: MatmulRate, rounds: int, use_compile: bool) -> dict[str, Any]:
     action_dim = 6  # walker-walk
     torch.manual_seed(0)
     model = TDMPC2Shaped(TDMPC2_SIZES[size_name], action_dim).eval()
@@ -140,52 +158,43 @@ def bench_tdmpc2(size_name: str, rate: float, repeats: int, use_compile: bool) -
     proposals = planner.config.num_proposals
 
     def run(target: Any) -> dict[str, float]:
-        result = time_plan_call(
+        return time_plan_call(
             planner,
             lambda: reward_objective(target, z0, discount=0.99),
             lambda: policy_proposals(target, z0, planner.config.horizon, proposals),
-            repeats,
+            rate,
+            rounds,
         )
-        result["floor_ms"] = result["flops_per_call"] / (rate * 1e9) * 1000
-        result["ratio_to_floor"] = result["ms_per_call"] / result["floor_ms"]
-        return result
 
+    out: dict[str, Any] = {}
     with torch.no_grad():
-        out: dict[str, Any] = {"ours": run(model)}
+        out["eager"] = run(model)
         # Ablation: the same computation with torch's own (unvectorised on CPU) Mish.
         fast = models.layers.mish
         models.layers.mish = torch.nn.functional.mish
         try:
-            out["with_torch_mish"] = run(model)
+            out["eager_with_torch_mish"] = run(model)
         finally:
             models.layers.mish = fast
         if use_compile:
-            out["compiled"] = bench_compiled(model, run)
+            out["compiled"] = bench_compiled(model, run, freeze=False)
+            out["compiled_frozen"] = bench_compiled(model, run, freeze=True)
     out["config"] = {"action_dim": action_dim, **TDMPC2_SIZES[size_name].__dict__, "planner": str(planner.config)}
     return out
 
 
-class CompiledMethods:
-    """A model whose methods are torch.compile'd (opt-in speed-up, measured here)."""
-
-    def __init__(self, model: Any) -> None:
-        for name in ("next", "reward", "value", "policy"):
-            if hasattr(model, name):
-                setattr(self, name, torch.compile(getattr(model, name), dynamic=False))
-
-
-def bench_compiled(model: Any, run: Callable[[Any], dict[str, float]]) -> dict[str, Any]:
+def bench_compiled(model: Any, run: Callable[[Any], dict[str, float]], freeze: bool) -> dict[str, Any]:
     try:
+        torch._dynamo.reset()  # each variant compiles from scratch
         start = time.perf_counter()
-        compiled = CompiledMethods(model)
-        result = run(compiled)
-        result["first_calls_s_including_compile"] = time.perf_counter() - start
+        result = run(compile_model(model, freeze=freeze))
+        result["total_s_including_compile"] = time.perf_counter() - start
         return result
     except Exception as error:  # report, do not hide: compile support varies by platform
         return {"error": f"{type(error).__name__}: {error}"[:500]}
 
 
-def bench_planet(rate: float, repeats: int) -> dict[str, Any]:
+def bench_planet(rate: MatmulRate, rounds: int) -> dict[str, Any]:
     action_dim = 6
     torch.manual_seed(0)
     model = RSSMShaped(action_dim).eval()
@@ -194,10 +203,8 @@ def bench_planet(rate: float, repeats: int) -> dict[str, Any]:
     z0 = torch.randn(1, model.deter + model.stoch)
     with torch.no_grad():
         result = time_plan_call(
-            planner, lambda: reward_objective(model, z0, discount=1.0, use_value=False), lambda: None, repeats
+            planner, lambda: reward_objective(model, z0, discount=1.0, use_value=False), lambda: None, rate, rounds
         )
-    result["floor_ms"] = result["flops_per_call"] / (rate * 1e9) * 1000
-    result["ratio_to_floor"] = result["ms_per_call"] / result["floor_ms"]
     result["config"] = {"action_dim": action_dim, "deter": 200, "stoch": 30, "hidden": 200, "planner": str(planner.config)}
     return result
 
@@ -217,6 +224,18 @@ def toy_step(state: torch.Tensor, action: torch.Tensor) -> torch.Tensor:
 
 def toy_cost(state: torch.Tensor) -> torch.Tensor:
     return (TOY_GOAL.to(state) - state).pow(2).sum(dim=-1)
+
+
+TOY_TRIALS = 30  # seeds per controller: single 20-step runs vary by +-20%
+
+
+def cost_summary(costs: list[float]) -> dict[str, float]:
+    """Mean accumulated 20-step cost over seeded trials, with its standard error."""
+    return {
+        "cost_20_steps_mean": statistics.mean(costs),
+        "cost_20_steps_sem": statistics.stdev(costs) / len(costs) ** 0.5,
+        "trials": len(costs),
+    }
 
 
 def run_toy_loop(command: Callable[[torch.Tensor], torch.Tensor], dtype: torch.dtype, steps: int = 20) -> float:
@@ -249,21 +268,16 @@ def our_toy_controller(seed: int) -> Callable[[torch.Tensor], torch.Tensor]:
     return command
 
 
-def bench_pytorch_mppi(repeats: int) -> dict[str, Any]:
-    results: dict[str, Any] = {}
-    ours_ms = []
-    for seed in range(3):
-        command = our_toy_controller(seed)
-        ours_ms.append(median_ms(lambda: command(TOY_START), repeats))
-    results["ours"] = {
-        "ms_per_command": statistics.median(ours_ms),
-        "cost_20_steps_mean_of_5": statistics.mean(run_toy_loop(our_toy_controller(s), torch.float32) for s in range(5)),
-        "dtype": "float32",
-    }
+def bench_pytorch_mppi(rounds: int) -> dict[str, Any]:
+    """Time per command and 20-step cost, ours and pytorch_mppi's, timed in alternation."""
+    our_costs = [run_toy_loop(our_toy_controller(s), torch.float32) for s in range(TOY_TRIALS)]
+    results: dict[str, Any] = {"ours": {**cost_summary(our_costs), "dtype": "float32"}}
+    ours = our_toy_controller(0)
     try:
-        import pytorch_mppi  # noqa: F401
+        import pytorch_mppi
         from pytorch_mppi import MPPI as TheirMPPI
     except ImportError:
+        results["ours"]["ms_per_command"] = median_ms(lambda: ours(TOY_START), 50)
         results["pytorch_mppi"] = {"error": "not installed (pip install pytorch-mppi==0.9.1)"}
         return results
     dtype = torch.double
@@ -272,48 +286,54 @@ def bench_pytorch_mppi(repeats: int) -> dict[str, Any]:
         return TheirMPPI(lambda s, a: toy_step(s, a), lambda s, a: toy_cost(s), 2, torch.eye(2, dtype=dtype),
                          num_samples=500, horizon=15, device="cpu", lambda_=1.0)
 
-    ctrl = theirs()
-    start = TOY_START.to(dtype)
-    their_ms = median_ms(lambda: ctrl.command(start), repeats)
     costs = []
-    for seed in range(5):
+    for seed in range(TOY_TRIALS):
         torch.manual_seed(seed)
-        ctrl = theirs()
-        costs.append(run_toy_loop(ctrl.command, dtype))
+        costs.append(run_toy_loop(theirs().command, dtype))
+    ctrl, start = theirs(), TOY_START.to(dtype)
+    our_ms, their_ms = [], []
+    for _ in range(rounds):
+        our_ms.append(median_ms(lambda: ours(TOY_START), 20))
+        their_ms.append(median_ms(lambda: ctrl.command(start), 20))
+    results["ours"]["ms_per_command"] = statistics.median(our_ms)
     results["pytorch_mppi"] = {
         "version": getattr(pytorch_mppi, "__version__", "0.9.1"),
-        "ms_per_command": their_ms,
-        "cost_20_steps_mean_of_5": statistics.mean(costs),
+        "ms_per_command": statistics.median(their_ms),
+        **cost_summary(costs),
         "dtype": "float64",
     }
+    results["speedup_ours_over_theirs"] = statistics.median(t / o for o, t in zip(our_ms, their_ms))
     return results
+
+
+def summarise(name: str, result: dict[str, Any]) -> str:
+    if "error" in result:
+        return f"  {name:24s} failed: {result['error']}"
+    return (f"  {name:24s} {result['ms_per_call']:8.1f} ms/call  {result['flops_per_call'] / 1e9:6.2f} GFLOP  "
+            f"{result['ratio_to_floor']:.2f}x floor  planner overhead {100 * result['planner_overhead_fraction']:.1f}%")
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--compile", action="store_true", help="also time torch.compile'd models")
-    parser.add_argument("--quick", action="store_true", help="fewer repeats")
+    parser.add_argument("--quick", action="store_true", help="fewer rounds (a smoke run)")
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args()
-    repeats = 5 if args.quick else 20
-    device = torch.device("cpu")
-    report: dict[str, Any] = {"machine": machine_info()}
-    rate = matmul_gflops(device)
-    report["matmul_gflops"] = rate
-    print(f"machine: {report['machine']}\nmatmul rate: {rate:.1f} GFLOP/s (fp32, 2048^3)", flush=True)
+    rounds = 2 if args.quick else 7
+    report: dict[str, Any] = {"machine": machine_info(), "command": " ".join(["python", *sys.argv])}
+    rate = MatmulRate()
+    print(f"machine: {report['machine']}; matmul rate now {rate.measure():.0f} GFLOP/s (fp32 2048^3)", flush=True)
     for size in ("1M", "5M"):
-        report[f"tdmpc2_{size}"] = result = bench_tdmpc2(size, rate, repeats, args.compile)
-        ours, plain = result["ours"], result["with_torch_mish"]
-        print(f"TD-MPC2 {size}: {ours['ms_per_call']:.1f} ms/call, {ours['flops_per_call'] / 1e9:.2f} GFLOP, "
-              f"{ours['ratio_to_floor']:.2f}x floor, planner overhead {100 * ours['planner_overhead_fraction']:.1f}%; "
-              f"with torch Mish {plain['ms_per_call']:.1f} ms ({plain['ratio_to_floor']:.2f}x)", flush=True)
-        if "compiled" in result:
-            print(f"  compiled: {result['compiled']}", flush=True)
-    report["planet_cem"] = planet = bench_planet(rate, max(3, repeats // 4))
-    print(f"PlaNet CEM over RSSM: {planet['ms_per_call']:.1f} ms/call, {planet['ratio_to_floor']:.2f}x floor, "
-          f"planner overhead {100 * planet['planner_overhead_fraction']:.1f}%", flush=True)
-    report["pytorch_mppi_toy"] = side = bench_pytorch_mppi(repeats)
-    print(f"toy K=500 T=15: ours {side['ours']}\n                theirs {side['pytorch_mppi']}", flush=True)
+        report[f"tdmpc2_{size}"] = result = bench_tdmpc2(size, rate, rounds, args.compile)
+        print(f"TD-MPC2 MPPI preset, {size} model:", flush=True)
+        for name, value in result.items():
+            if name != "config":
+                print(summarise(name, value), flush=True)
+    report["planet_cem"] = planet = bench_planet(rate, max(2, rounds // 2))
+    print("PlaNet CEM preset, RSSM-sized model:\n" + summarise("eager", planet), flush=True)
+    report["pytorch_mppi_toy"] = side = bench_pytorch_mppi(rounds)
+    for name, value in side.items():
+        print(f"  toy K=500 T=15 {name:14s} {value}", flush=True)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     tmp = args.out.with_suffix(".tmp")
     tmp.write_text(json.dumps(report, indent=2))

@@ -21,7 +21,8 @@ class WorldModel(Protocol):
     Required: `encode`, `next`, `reward`. Optional, used when present:
     `value(z) -> [M]` (terminal value), `policy(z) -> [M, A]` (guide actions),
     `rollout(z [M, *Z], actions [M, H, A]) -> [M, H, *Z]` (a faster multi-step
-    prediction), and `observe(z_prev, a_prev, obs) -> z` for models whose latent filters
+    prediction), `rollout_with_rewards(z, actions) -> (latents [M, H, *Z], rewards
+    [M, H])` (when a step's reward needs more than (z_t, a_t)), and `observe(z_prev, a_prev, obs) -> z` for models whose latent filters
     the history (the controller then carries the latent between steps).
     """
 

@@ -8,6 +8,7 @@ no world model of ours involved.
 
 from planners.base import Objective, PlanResult, SamplingPlanner, WarmStart
 from planners.cem import CEM, CEMConfig
+from planners.compile import CompiledModel, compile_model
 from planners.config import PlannerConfig
 from planners.controller import MPCController, resolve_device
 from planners.icem import ICEM, ICEMConfig
@@ -18,6 +19,7 @@ from planners.registry import PLANNERS, PRESETS, make_planner
 __all__ = [
     "CEM",
     "CEMConfig",
+    "CompiledModel",
     "ICEM",
     "ICEMConfig",
     "MPPI",
@@ -30,6 +32,7 @@ __all__ = [
     "PlannerConfig",
     "SamplingPlanner",
     "WarmStart",
+    "compile_model",
     "goal_objective",
     "make_planner",
     "policy_proposals",

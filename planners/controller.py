@@ -15,6 +15,7 @@ import torch
 from torch import Tensor
 
 from planners.base import Objective, PlanResult, SamplingPlanner, WarmStart
+from planners.compile import compile_model
 from planners.objectives import goal_objective, policy_proposals, reward_objective
 
 __all__ = ["MPCController", "resolve_device"]
@@ -60,6 +61,8 @@ class MPCController:
         device: "auto", "cpu", "cuda", ...; observations are moved there.
         seed: seeds the controller's own random generator (reproducible actions);
             None uses torch's global generator.
+        compile: run the model's hot methods through `torch.compile` (opt-in; the first
+            plan call pays the compile time). See `planners.compile_model`.
     """
 
     def __init__(
@@ -75,6 +78,7 @@ class MPCController:
         obs_ndim: int | None = None,
         device: str | torch.device = "auto",
         seed: int | None = None,
+        compile: bool = False,
     ) -> None:
         for method in ("next", "reward") if objective == "reward" else ("next",):
             if not callable(getattr(model, method, None)):
@@ -86,7 +90,7 @@ class MPCController:
         horizon = planner.config.horizon
         if not isinstance(replan_every, int) or not 1 <= replan_every <= horizon:
             raise ValueError(f"replan_every={replan_every!r} must be an int in [1, horizon={horizon}]")
-        self.model = model
+        self.model = compile_model(model) if compile else model
         self.planner = planner
         self.objective = objective
         self.replan_every = replan_every

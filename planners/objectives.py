@@ -54,6 +54,17 @@ def _expand_to_candidates(z0: Tensor, num_candidates: int) -> Tensor:
     return z0.unsqueeze(1).expand(b, num_candidates, *z0.shape[1:]).reshape(b * num_candidates, *z0.shape[1:])
 
 
+def _checked_reward(model: Any, z: Tensor, action: Tensor) -> Tensor:
+    """model.reward(z [M, *Z], action [M, A]) -> [M], with the shape checked."""
+    rewards = model.reward(z, action)
+    if tuple(rewards.shape) != (z.shape[0],):
+        raise ValueError(
+            f"{type(model).__name__}.reward returned shape {tuple(rewards.shape)} for {z.shape[0]} "
+            f"latent-action pairs; expected ({z.shape[0]},)"
+        )
+    return rewards
+
+
 def _check_actions(actions: Tensor, z0: Tensor) -> None:
     if actions.ndim != 4 or actions.shape[0] != z0.shape[0]:
         raise ValueError(
@@ -70,7 +81,9 @@ def reward_objective(model: Any, z0: Tensor, discount: float = 0.99, use_value: 
     objective is discount=1, use_value=False.
 
     Args:
-        model: has `next` and `reward`; optionally `value` and `rollout`.
+        model: has `next` and `reward`; optionally `value`, `rollout`, or
+            `rollout_with_rewards(z [M, *Z], actions [M, H, A]) -> (latents [M, H, *Z],
+            rewards [M, H])` for models that predict rewards along with the latents.
         z0: [B, *Z] the current latent of each problem.
         discount: gamma in (0, 1].
         use_value: add the terminal value when the model provides one.
@@ -87,20 +100,34 @@ def reward_objective(model: Any, z0: Tensor, discount: float = 0.99, use_value: 
         b, n, h, a = actions.shape
         z = _expand_to_candidates(z0, n)  # [M, *Z]
         flat_actions = actions.reshape(b * n, h, a)  # [M, H, A]
-        latents = rollout(model, z, flat_actions)  # [M, H, *Z]
-        # Rewards of all steps in one call: (z_t, a_t) for t < H, batched as M * H rows,
-        # which is faster than H small calls and has no sequential dependency.
-        before = torch.cat([z.unsqueeze(1), latents[:, :-1]], dim=1)  # [M, H, *Z]
-        rewards = model.reward(before.flatten(0, 1), flat_actions.flatten(0, 1))
-        if tuple(rewards.shape) != (b * n * h,):
-            raise ValueError(
-                f"{type(model).__name__}.reward returned shape {tuple(rewards.shape)} for {b * n * h} "
-                f"latent-action pairs; expected ({b * n * h},)"
-            )
+        with_rewards = getattr(model, "rollout_with_rewards", None)
+        if callable(with_rewards):
+            # Models whose reward needs more than (z_t, a_t), e.g. the physics reference
+            # model summing rewards over action-repeat sub-steps, predict both at once.
+            latents, rewards = with_rewards(z, flat_actions)  # [M, H, *Z], [M, H]
+            if tuple(rewards.shape) != (b * n, h):
+                raise ValueError(
+                    f"{type(model).__name__}.rollout_with_rewards returned rewards of shape "
+                    f"{tuple(rewards.shape)}; expected {(b * n, h)}"
+                )
+            last = latents[:, -1]
+        elif callable(getattr(model, "rollout", None)):
+            latents = rollout(model, z, flat_actions)  # [M, H, *Z]
+            before = torch.cat([z.unsqueeze(1), latents[:, :-1]], dim=1).flatten(0, 1)  # [M * H, *Z]
+            rewards = _checked_reward(model, before, flat_actions.flatten(0, 1)).view(b * n, h)
+            last = latents[:, -1]
+        else:
+            # Step by step, reward beside dynamics: M-row matmuls stay in cache, where one
+            # M * H-row reward call was measured slower per FLOP on CPU.
+            step_rewards = []
+            for t in range(h):
+                step_rewards.append(_checked_reward(model, z, flat_actions[:, t]))
+                z = model.next(z, flat_actions[:, t])
+            rewards, last = torch.stack(step_rewards, dim=1), z  # [M, H], [M, *Z]
         weights = discount ** torch.arange(h, device=rewards.device, dtype=rewards.dtype)  # [H]
-        returns = (rewards.view(b * n, h) * weights).sum(dim=1)  # [M]
+        returns = (rewards * weights).sum(dim=1)  # [M]
         if value_fn is not None:
-            returns = returns + discount**h * value_fn(latents[:, -1]).reshape(b * n)
+            returns = returns + discount**h * value_fn(last).reshape(b * n)
         return returns.view(b, n)
 
     return objective

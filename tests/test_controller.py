@@ -206,5 +206,32 @@ def test_controller_errors_name_the_bad_value():
 
 def test_model_reward_of_the_wrong_shape_is_named():
     model = FunctionModel(next=lambda z, a: z + a, reward=lambda z, a: z)
-    with pytest.raises(ValueError, match=r"FunctionModel.reward returned shape \(6, 2\).*expected \(6,\)"):
+    with pytest.raises(ValueError, match=r"FunctionModel.reward returned shape \(2, 2\).*expected \(2,\)"):
         reward_objective(model, torch.zeros(1, 2))(torch.zeros(1, 2, 3, 2))
+
+
+@pytest.mark.slow
+def test_compiled_model_plans_the_same_actions_as_the_eager_model():
+    system = PointMass()
+    planner = small_planner("mppi", 2, 10)
+    eager = MPCController(system, planner, seed=0, device="cpu")
+    compiled = MPCController(system, planner, seed=0, device="cpu", compile=True)
+    assert compiled.model.obs_shape == system.obs_shape  # delegated attribute
+    state = system.initial_state(1)[0].numpy()
+    assert np.allclose(eager.act(state), compiled.act(state), atol=1e-4)
+
+
+def test_rollout_with_rewards_is_used_by_the_reward_objective():
+    class Predicting:
+        def next(self, z, a):
+            raise AssertionError("next must not be called")
+
+        def reward(self, z, a):
+            raise AssertionError("reward must not be called")
+
+        def rollout_with_rewards(self, z, actions):
+            latents = z.unsqueeze(1) + actions.cumsum(dim=1)
+            return latents, latents.sum(dim=2)
+
+    returns = reward_objective(Predicting(), torch.zeros(1, 1), discount=0.5)(torch.ones(1, 2, 3, 1))
+    assert torch.allclose(returns, torch.full((1, 2), 1 + 0.5 * 2 + 0.25 * 3))

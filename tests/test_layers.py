@@ -12,6 +12,15 @@ def test_fast_mish_equals_torch_mish_including_extremes():
     assert torch.isfinite(mish(x)).all()
 
 
+def test_fast_mish_gradient_equals_torch_mish_gradient():
+    x = torch.linspace(-30, 60, 901, requires_grad=True)
+    (grad,) = torch.autograd.grad(mish(x).sum(), x)
+    y = x.detach().clone().requires_grad_(True)
+    (expected,) = torch.autograd.grad(F.mish(y).sum(), y)
+    assert torch.isfinite(grad).all()
+    assert torch.allclose(grad, expected, atol=1e-5)
+
+
 def test_simnorm_is_a_softmax_per_group_and_rows_sum_to_one_per_group():
     x = torch.randn(5, 64) * 30  # large logits: the max subtraction must keep it finite
     y = simnorm(x)
@@ -62,3 +71,12 @@ def test_mlp_learns_a_simple_regression():
         loss.backward()
         opt.step()
     assert loss.item() < 0.2 * first
+
+
+def test_simnorm_gradient_matches_softmax_gradient():
+    x = torch.randn(3, 16, requires_grad=True)
+    weights = torch.randn(3, 16)
+    (grad,) = torch.autograd.grad((simnorm(x) * weights).sum(), x)
+    y = x.detach().clone().requires_grad_(True)
+    (expected,) = torch.autograd.grad((F.softmax(y.view(3, 2, 8), -1).view(3, 16) * weights).sum(), y)
+    assert torch.allclose(grad, expected, atol=1e-6)
