@@ -107,6 +107,12 @@ def _clip(x: Tensor, low: Tensor, high: Tensor) -> Tensor:
     return torch.minimum(torch.maximum(x, low), high)
 
 
+def uniform_elite_weights(elite_returns: Tensor) -> Tensor:
+    """Equal weights [B, K] over the elites with finite returns (CEM, iCEM)."""
+    finite = elite_returns.isfinite().to(elite_returns.dtype)
+    return finite / finite.sum(dim=1, keepdim=True).clamp(min=1.0)
+
+
 def _gather_candidates(candidates: Tensor, index: Tensor) -> Tensor:
     """candidates[B, N, H, A], index[B, K] -> the indexed sequences [B, K, H, A]."""
     b, _, h, a = candidates.shape

@@ -12,7 +12,7 @@ from typing import Any
 
 from torch import Tensor
 
-from planners.base import SamplingPlanner
+from planners.base import SamplingPlanner, uniform_elite_weights
 from planners.config import PlannerConfig
 
 __all__ = ["CEM", "CEMConfig"]
@@ -35,8 +35,7 @@ class CEM(SamplingPlanner[CEMConfig]):
     config_cls = CEMConfig
 
     def _elite_weights(self, elite_returns: Tensor) -> Tensor:
-        finite = elite_returns.isfinite().to(elite_returns.dtype)  # [B, K]
-        return finite / finite.sum(dim=1, keepdim=True).clamp(min=1.0)
+        return uniform_elite_weights(elite_returns)
 
     @classmethod
     def planet(cls, action_dim: int, **overrides: Any) -> CEM:

@@ -15,7 +15,7 @@ from typing import Any
 
 from torch import Tensor
 
-from planners.base import SamplingPlanner
+from planners.base import SamplingPlanner, uniform_elite_weights
 from planners.config import OutputMode, PlannerConfig
 
 __all__ = ["ICEM", "ICEMConfig"]
@@ -64,8 +64,7 @@ class ICEM(SamplingPlanner[ICEMConfig]):
     config_cls = ICEMConfig
 
     def _elite_weights(self, elite_returns: Tensor) -> Tensor:
-        finite = elite_returns.isfinite().to(elite_returns.dtype)  # [B, K]
-        return finite / finite.sum(dim=1, keepdim=True).clamp(min=1.0)
+        return uniform_elite_weights(elite_returns)
 
     def _kept_elite_count(self) -> int:
         return int(self.config.keep_elites_fraction * self.config.num_elites)

@@ -1,0 +1,105 @@
+"""Running a controller in an environment for whole episodes and recording what it did."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+
+from planners import MPCController
+
+__all__ = ["EpisodeRecord", "run_episode", "summarise"]
+
+# What the controller sees: (env, env observation) -> the model's observation.
+ModelInput = Callable[[Any, Any], Any]
+
+
+@dataclass
+class EpisodeRecord:
+    """One episode's outcome. `success` is None for tasks that define none."""
+
+    episode: int
+    seed: int
+    episode_return: float
+    success: bool | None
+    steps: int
+    mean_plan_ms: float
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def run_episode(
+    env: Any,
+    controller: MPCController,
+    seed: int,
+    episode: int = 0,
+    model_input: ModelInput = lambda env, obs: obs,
+    goal_input: Callable[[Any], Any] | None = None,
+    max_steps: int | None = None,
+    frames: list[np.ndarray] | None = None,
+    goal_frame: Callable[[Any], np.ndarray] | None = None,
+    progress: Any = None,
+) -> EpisodeRecord:
+    """Reset `env` with `seed` and act with `controller` until the episode ends.
+
+    Args:
+        env: a Gymnasium env (ours: `envs.make`).
+        controller: acts on `model_input(env, obs)`; reset here.
+        seed: the episode's reset seed.
+        model_input: maps the env observation to what the model encodes (the physics
+            state for the reference model, the "observation" entry for goal tasks).
+        goal_input: env -> goal observation, for goal objectives; None for reward ones.
+        max_steps: stop after this many agent steps (None: the env's own limit).
+        frames: when a list, rendered frames (HWC uint8) are appended to it.
+        goal_frame: env -> HWC image shown beside each frame (goal tasks).
+        progress: a tqdm-like object with update(n), or None.
+
+    Returns:
+        The episode's record: return, success (info["is_success"] at the end, when the
+        env reports it), steps and mean time of `controller.act`.
+    """
+    obs, info = env.reset(seed=seed)
+    controller.reset()
+    goal = goal_input(env) if goal_input is not None else None
+    shown_goal = goal_frame(env) if goal_frame is not None and frames is not None else None
+    total, steps, plan_seconds = 0.0, 0, 0.0
+    success: bool | None = info.get("is_success")
+    while max_steps is None or steps < max_steps:
+        if frames is not None:
+            frame = env.render()
+            frames.append(frame if shown_goal is None else _beside(frame, shown_goal))
+        start = time.perf_counter()
+        action = controller.act(model_input(env, obs), goal=goal)
+        plan_seconds += time.perf_counter() - start
+        obs, reward, terminated, truncated, info = env.step(action)
+        total += float(reward)
+        steps += 1
+        success = info.get("is_success", success)
+        if progress is not None:
+            progress.update(1)
+        if terminated or truncated:
+            break
+    return EpisodeRecord(episode, seed, total, success, steps, 1000 * plan_seconds / max(steps, 1))
+
+
+def _beside(frame: np.ndarray, goal: np.ndarray) -> np.ndarray:
+    from training.video import side_by_side
+
+    return side_by_side(frame, goal)
+
+
+def summarise(records: list[EpisodeRecord]) -> dict[str, Any]:
+    """Mean return, success rate (over episodes that report success) and plan time."""
+    returns = [r.episode_return for r in records]
+    graded = [r.success for r in records if r.success is not None]
+    return {
+        "episodes": len(records),
+        "mean_return": float(np.mean(returns)),
+        "std_return": float(np.std(returns)),
+        "success_rate": float(np.mean(graded)) if graded else None,
+        "mean_plan_ms": float(np.mean([r.mean_plan_ms for r in records])),
+    }
