@@ -105,6 +105,7 @@ class MPCController:
         self.num_proposals = num_proposals
         shape = getattr(model, "obs_shape", None)
         self.obs_ndim = obs_ndim if obs_ndim is not None else (len(shape) if shape is not None else 1)
+        self.obs_dtype: torch.dtype = getattr(model, "obs_dtype", torch.float32)
         self.device = resolve_device(device)
         self.generator: torch.Generator | None = None
         if seed is not None:
@@ -152,8 +153,10 @@ class MPCController:
     def _as_batch(self, x: np.ndarray | Tensor, name: str) -> tuple[Tensor, bool]:
         """To a tensor on the controller's device with a leading batch dimension."""
         t = torch.as_tensor(np.asarray(x) if not isinstance(x, Tensor) else x)
-        if t.dtype == torch.float64:
-            t = t.float()  # float32 at the boundary; uint8 images stay uint8 for the encoder
+        if t.is_floating_point():
+            # float32 at the boundary unless the model asks for more (the physics model
+            # plans from the exact float64 state); uint8 images stay uint8 for the encoder.
+            t = t.to(self.obs_dtype)
         t = t.to(self.device)
         if t.ndim == self.obs_ndim:
             t, batched = t.unsqueeze(0), False

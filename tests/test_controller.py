@@ -235,3 +235,18 @@ def test_rollout_with_rewards_is_used_by_the_reward_objective():
 
     returns = reward_objective(Predicting(), torch.zeros(1, 1), discount=0.5)(torch.ones(1, 2, 3, 1))
     assert torch.allclose(returns, torch.full((1, 2), 1 + 0.5 * 2 + 0.25 * 3))
+
+
+def test_controller_gives_the_model_its_declared_observation_dtype():
+    seen = []
+
+    class Exact(FunctionModel):
+        obs_dtype = torch.float64
+
+    model = Exact(next=lambda z, a: z + a, reward=lambda z, a: -z.pow(2).sum(1),
+                  encode=lambda obs: seen.append(obs.dtype) or obs, obs_shape=(1,))
+    MPCController(model, CEM(action_dim=1, horizon=2, num_samples=8, num_elites=2, iterations=1),
+                  device="cpu").act(np.array([0.1], dtype=np.float64))
+    MPCController(linear_model(), CEM(action_dim=2, horizon=2, num_samples=8, num_elites=2, iterations=1),
+                  device="cpu", obs_ndim=1).act(np.array([0.1, 0.2], dtype=np.float64))
+    assert seen == [torch.float64]
