@@ -1,12 +1,13 @@
 #!/usr/bin/env python
 """Plan on a task from the command line and report what was achieved.
 
-    python run_planning.py                                  # the default demo
-    python run_planning.py --task toy-point_mass --planner icem --episodes 3
-    python run_planning.py --list                           # tasks, planners, models
+    python run_planning.py                                   # the default: a DM Control task
+    python run_planning.py --task reacher-easy --planner icem --episodes 5
+    python run_planning.py --task point_mass-goal --video runs/goal.mp4
+    python run_planning.py --list                            # tasks, planners, models
 
-Each episode is one row of a table (return, success, mean plan time); the rows are also
-written as CSV and JSON to --out.
+Each episode is one row of a table (return, success, mean plan time per step); the rows
+are written as CSV and JSON to --out.
 """
 
 from __future__ import annotations
@@ -16,39 +17,37 @@ import csv
 import json
 import os
 import sys
-import time
-from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-# MuJoCo picks its rendering back end when dm_control is first imported: choose before
-# anything imports it. EGL renders headless on CPU machines too.
+# MuJoCo picks its rendering back end when dm_control is first imported: choose it before
+# anything imports dm_control. EGL renders headless on CPU machines too.
 os.environ.setdefault("MUJOCO_GL", "egl")
 
+import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
+import envs  # noqa: E402  (does not import dm_control until an env is made)
 from models import TOY_SYSTEMS  # noqa: E402
 from planners import PLANNERS, PRESETS, MPCController, make_planner, resolve_device  # noqa: E402
+from training import EpisodeRecord, run_episode, summarise, write_video  # noqa: E402
+from training.oracle_presets import matched_planner, oracle_settings  # noqa: E402
 
+DEFAULT_TASK = "cartpole-swingup"
+DEFAULT_PLANNER = "icem"
+MODELS = ("oracle", "told", "rssm", "dinowm")
+AVAILABLE_MODELS = ("oracle",)
 TOY_TASKS = {f"toy-{name}": name for name in TOY_SYSTEMS}
-# Episode lengths (agent steps) of the toy tasks.
+
+TOY_PLANNER_DEFAULTS = {
+    "toy-pendulum": {"horizon": 25, "num_samples": 200, "num_elites": 20, "iterations": 4},
+    "toy-point_mass": {"horizon": 15, "num_samples": 200, "num_elites": 20, "iterations": 4},
+}
 TOY_STEPS = {"toy-pendulum": 100, "toy-point_mass": 50}
-DEFAULT_TASK = "toy-pendulum"
-MODELS = ("oracle",)  # the toy system's own dynamics
 
 
 class UserError(Exception):
     """A mistake in the command line: printed as one line, no traceback."""
-
-
-@dataclass
-class EpisodeRecord:
-    episode: int
-    seed: int
-    episode_return: float
-    success: bool
-    steps: int
-    mean_plan_ms: float
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -57,104 +56,244 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     parser.add_argument("--task", default=DEFAULT_TASK, help="task name (see --list)")
-    parser.add_argument("--planner", default="mppi", help=f"one of {sorted(PLANNERS)}")
+    parser.add_argument("--planner", default=DEFAULT_PLANNER, help=f"one of {sorted(PLANNERS)}")
     parser.add_argument("--preset", default=None, help=f"published planner settings: {sorted(PRESETS)}")
     parser.add_argument("--model", default="oracle", help=f"world model: {list(MODELS)}")
-    parser.add_argument("--episodes", type=int, default=3)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--horizon", type=int, default=None, help="planning horizon (planner default if unset)")
+    parser.add_argument("--checkpoint", default=None, help="weights file of a learned model")
+    parser.add_argument("--episodes", type=int, default=1)
+    parser.add_argument("--seed", type=int, default=0, help="seed of the first episode (then seed + 1, ...)")
+    parser.add_argument("--horizon", type=int, default=None, help="planning horizon (agent steps)")
     parser.add_argument("--samples", type=int, default=None, help="candidates per iteration")
     parser.add_argument("--elites", type=int, default=None)
     parser.add_argument("--iterations", type=int, default=None)
+    parser.add_argument("--action-repeat", type=int, default=None, help="physics steps per agent step")
+    parser.add_argument("--max-steps", type=int, default=None, help="cut episodes after this many agent steps")
     parser.add_argument("--device", default="auto", help="auto, cpu or cuda")
-    parser.add_argument("--out", default=None, help="folder for CSV/JSON results (default runs/<task>-<planner>)")
+    parser.add_argument("--obs", default="state", choices=["state", "pixels"], help="observation type")
+    parser.add_argument("--goal", default=None, help="goal-image file (.png/.npy) for goal-conditioned models")
+    parser.add_argument("--video", default=None, help="write the first episode to this .mp4 or .gif")
+    parser.add_argument("--out", default=None, help="folder for CSV/JSON results (default runs/<task>-<planner>-<model>)")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.add_argument("--list", action="store_true", help="list tasks, planners and models, then exit")
     return parser
 
 
-def planner_overrides(args: argparse.Namespace, defaults: dict[str, Any]) -> dict[str, Any]:
-    """Task defaults, with the command line's explicit values on top."""
-    overrides = dict(defaults)
+# -- building the pieces -----------------------------------------------------------------
+
+
+def flag_overrides(args: argparse.Namespace) -> dict[str, Any]:
+    """Planner config fields set explicitly on the command line."""
+    overrides = {}
     for flag, field in (("horizon", "horizon"), ("samples", "num_samples"), ("elites", "num_elites"),
                         ("iterations", "iterations")):
         value = getattr(args, flag)
         if value is not None:
             overrides[field] = value
-    if "num_elites" in overrides and "num_samples" in overrides:
-        overrides["num_elites"] = min(overrides["num_elites"], overrides["num_samples"])
     return overrides
 
 
-def run_toy(args: argparse.Namespace) -> list[EpisodeRecord]:
-    """MPC on a torch toy system that serves as its own (exact) model."""
-    system = TOY_SYSTEMS[TOY_TASKS[args.task]]()
-    device = resolve_device(args.device)
-    defaults = {"horizon": 25 if args.task == "toy-pendulum" else 15, "num_samples": 200, "num_elites": 20,
-                "iterations": 4}
-    if args.preset is not None:
-        defaults = {}
+def planner_for(args: argparse.Namespace, action_dim: int, defaults: dict[str, Any]):
+    """The planner: a preset, or the task's defaults, with explicit flags on top."""
+    overrides = flag_overrides(args)
+    if args.preset is None:
+        overrides = {**defaults, **overrides}
+        if args.elites is None and "num_samples" in overrides:
+            overrides["num_elites"] = min(overrides.get("num_elites", 1), overrides["num_samples"])
     try:
-        planner = make_planner(args.planner, system.action_dim, preset=args.preset, **planner_overrides(args, defaults))
+        return make_planner(args.planner, action_dim, preset=args.preset, **overrides)
     except (TypeError, ValueError) as error:
         raise UserError(str(error)) from None
+
+
+def oracle_planner(args: argparse.Namespace, action_dim: int) -> Any:
+    """The true-physics planner: a preset, or the measured per-task budget (flags on top)."""
+    if args.preset is not None:
+        return planner_for(args, action_dim, {})
+    settings = oracle_settings(args.task)
+    overrides = flag_overrides(args)
+    horizon = overrides.pop("horizon", settings["horizon"])
+    try:
+        return matched_planner(args.planner, action_dim, horizon, settings["budget"], **overrides)
+    except (TypeError, ValueError) as error:
+        raise UserError(str(error)) from None
+
+
+def check_model(args: argparse.Namespace) -> None:
+    if args.model not in MODELS:
+        raise UserError(f"unknown model {args.model!r}; choose one of {list(MODELS)}")
+    if args.model not in AVAILABLE_MODELS:
+        raise UserError(f"model {args.model!r} is not available in this version yet; available: {list(AVAILABLE_MODELS)}")
+    if args.model == "oracle" and args.checkpoint is not None:
+        raise UserError("the oracle model is the true physics and takes no --checkpoint")
+    if args.checkpoint is not None and not Path(args.checkpoint).is_file():
+        raise UserError(f"checkpoint not found: {args.checkpoint}")
+    if args.goal is not None and args.model == "oracle":
+        raise UserError("--goal images need a goal-conditioned learned model; the oracle plans to the task's own goal")
+
+
+def make_env(args: argparse.Namespace, seed: int):
+    # The physics model plans with the measured per-task action repeat; learned models
+    # use the envs' default (TD-MPC2's 2), the repeat they are trained with.
+    repeat = args.action_repeat
+    if repeat is None and args.model == "oracle":
+        repeat = oracle_settings(args.task)["action_repeat"]
+    try:
+        return envs.make(args.task, obs=args.obs, seed=seed, action_repeat=repeat)
+    except ValueError as error:
+        raise UserError(str(error)) from None
+
+
+def oracle_model(env: Any) -> Any:
+    """The true-physics model of `env`."""
+    from models.oracle import OracleModel  # after MUJOCO_GL is set (imports mujoco lazily)
+
+    return OracleModel(env)
+
+
+def goal_image_frame(env: Any) -> np.ndarray:
+    """The goal configuration rendered at video size, without disturbing the episode."""
+    from envs.physics_state import preserved_physics
+
+    goal_state = env.goal_physics_state()
+    with preserved_physics(env.physics):
+        env.set_physics_state(goal_state)
+        return env.render()
+
+
+# -- running ---------------------------------------------------------------------------------
+
+
+def run_dmc(args: argparse.Namespace) -> list[EpisodeRecord]:
+    check_model(args)
+    env = make_env(args, args.seed)
+    device = resolve_device(args.device)
+    model = oracle_model(env)
+    planner = oracle_planner(args, env.action_space.shape[0])
+    controller = MPCController(model, planner, discount=1.0, use_value=False, seed=args.seed, device=device)
+    is_goal_task = isinstance(env, envs.GoalDMCEnv)
+    steps = min(env.max_episode_steps, args.max_steps or env.max_episode_steps)
+    print(f"task {args.task} (action repeat {env.action_repeat}, {steps} agent steps), planner {args.planner} "
+          f"{describe(planner)}, model {args.model}", flush=True)
+    progress = make_progress(args, steps * args.episodes)
+    records = []
+    print_header()
+    for episode in range(args.episodes):
+        frames = [] if args.video and episode == 0 else None
+        record = run_episode(
+            env, controller, seed=args.seed + episode, episode=episode,
+            model_input=lambda e, obs: e.get_physics_state(),
+            max_steps=args.max_steps, frames=frames,
+            goal_frame=goal_image_frame if is_goal_task else None, progress=progress,
+        )
+        records.append(record)
+        if progress is not None:
+            progress.clear()
+        print_row(record)
+        if frames:
+            save_video(args.video, frames, env)
+    if progress is not None:
+        progress.close()
+    env.close()
+    return records
+
+
+class ToyEnv:
+    """A torch toy system behind the reset/step interface `run_episode` uses."""
+
+    def __init__(self, name: str, device: torch.device) -> None:
+        self.system = TOY_SYSTEMS[TOY_TASKS[name]]()
+        self.max_episode_steps = TOY_STEPS[name]
+        self.device = device
+
+    def reset(self, seed: int) -> tuple[torch.Tensor, dict[str, Any]]:
+        noise = torch.randn(self.system.state_dim, generator=torch.Generator().manual_seed(seed))
+        self.state = self.system.initial_state(1, self.device) + 0.05 * noise.to(self.device)
+        self.steps = 0
+        return self.state[0], {}
+
+    def step(self, action: np.ndarray) -> tuple[torch.Tensor, float, bool, bool, dict[str, Any]]:
+        a = torch.as_tensor(action, device=self.device).view(1, -1)
+        reward = float(self.system.reward(self.state, a))
+        self.state = self.system.next(self.state, a)
+        self.steps += 1
+        info = {"is_success": bool(self.system.success(self.state)[0])}
+        return self.state[0], reward, False, self.steps >= self.max_episode_steps, info
+
+
+def run_toy(args: argparse.Namespace) -> list[EpisodeRecord]:
+    if args.model != "oracle":
+        raise UserError(f"toy tasks use their own dynamics: pass --model oracle, not {args.model!r}")
+    if args.video:
+        raise UserError("toy tasks have no renderer; --video works with DM Control tasks")
+    device = resolve_device(args.device)
+    env = ToyEnv(args.task, device)
+    planner = planner_for(args, env.system.action_dim, TOY_PLANNER_DEFAULTS[args.task])
+    print(f"task {args.task}, planner {args.planner} {describe(planner)}, model {args.model}", flush=True)
     print_header()
     records = []
-    steps = TOY_STEPS[args.task]
     for episode in range(args.episodes):
-        seed = args.seed + episode
-        controller = MPCController(system, planner, discount=1.0, seed=seed, device=device)
-        state = system.initial_state(1, device=device)
-        # Different episodes start from slightly different states.
-        state = state + 0.05 * torch.randn(state.shape, generator=torch.Generator().manual_seed(seed)).to(device)
-        total, plan_time = 0.0, 0.0
-        for _ in range(steps):
-            start = time.perf_counter()
-            action = torch.as_tensor(controller.act(state[0]), device=device).view(1, -1)
-            plan_time += time.perf_counter() - start
-            total += float(system.reward(state, action))
-            state = system.next(state, action)
-        records.append(EpisodeRecord(episode, seed, total, bool(system.success(state)[0]), steps,
-                                     1000 * plan_time / steps))
+        controller = MPCController(env.system, planner, discount=1.0, seed=args.seed + episode, device=device)
+        records.append(run_episode(env, controller, seed=args.seed + episode, episode=episode, max_steps=args.max_steps))
         print_row(records[-1])
     return records
 
 
+def describe(planner: Any) -> str:
+    c = planner.config
+    return f"(horizon {c.horizon}, {c.num_samples} samples, {c.num_elites} elites, {c.iterations} iterations)"
+
+
+def make_progress(args: argparse.Namespace, total: int) -> Any:
+    if args.no_progress or not sys.stderr.isatty():
+        return None
+    from tqdm import tqdm
+
+    return tqdm(total=total, unit="step", leave=False)
+
+
+def save_video(path: str, frames: list[np.ndarray], env: Any) -> None:
+    fps = max(1, round(1.0 / (env.control_timestep * env.action_repeat)))
+    try:
+        written = write_video(path, frames, fps=fps)
+    except (ImportError, ValueError) as error:
+        raise UserError(f"could not write the video: {error}") from None
+    print(f"video: {written}", flush=True)
+
+
 def print_header() -> None:
-    print(f"{'episode':>7} {'seed':>5} {'return':>10} {'success':>8} {'steps':>6} {'plan ms':>8}")
+    print(f"{'episode':>7} {'seed':>5} {'return':>10} {'success':>8} {'steps':>6} {'plan ms':>8}", flush=True)
 
 
 def print_row(r: EpisodeRecord) -> None:
-    print(f"{r.episode:>7} {r.seed:>5} {r.episode_return:>10.2f} {str(r.success):>8} {r.steps:>6} "
-          f"{r.mean_plan_ms:>8.1f}", flush=True)
+    success = "-" if r.success is None else str(r.success)
+    print(f"{r.episode:>7} {r.seed:>5} {r.episode_return:>10.2f} {success:>8} {r.steps:>6} {r.mean_plan_ms:>8.1f}",
+          flush=True)
 
 
 def write_results(out: Path, args: argparse.Namespace, records: list[EpisodeRecord]) -> None:
-    """CSV of the episodes and a JSON summary, each written atomically."""
+    """Episodes as CSV and a JSON summary, each written atomically."""
     out.mkdir(parents=True, exist_ok=True)
-    rows = [asdict(r) for r in records]
+    rows = [r.as_dict() for r in records]
     tmp = out / "episodes.csv.tmp"
     with tmp.open("w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=list(rows[0]))
         writer.writeheader()
         writer.writerows(rows)
     tmp.replace(out / "episodes.csv")
-    summary = {
-        "task": args.task, "planner": args.planner, "preset": args.preset, "model": args.model,
-        "episodes": rows,
-        "mean_return": sum(r.episode_return for r in records) / len(records),
-        "success_rate": sum(r.success for r in records) / len(records),
-        "mean_plan_ms": sum(r.mean_plan_ms for r in records) / len(records),
-    }
+    summary = {"task": args.task, "planner": args.planner, "preset": args.preset, "model": args.model,
+               **summarise(records), "rows": rows}
     tmp = out / "summary.json.tmp"
     tmp.write_text(json.dumps(summary, indent=2))
     tmp.replace(out / "summary.json")
 
 
 def list_choices() -> None:
-    print("tasks:   ", ", ".join(sorted(TOY_TASKS)))
-    print("planners:", ", ".join(sorted(PLANNERS)))
-    print("presets: ", ", ".join(sorted(PRESETS)))
-    print("models:  ", ", ".join(MODELS))
+    print("DM Control tasks:", ", ".join(envs.list_tasks("suite")))
+    print("goal tasks:      ", ", ".join(envs.list_tasks("goal")))
+    print("toy tasks:       ", ", ".join(sorted(TOY_TASKS)))
+    print("planners:        ", ", ".join(sorted(PLANNERS)))
+    print("presets:         ", ", ".join(sorted(PRESETS)))
+    print("models:          ", ", ".join(f"{m}{'' if m in AVAILABLE_MODELS else ' (not yet)'}" for m in MODELS))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -163,22 +302,20 @@ def main(argv: list[str] | None = None) -> int:
         list_choices()
         return 0
     try:
-        if args.task not in TOY_TASKS:
-            raise UserError(f"unknown task {args.task!r}; choose one of {sorted(TOY_TASKS)} (see --list)")
-        if args.model not in MODELS:
-            raise UserError(f"unknown model {args.model!r}; choose one of {list(MODELS)}")
-        if args.episodes < 1:
-            raise UserError(f"--episodes {args.episodes} must be at least 1")
-        print(f"task {args.task}, planner {args.planner}, model {args.model}")
-        records = run_toy(args)
+        for flag in ("episodes", "horizon", "samples", "elites", "iterations", "action_repeat", "max_steps"):
+            value = getattr(args, flag)
+            if value is not None and value < 1:
+                raise UserError(f"--{flag.replace('_', '-')} {value} must be at least 1")
+        records = run_toy(args) if args.task in TOY_TASKS else run_dmc(args)
     except UserError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    out = Path(args.out) if args.out else Path("runs") / f"{args.task}-{args.planner}"
+    out = Path(args.out) if args.out else Path("runs") / f"{args.task}-{args.planner}-{args.model}"
     write_results(out, args, records)
-    mean_return = sum(r.episode_return for r in records) / len(records)
-    successes = sum(r.success for r in records)
-    print(f"mean return {mean_return:.2f}, success {successes}/{len(records)}; results in {out}/")
+    summary = summarise(records)
+    rate = "" if summary["success_rate"] is None else f", success {100 * summary['success_rate']:.0f}%"
+    print(f"mean return {summary['mean_return']:.2f}{rate}, plan {summary['mean_plan_ms']:.0f} ms/step; "
+          f"results in {out}/")
     return 0
 
 
