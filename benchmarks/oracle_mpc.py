@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
 import sys
 import time
@@ -27,13 +26,14 @@ from typing import Any
 os.environ.setdefault("MUJOCO_GL", "egl")
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-import torch  # noqa: E402
 
 import envs  # noqa: E402
 from models.oracle import OracleModel  # noqa: E402
 from planners import MPCController  # noqa: E402
 from training import run_episode  # noqa: E402
 from training.oracle_presets import candidates_per_call, matched_planner, oracle_settings  # noqa: E402
+
+from benchmarks.machine import machine_info  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results" / "oracle_mpc.json"
 TASKS = ("reacher-easy", "point_mass-easy", "reacher-pose", "point_mass-goal", "reacher-target", "cartpole-swingup",
@@ -124,7 +124,7 @@ def main() -> int:
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args()
     report = load(args.out)
-    report["machine"] = {"cpu": platform.processor(), "threads": torch.get_num_threads(), "torch": torch.__version__}
+    report["machine"] = machine_info()
     if args.sweep:
         for budget in args.sweep_budgets:
             for name in args.planners:

@@ -26,7 +26,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
 import sys
 import time
@@ -44,29 +43,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import envs  # noqa: E402
 from models.oracle import OracleModel  # noqa: E402
 
+from benchmarks.machine import machine_info  # noqa: E402
+
 RESULTS = Path(__file__).resolve().parent / "results" / "oracle_speed.json"
 TASKS = (("cartpole-swingup", 8), ("reacher-easy", 4), ("cheetah-run", 4), ("walker-walk", 2))
 M, H = 512, 12
-
-
-def machine_info() -> dict[str, Any]:
-    import mujoco
-
-    cpu = platform.processor() or "unknown"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return {
-        "cpu": cpu,
-        "cores_available": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
-        "mujoco": mujoco.__version__,
-        "torch": torch.__version__,
-        "python": platform.python_version(),
-    }
 
 
 def interleaved_medians(calls: dict[str, Callable[[], Any]], repeats: int) -> dict[str, float]:

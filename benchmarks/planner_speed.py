@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import statistics
 import sys
 import time
@@ -39,22 +38,9 @@ import models.layers  # noqa: E402
 from benchmarks.sized_models import TDMPC2_SIZES, RSSMShaped, TDMPC2Shaped  # noqa: E402
 from planners import CEM, MPPI, compile_model, policy_proposals, reward_objective  # noqa: E402
 
+from benchmarks.machine import machine_info  # noqa: E402
+
 RESULTS = Path(__file__).resolve().parent / "results" / "planner_speed.json"
-
-
-def machine_info() -> dict[str, Any]:
-    cpu = platform.processor() or "unknown"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    info = {"cpu": cpu, "threads": torch.get_num_threads(), "torch": torch.__version__, "python": platform.python_version()}
-    if torch.cuda.is_available():
-        info["gpu"] = torch.cuda.get_device_name(0)
-    return info
 
 
 def median_ms(fn: Callable[[], Any], repeats: int, warmup: int = 3) -> float:

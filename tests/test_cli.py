@@ -43,7 +43,7 @@ def test_toy_task_runs_and_writes_csv_and_json(tmp_path):
         (["--checkpoint", "nowhere.pt"], "the oracle model is the true physics and takes no --checkpoint"),
         (["--episodes", "0"], "--episodes 0 must be at least 1"),
         (["--task", "toy-pendulum", "--samples", "4", "--elites", "9"], "num_elites=9 exceeds num_samples=4"),
-        (["--task", "toy-pendulum", "--preset", "planet"], "unknown preset 'planet' for planner 'mppi'"),
+        (["--task", "toy-pendulum", "--planner", "mppi", "--preset", "planet"], "unknown preset 'planet' for planner 'mppi'"),
     ],
 )
 def test_user_errors_print_one_line_and_exit_2(args, message):

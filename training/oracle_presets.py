@@ -18,7 +18,7 @@ __all__ = ["ORACLE_SETTINGS", "oracle_settings", "matched_planner", "candidates_
 ORACLE_SETTINGS: dict[str, dict[str, int]] = {
     "cartpole": {"action_repeat": 4, "horizon": 24, "budget": 250},
     "reacher": {"action_repeat": 4, "horizon": 12, "budget": 250},
-    "point_mass": {"action_repeat": 2, "horizon": 15, "budget": 250},
+    "point_mass": {"action_repeat": 4, "horizon": 25, "budget": 250},  # sparse reward: look 2 s ahead
     "finger": {"action_repeat": 2, "horizon": 12, "budget": 250},
     "cheetah": {"action_repeat": 4, "horizon": 12, "budget": 250},
     "walker": {"action_repeat": 2, "horizon": 10, "budget": 150},
