@@ -37,7 +37,7 @@ from benchmarks.machine import machine_info  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results" / "oracle_mpc.json"
 TASKS = ("reacher-easy", "point_mass-easy", "reacher-pose", "point_mass-goal", "reacher-target", "cartpole-swingup",
-         "finger-spin", "cheetah-run", "walker-walk")
+         "finger-spin", "cheetah-run", "walker-walk", "finger-turn_goal")
 PLANNERS = ("cem", "mppi", "icem")
 def raw_step_rate(env: Any, seconds: float = 1.0) -> float:
     """Single-thread `mj_step` calls per second on this task's model."""
