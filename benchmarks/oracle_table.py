@@ -38,7 +38,8 @@ def main_table(runs: dict) -> list[str]:
             scores.append(text)
             times.append(f"{s['mean_plan_ms']:.0f}")
             speed.append(s["speedup_over_raw_mj_step"])
-        episodes = len(any_cell["episodes"])
+        counts = sorted({len(c["episodes"]) for c in cells.values()})
+        episodes = str(counts[0]) if len(counts) == 1 else f"{counts[0]}-{counts[-1]}"
         lines.append(f"| {task} ({any_cell['action_repeat']}, {horizon}, {any_cell['budget']}; {episodes} episodes) | "
                      + " | ".join(scores) + f" | {', '.join(times)} | {min(speed):.1f}-{max(speed):.1f}x |")
     return lines
