@@ -31,7 +31,7 @@ import envs  # noqa: E402
 from models.oracle import OracleModel  # noqa: E402
 from planners import MPCController  # noqa: E402
 from training import run_episode  # noqa: E402
-from training.oracle_presets import candidates_per_call, matched_planner, oracle_settings  # noqa: E402
+from training.oracle_presets import matched_planner, oracle_settings  # noqa: E402
 
 from benchmarks.machine import machine_info  # noqa: E402
 
@@ -75,7 +75,7 @@ def run_cell(task: str, planner_name: str, budget: int, episodes: int, report: d
     model = OracleModel(env)
     planner = matched_planner(planner_name, env.action_space.shape[0], settings["horizon"], budget)
     cell["planner_config"] = str(planner.config)
-    cell["candidates_per_call"] = candidates_per_call(planner)
+    cell["candidates_per_call"] = planner.candidates_per_call()
     cell["action_repeat"] = env.action_repeat
     cell["physics_steps_per_action"] = model.physics_steps_per_action
     if "raw_mj_step_per_s" not in cell:

@@ -156,6 +156,13 @@ class SamplingPlanner(Generic[ConfigT]):
         """Whether the mean is scored as a candidate in the last iteration (iCEM)."""
         return False
 
+    def candidates_per_call(self) -> int:
+        """Candidates a warm-started call scores: the population of every iteration
+        (proposals included), the kept elites re-scored in each iteration (carried in
+        from the previous call in the first) and the mean in the last (iCEM)."""
+        schedule = self.config.population_schedule()
+        return sum(schedule) + len(schedule) * self._kept_elite_count() + int(self._add_mean_last())
+
     # -- the planning call --------------------------------------------------------------
 
     @torch.no_grad()

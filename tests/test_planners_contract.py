@@ -317,3 +317,12 @@ def test_plans_on_cuda_and_seeds_reproduce_there(name):
     b = planner.plan(target_objective(target), batch_size=2, generator=g2)
     assert a.actions.device.type == "cuda" and torch.equal(a.actions, b.actions)
     assert torch.allclose(a.actions, target, atol=0.1)
+
+
+def test_candidates_per_call_counts_what_the_objective_scores():
+    for planner in (ICEM.default(2, horizon=4), CEM(action_dim=2, horizon=4, num_samples=30, num_elites=3, iterations=2)):
+        objective = target_objective(torch.zeros(1, 4, 2))
+        warm = planner.plan(objective, generator=gen()).warm_start
+        seen = []
+        planner.plan(lambda a: seen.append(a.shape[1]) or objective(a), warm_start=warm, generator=gen())
+        assert sum(seen) == planner.candidates_per_call()

@@ -13,7 +13,7 @@ from typing import Any
 
 from planners import CEM, ICEM, MPPI, SamplingPlanner
 
-__all__ = ["ORACLE_SETTINGS", "oracle_settings", "matched_planner", "candidates_per_call"]
+__all__ = ["ORACLE_SETTINGS", "oracle_settings", "matched_planner"]
 
 ORACLE_SETTINGS: dict[str, dict[str, int]] = {
     "cartpole": {"action_repeat": 4, "horizon": 24, "budget": 250},
@@ -55,11 +55,3 @@ def matched_planner(name: str, action_dim: int, horizon: int, budget: int, **ove
     settings.update(num_samples=max(2 * elites, first), noise_beta=2.0, init_std=0.5, population_decay=ICEM_DECAY)
     return ICEM(**{**settings, **overrides})
 
-
-def candidates_per_call(planner: SamplingPlanner) -> int:
-    """Candidates a warm-started planner scores per call (without proposals): its
-    population schedule, the kept elites in every iteration (carried in from the previous
-    call in the first) and the mean in the last."""
-    schedule = planner.config.population_schedule()
-    kept = planner._kept_elite_count()
-    return sum(schedule) + len(schedule) * kept + (1 if planner._add_mean_last() else 0)
