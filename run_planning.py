@@ -97,8 +97,9 @@ def planner_for(args: argparse.Namespace, action_dim: int, defaults: dict[str, A
     overrides = flag_overrides(args)
     if args.preset is None:
         overrides = {**defaults, **overrides}
-        if args.elites is None and "num_samples" in overrides:
-            overrides["num_elites"] = min(overrides.get("num_elites", 1), overrides["num_samples"])
+        # A smaller --samples shrinks the default elites with it; explicit --elites stays.
+        if args.elites is None and "num_elites" in overrides and "num_samples" in overrides:
+            overrides["num_elites"] = min(overrides["num_elites"], overrides["num_samples"])
     try:
         return make_planner(args.planner, action_dim, preset=args.preset, **overrides)
     except (TypeError, ValueError) as error:
