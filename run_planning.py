@@ -36,7 +36,11 @@ from training.oracle_presets import matched_planner, oracle_settings  # noqa: E4
 DEFAULT_TASK = "cartpole-swingup"
 DEFAULT_PLANNER = "icem"
 MODELS = ("oracle", "told", "rssm", "dinowm")
-AVAILABLE_MODELS = ("oracle",)
+AVAILABLE_MODELS = ("oracle", "told")
+CHECKPOINT_DIR = Path(__file__).resolve().parent / "checkpoints"
+# TD-MPC2's planning budget, used for every planner over TOLD unless flags say otherwise
+# (MPPI takes the full TD-MPC2 preset).
+TOLD_PLANNER_DEFAULTS = {"horizon": 3, "num_samples": 512, "num_elites": 64, "iterations": 6, "num_proposals": 24}
 TOY_TASKS = {f"toy-{name}": name for name in TOY_SYSTEMS}
 
 TOY_PLANNER_DEFAULTS = {
@@ -164,8 +168,48 @@ def goal_image_frame(env: Any) -> np.ndarray:
 # -- running ---------------------------------------------------------------------------------
 
 
+def shipped_checkpoint(model: str, task: str, obs: str = "state") -> Path:
+    """Where a checkpoint shipped with the repository lives: checkpoints/<model>-<task>[-pixels].pt"""
+    suffix = "" if obs == "state" else f"-{obs}"
+    return CHECKPOINT_DIR / f"{model}-{task}{suffix}.pt"
+
+
+def load_told_for(args: argparse.Namespace, env: Any) -> Any:
+    """The TOLD model of --checkpoint (or the shipped one for the task), checked against env."""
+    from models.told import load_told
+
+    path = Path(args.checkpoint) if args.checkpoint else shipped_checkpoint("told", args.task, args.obs)
+    if not path.is_file():
+        raise UserError(
+            f"no TOLD checkpoint for {args.task} ({args.obs}) at {path}; train one with "
+            f"`python run_planning.py train --model told --task {args.task}` and pass --checkpoint runs/.../model.pt"
+        )
+    try:
+        return load_told(path, task=args.task, obs_shape=env.observation_space.shape, action_dim=env.action_space.shape[0])
+    except ValueError as error:
+        raise UserError(f"{path}: {error}") from None
+
+
+def told_planner(args: argparse.Namespace, action_dim: int) -> Any:
+    """TD-MPC2's MPPI preset for --planner mppi; other planners get its budget (flags on top)."""
+    if args.preset is None and args.planner.lower() == "mppi":
+        args = argparse.Namespace(**{**vars(args), "preset": "tdmpc2"})
+    defaults = {} if args.preset else dict(TOLD_PLANNER_DEFAULTS)
+    if args.samples is not None:
+        # Policy proposals take fixed slots among the samples: keep at least half for noise.
+        defaults["num_proposals"] = min(24, args.samples // 2)
+        if args.preset:
+            args = argparse.Namespace(**{**vars(args), "preset": None})
+            defaults = {**TOLD_PLANNER_DEFAULTS, "num_proposals": defaults["num_proposals"]}
+            if args.planner.lower() == "mppi":
+                defaults.update(init_std=2.0, min_std=0.05, max_std=2.0, temperature=2.0, output="sample_elite")
+    return planner_for(args, action_dim, defaults)
+
+
 def run_dmc(args: argparse.Namespace) -> list[EpisodeRecord]:
     check_model(args)
+    if args.model == "told":
+        return run_told(args)
     env = make_env(args, args.seed)
     device = resolve_device(args.device)
     model = oracle_model(env)
@@ -186,6 +230,43 @@ def run_dmc(args: argparse.Namespace) -> list[EpisodeRecord]:
             max_steps=args.max_steps, frames=frames,
             goal_frame=goal_image_frame if is_goal_task else None, progress=progress,
         )
+        records.append(record)
+        if progress is not None:
+            progress.clear()
+        print_row(record)
+        if frames:
+            save_video(args.video, frames, env)
+    if progress is not None:
+        progress.close()
+    env.close()
+    return records
+
+
+def run_told(args: argparse.Namespace) -> list[EpisodeRecord]:
+    """Plan with a trained TOLD model (value and policy proposals included)."""
+    from training.told_agent import heuristic_discount
+
+    try:
+        env = envs.make(args.task, obs=args.obs, seed=args.seed, action_repeat=args.action_repeat,
+                        frame_stack=3 if args.obs == "pixels" else 1)
+    except ValueError as error:
+        raise UserError(str(error)) from None
+    device = resolve_device(args.device)
+    model = load_told_for(args, env).to(device)
+    planner = told_planner(args, env.action_space.shape[0])
+    discount = heuristic_discount(env.max_episode_steps)
+    model.generator = torch.Generator(device=device).manual_seed(args.seed)
+    controller = MPCController(model, planner, discount=discount, use_value=True, seed=args.seed, device=device)
+    steps = min(env.max_episode_steps, args.max_steps or env.max_episode_steps)
+    print(f"task {args.task} (action repeat {env.action_repeat}, {steps} agent steps), planner {args.planner} "
+          f"{describe(planner)}, model told ({model.config.size}, {model.config.obs_type})", flush=True)
+    progress = make_progress(args, steps * args.episodes)
+    records = []
+    print_header()
+    for episode in range(args.episodes):
+        frames = [] if args.video and episode == 0 else None
+        record = run_episode(env, controller, seed=args.seed + episode, episode=episode, max_steps=args.max_steps,
+                             frames=frames, progress=progress)
         records.append(record)
         if progress is not None:
             progress.clear()
@@ -297,7 +378,68 @@ def list_choices() -> None:
     print("models:          ", ", ".join(f"{m}{'' if m in AVAILABLE_MODELS else ' (not yet)'}" for m in MODELS))
 
 
+# -- training ----------------------------------------------------------------------------------
+
+TRAINABLE_MODELS = ("told",)
+
+
+def build_train_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="run_planning.py train",
+        description="Train a world model online with the planner in the loop (resumes from --out).",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    parser.add_argument("--model", default="told", help=f"model to train: {list(TRAINABLE_MODELS)}")
+    parser.add_argument("--task", default=DEFAULT_TASK, help="DM Control task")
+    parser.add_argument("--steps", type=int, default=100_000, help="env steps (action repeat included)")
+    parser.add_argument("--obs", default="state", choices=["state", "pixels"])
+    parser.add_argument("--size", default="1M", help="TOLD size: tiny, 1M or 5M")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--eval-every", type=int, default=10_000, help="env steps between evaluations")
+    parser.add_argument("--eval-episodes", type=int, default=10)
+    parser.add_argument("--checkpoint-every", type=int, default=5, help="episodes between checkpoints")
+    parser.add_argument("--seed-steps", type=int, default=None, help="random-action agent steps first (default 5 episodes)")
+    parser.add_argument("--plan-iterations", type=int, default=None, help="MPPI iterations while collecting (default 6)")
+    parser.add_argument("--batch-size", type=int, default=256)
+    parser.add_argument("--max-episode-steps", type=int, default=None, help="cut episodes (agent steps), for quick checks")
+    parser.add_argument("--device", default="cpu", help="cpu or cuda")
+    parser.add_argument("--out", default=None, help="run folder (default runs/<model>-<task>-<obs>-s<seed>)")
+    parser.add_argument("--no-progress", action="store_true")
+    return parser
+
+
+def train_main(argv: list[str]) -> int:
+    args = build_train_parser().parse_args(argv)
+    try:
+        if args.model not in TRAINABLE_MODELS:
+            raise UserError(f"cannot train model {args.model!r} yet; trainable: {list(TRAINABLE_MODELS)}")
+        if args.task not in envs.list_tasks("suite"):
+            raise UserError(f"unknown task {args.task!r}; choose one of the DM Control tasks (see --list)")
+        from training.told_trainer import TOLDTrainConfig, TOLDTrainer
+
+        config = TOLDTrainConfig(
+            task=args.task, steps=args.steps, obs=args.obs, size=args.size, seed=args.seed,
+            seed_steps=args.seed_steps, eval_every=args.eval_every, eval_episodes=args.eval_episodes,
+            checkpoint_every=args.checkpoint_every, plan_iterations=args.plan_iterations,
+            batch_size=args.batch_size, max_episode_steps=args.max_episode_steps,
+        )  # fmt: skip
+        out = Path(args.out) if args.out else Path("runs") / f"{args.model}-{args.task}-{args.obs}-s{args.seed}"
+        trainer = TOLDTrainer(config, out, device=str(resolve_device(args.device)),
+                              progress=not args.no_progress and sys.stderr.isatty())
+    except (UserError, ValueError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    print(f"training {args.model} ({args.size}, {args.obs}) on {args.task} for {args.steps} env steps "
+          f"(action repeat {trainer.action_repeat}); run folder {out}/", flush=True)
+    rows = trainer.run()
+    print(f"final evaluation: {rows[-1]['mean_return']:.1f} ± {rows[-1]['std_return']:.1f}; model: {out / 'model.pt'}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["train"]:
+        return train_main(argv[1:])
     args = build_parser().parse_args(argv)
     if args.list:
         list_choices()

@@ -1,0 +1,386 @@
+"""Online TD-MPC2 training: collect with MPPI in the loop, one update per agent step.
+
+The loop (Hansen et al., 2024, appendix; ANCHORS section 2):
+- seed phase: `seed_steps` agent steps (2500 on DMC = 5 episodes) of uniform random
+  actions; when it ends, as many updates as seed steps, then one update per agent step;
+- after the seed phase, actions come from MPPI (TD-MPC2 preset: 24 policy proposals and
+  the Q value at the horizon) plus exploration noise of the planner's final std;
+- episodes enter the replay buffer when they end; subsequences of 3 transitions are
+  sampled for updates;
+- every `eval_every` env steps (and at step 0), `eval_episodes` episodes are run without
+  exploration noise, all at once as a batch of planning problems.
+
+Everything needed to continue is saved every `checkpoint_every` episodes and at every
+evaluation: the model, optimisers, running scale, random generators, step counters, logs
+and the replay buffer. Starting the same command again continues from there with the same
+step count and buffer. Files in `out_dir`:
+
+    checkpoint.pt          training state (torch.load(weights_only=True))
+    replay-e<N>.npz        the buffer after N episodes (the one checkpoint.pt names)
+    model.pt               the model alone, the file to ship and to plan with
+    eval.csv, train.csv    evaluation returns; per-episode training statistics
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+import os
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from models.told import TOLD, TOLDConfig
+from planners import MPPI
+from training.replay import EpisodeReplay
+from training.told_agent import TOLDAgent, TOLDLossConfig, heuristic_discount
+
+__all__ = ["TOLDTrainConfig", "TOLDTrainer", "atomic_torch_save", "evaluate_batched"]
+
+CHECKPOINT_VERSION = 1
+LOSS_NAMES = ("consistency_loss", "reward_loss", "value_loss", "policy_loss", "total_loss", "grad_norm")
+
+
+@dataclass(frozen=True)
+class TOLDTrainConfig:
+    """One online training run.
+
+    Attributes:
+        task: a DM Control task ("cartpole-swingup").
+        steps: env steps to train for (simulator steps, action repeat included).
+        obs: "state" or "pixels" (64x64, 3 stacked frames).
+        size: TOLD size ("1M", "5M", "tiny").
+        seed: run seed (env, weights, sampling).
+        action_repeat: None for TD-MPC2's 2.
+        seed_steps: random-action agent steps before planning; None = max(1000, 5 episodes).
+        eval_every: env steps between evaluations; eval_episodes: episodes per evaluation.
+        checkpoint_every: episodes between checkpoints.
+        buffer_capacity: replay slots; None keeps the whole run.
+        plan_iterations: MPPI iterations while collecting (None: the preset's 6); evaluation
+            always uses the preset.
+        batch_size, horizon: of the updates (256, 3).
+        max_episode_steps: cut episodes short (tests); None: the task's limit.
+    """
+
+    task: str = "cartpole-swingup"
+    steps: int = 100_000
+    obs: str = "state"
+    size: str = "1M"
+    seed: int = 0
+    action_repeat: int | None = None
+    seed_steps: int | None = None
+    eval_every: int = 10_000
+    eval_episodes: int = 10
+    checkpoint_every: int = 5
+    buffer_capacity: int | None = None
+    plan_iterations: int | None = None
+    batch_size: int = 256
+    horizon: int = 3
+    max_episode_steps: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.obs not in ("state", "pixels"):
+            raise ValueError(f"obs={self.obs!r} must be 'state' or 'pixels'")
+        for name in ("steps", "eval_every", "eval_episodes", "checkpoint_every", "batch_size", "horizon"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name}={getattr(self, name)!r} must be at least 1")
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> TOLDTrainConfig:
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in known})
+
+
+def atomic_torch_save(obj: Any, path: str | Path) -> None:
+    """torch.save to a temporary file beside `path`, then rename."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        torch.save(obj, tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _append_csv(path: Path, row: dict[str, Any]) -> None:
+    new = not path.exists()
+    with path.open("a", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(row))
+        if new:
+            writer.writeheader()
+        writer.writerow(row)
+
+
+def _rewrite_csv(path: Path, rows: list[dict[str, Any]]) -> None:
+    """Rewrite a log from the checkpoint's rows (drops rows logged after the checkpoint)."""
+    if not rows:
+        path.unlink(missing_ok=True)
+        return
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    with os.fdopen(fd, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    os.replace(tmp, path)
+
+
+def evaluate_batched(agent: TOLDAgent, make_env: Callable[[], Any], episodes: int, seed: int, max_steps: int | None = None) -> list[float]:
+    """Run `episodes` episodes at once, one batch of planning problems per step.
+
+    DM Control episodes all last the time limit, so the envs stay in lockstep; an env that
+    ends early keeps its return and is stepped no further. Returns one return per episode.
+    """
+    envs_ = [make_env() for _ in range(episodes)]
+    obs = np.stack([env.reset(seed=seed + i)[0] for i, env in enumerate(envs_)])
+    agent.reset()
+    returns = np.zeros(episodes)
+    alive = np.ones(episodes, dtype=bool)
+    steps = 0
+    while alive.any() and (max_steps is None or steps < max_steps):
+        actions = agent.act(obs)  # [E, A]
+        for i, env in enumerate(envs_):
+            if not alive[i]:
+                continue
+            o, r, terminated, truncated, _ = env.step(actions[i])
+            obs[i] = o
+            returns[i] += float(r)
+            alive[i] = not (terminated or truncated)
+        steps += 1
+    for env in envs_:
+        env.close()
+    return returns.tolist()
+
+
+class TOLDTrainer:
+    """Builds env, model, agent and buffer for a config; `run()` trains (or resumes).
+
+    Args:
+        config: the run's settings.
+        out_dir: where checkpoints and logs go; an existing checkpoint there is resumed.
+        device: torch device for the model.
+        progress: show a tqdm bar.
+        log: a function for one-line messages (print by default).
+    """
+
+    def __init__(
+        self,
+        config: TOLDTrainConfig,
+        out_dir: str | Path,
+        device: str = "cpu",
+        progress: bool = True,
+        log: Callable[[str], None] = print,
+    ) -> None:
+        import envs  # here, not at import: the CLI picks MUJOCO_GL before dm_control loads
+
+        self.config = config
+        self.out_dir = Path(out_dir)
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        self.device = device
+        self.progress = progress
+        self.log = log
+        frame_stack = 3 if config.obs == "pixels" else 1
+        self._make_env = lambda: envs.make(
+            config.task, obs=config.obs, seed=config.seed, action_repeat=config.action_repeat,
+            frame_stack=frame_stack, time_limit=None,
+        )  # fmt: skip
+        self.env = self._make_env()
+        self.action_repeat = int(self.env.action_repeat)
+        self.episode_length = int(self.env.max_episode_steps)
+        if config.max_episode_steps is not None:
+            self.episode_length = min(self.episode_length, config.max_episode_steps)
+        obs_shape = tuple(self.env.observation_space.shape)
+        action_dim = int(self.env.action_space.shape[0])
+        self.total_agent_steps = math.ceil(config.steps / self.action_repeat)
+        self.seed_steps = config.seed_steps if config.seed_steps is not None else max(1000, 5 * self.episode_length)
+        torch.manual_seed(config.seed)
+        model = TOLD(TOLDConfig(obs_shape=obs_shape, action_dim=action_dim, obs_type=config.obs, size=config.size, task=config.task))
+        loss = TOLDLossConfig(batch_size=config.batch_size, horizon=config.horizon, discount=heuristic_discount(self.episode_length))
+        overrides = {} if config.plan_iterations is None else {"iterations": config.plan_iterations}
+        self.agent = TOLDAgent(model, loss, MPPI.tdmpc2(action_dim, **overrides), device=device, seed=config.seed)
+        self.eval_agent_planner = MPPI.tdmpc2(action_dim)
+        capacity = config.buffer_capacity or (self.total_agent_steps + math.ceil(self.total_agent_steps / self.episode_length) + 1)
+        self.buffer = EpisodeReplay(
+            max(capacity, self.episode_length + 1), obs_shape, action_dim,
+            obs_dtype=np.uint8 if config.obs == "pixels" else np.float32, seed=config.seed,
+        )  # fmt: skip
+        self.rng = np.random.default_rng(config.seed)
+        self.step = 0  # agent steps taken
+        self.episode = 0  # episodes finished
+        self.updates = 0
+        self.eval_rows: list[dict[str, Any]] = []
+        self.train_rows: list[dict[str, Any]] = []
+        self.timers = {"env": 0.0, "plan": 0.0, "update": 0.0, "eval": 0.0}
+        self.wall_before = 0.0  # wall time of earlier (interrupted) runs
+        self.resumed = self._maybe_resume()
+
+    # -- paths and checkpoints -------------------------------------------------------------
+
+    @property
+    def checkpoint_path(self) -> Path:
+        return self.out_dir / "checkpoint.pt"
+
+    def _maybe_resume(self) -> bool:
+        if not self.checkpoint_path.exists():
+            return False
+        state = torch.load(self.checkpoint_path, map_location="cpu", weights_only=True)
+        if state.get("version") != CHECKPOINT_VERSION:
+            raise ValueError(f"{self.checkpoint_path} has version {state.get('version')!r}; expected {CHECKPOINT_VERSION}")
+        saved = TOLDTrainConfig.from_dict(state["train_config"])
+        for name in ("task", "obs", "size", "seed", "action_repeat"):
+            if getattr(saved, name) != getattr(self.config, name):
+                raise ValueError(
+                    f"{self.checkpoint_path} is a run with {name}={getattr(saved, name)!r}, but this run has "
+                    f"{name}={getattr(self.config, name)!r}; use another --out folder or the same settings"
+                )
+        self.agent.load_state(state["agent_state"])
+        self.buffer = EpisodeReplay.load(self.out_dir / state["replay_file"], seed=self.config.seed)
+        self.step, self.episode, self.updates = int(state["step"]), int(state["episode"]), int(state["updates"])
+        self.rng.bit_generator.state = state["rng_state"]
+        self.eval_rows = list(state["eval_rows"])
+        self.train_rows = list(state["train_rows"])
+        self.timers = dict(state["timers"])
+        self.wall_before = float(state["wall"])
+        # The CSV logs may hold rows written after this checkpoint; make them agree.
+        _rewrite_csv(self.out_dir / "eval.csv", self.eval_rows)
+        _rewrite_csv(self.out_dir / "train.csv", self.train_rows)
+        self.log(f"resumed {self.out_dir} at env step {self.step * self.action_repeat} (episode {self.episode})")
+        return True
+
+    def save_checkpoint(self, wall: float) -> None:
+        """Buffer first (a new file), then the checkpoint that names it, then tidy up: a kill
+        at any moment leaves a checkpoint whose buffer file exists."""
+        replay_file = f"replay-e{self.episode}.npz"
+        self.buffer.save(self.out_dir / replay_file)
+        state = {
+            "version": CHECKPOINT_VERSION,
+            "train_config": asdict(self.config),
+            "agent_state": self.agent.state(),
+            "replay_file": replay_file,
+            "step": self.step,
+            "episode": self.episode,
+            "updates": self.updates,
+            "rng_state": self.rng.bit_generator.state,
+            "eval_rows": self.eval_rows,
+            "train_rows": self.train_rows,
+            "timers": self.timers,
+            "wall": wall,
+        }
+        atomic_torch_save(state, self.checkpoint_path)
+        atomic_torch_save(self.agent.model.checkpoint(train_steps=self.step * self.action_repeat), self.out_dir / "model.pt")
+        for old in self.out_dir.glob("replay-e*.npz"):
+            if old.name != replay_file:
+                old.unlink(missing_ok=True)
+
+    # -- the loop ----------------------------------------------------------------------------
+
+    def run(self) -> list[dict[str, Any]]:
+        """Train to `config.steps` env steps; returns the evaluation rows."""
+        c, ar = self.config, self.action_repeat
+        start_wall = time.perf_counter()
+        bar = None
+        if self.progress:
+            from tqdm import tqdm
+
+            bar = tqdm(total=c.steps, initial=self.step * ar, unit="env step", dynamic_ncols=True)
+        try:
+            while self.step < self.total_agent_steps:
+                self._maybe_evaluate(start_wall)
+                self._train_episode(bar)
+                if self.episode % c.checkpoint_every == 0:
+                    self.save_checkpoint(self.wall_before + time.perf_counter() - start_wall)
+            self._maybe_evaluate(start_wall, final=True)
+            self.save_checkpoint(self.wall_before + time.perf_counter() - start_wall)
+        finally:
+            if bar is not None:
+                bar.close()
+        return self.eval_rows
+
+    def _maybe_evaluate(self, start_wall: float, final: bool = False) -> None:
+        env_step = self.step * self.action_repeat
+        done = {row["env_step"] for row in self.eval_rows}
+        due = env_step // self.config.eval_every * self.config.eval_every
+        if due in done and not (final and env_step not in done):
+            return
+        t0 = time.perf_counter()
+        self.agent.controller.planner = self.eval_agent_planner
+        try:
+            returns = evaluate_batched(
+                self.agent, self._make_env, self.config.eval_episodes, seed=10_000 * (self.config.seed + 1) + env_step,
+                max_steps=self.config.max_episode_steps,
+            )  # fmt: skip
+        finally:
+            self.agent.controller.planner = self.agent.planner
+        self.timers["eval"] += time.perf_counter() - t0
+        wall = self.wall_before + time.perf_counter() - start_wall
+        row = {
+            "env_step": env_step,
+            "mean_return": float(np.mean(returns)),
+            "std_return": float(np.std(returns)),
+            "returns": " ".join(f"{r:.1f}" for r in returns),
+            "wall_s": round(wall, 1),
+        }
+        self.eval_rows.append(row)
+        _append_csv(self.out_dir / "eval.csv", row)
+        self.log(f"eval @ {env_step} env steps: {row['mean_return']:.1f} ± {row['std_return']:.1f} ({wall / 60:.1f} min)")
+        self.save_checkpoint(wall)
+
+    def _train_episode(self, bar: Any) -> None:
+        """One episode of collection with updates interleaved; the episode joins the buffer."""
+        c, env, agent = self.config, self.env, self.agent
+        t = time.perf_counter()
+        obs, _ = env.reset(seed=c.seed * 100_003 + self.episode)
+        self.timers["env"] += time.perf_counter() - t
+        agent.reset()
+        observations, actions, rewards = [obs], [], []
+        losses: dict[str, float] = {}
+        episode_start = time.perf_counter()
+        for _ in range(self.episode_length):
+            if self.step < self.seed_steps:
+                action = self.rng.uniform(-1.0, 1.0, size=env.action_space.shape).astype(np.float32)
+            else:
+                t = time.perf_counter()
+                action = agent.act(obs, explore=True)
+                self.timers["plan"] += time.perf_counter() - t
+            t = time.perf_counter()
+            obs, reward, terminated, truncated, _ = env.step(action)
+            self.timers["env"] += time.perf_counter() - t
+            observations.append(obs)
+            actions.append(action)
+            rewards.append(reward)
+            self.step += 1
+            if bar is not None:
+                bar.update(self.action_repeat)
+            if self.step >= self.seed_steps and len(self.buffer._valid_starts(c.horizon)):
+                # The seed phase ends with as many updates as it had steps (TD-MPC2).
+                count = self.seed_steps if self.updates == 0 else 1
+                t = time.perf_counter()
+                for _ in range(count):
+                    losses = agent.update(self.buffer.sample(c.batch_size, c.horizon))
+                self.updates += count
+                self.timers["update"] += time.perf_counter() - t
+            if terminated or truncated or self.step >= self.total_agent_steps:
+                break
+        self.buffer.add_episode(np.stack(observations), np.stack(actions), np.asarray(rewards, np.float32))
+        self.episode += 1
+        row = {
+            "episode": self.episode,
+            "env_step": self.step * self.action_repeat,
+            "episode_return": float(np.sum(rewards)),
+            "updates": self.updates,
+            "episode_s": round(time.perf_counter() - episode_start, 2),
+            # The last update's losses; empty during the seed phase (fixed CSV columns).
+            **{k: round(losses[k], 5) if k in losses else "" for k in LOSS_NAMES},
+        }
+        self.train_rows.append(row)
+        _append_csv(self.out_dir / "train.csv", row)
+        if bar is not None:
+            bar.set_postfix(ep_return=f"{row['episode_return']:.0f}")
