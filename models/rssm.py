@@ -1,0 +1,925 @@
+"""PlaNet's recurrent state-space model (RSSM) with DreamerV2's latent options.
+
+The model of Hafner et al. (2019), "Learning Latent Dynamics for Planning from Pixels"
+(PlaNet): a deterministic GRU path `h` and a stochastic state `s`, trained as a sequential
+VAE (the ELBO: reconstruction + reward likelihood - KL(posterior || prior), KL with free
+nats, optional latent overshooting). Options from Hafner et al. (2021), "Mastering Atari
+with Discrete World Models" (DreamerV2): 32 categoricals of 32 classes with
+straight-through gradients, KL balancing, ELU activations and a discount head.
+
+Time convention (the one every method here and every data pipeline feeding it follows):
+
+    obs[t]     the observation at step t
+    actions[t] the action taken BEFORE obs[t], i.e. the action that led to obs[t]
+               (zeros at an episode start, where no action led to the first observation)
+    rewards[t] the reward received with obs[t], i.e. for taking actions[t]
+    discounts[t] 1 while the episode continues after obs[t], 0 at a terminal obs[t]
+
+`sequences_from_transitions` maps a replay's (obs_i, action at obs_i, reward that followed)
+samples onto this convention.
+
+So the posterior at t filters obs[0..t] and actions[0..t], and the reward head at the
+state of step t predicts rewards[t]. In planning, the reward of taking `a` in `z` is the
+reward head at the state reached from `z` by `a` (PlaNet scores the rewards predicted at
+the imagined states after each action).
+
+Shapes:
+    B batch, T time, H horizon, A action size, D deter size, S stochastic size
+    (S = stoch for Gaussian latents, stoch * classes for discrete ones, flattened),
+    F = D + S the feature size, E the embedding size, M any flattened batch.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+import tempfile
+from collections.abc import Callable, Mapping
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+__all__ = [
+    "CHECKPOINT_FORMAT_VERSION",
+    "RSSM",
+    "RSSMConfig",
+    "RSSMLossOutput",
+    "RSSMState",
+    "postprocess_images",
+    "preprocess_images",
+    "sequences_from_transitions",
+]
+
+CHECKPOINT_FORMAT_VERSION = 1
+_MODEL_NAME = "rssm"
+_OBS_TYPES = ("state", "pixels")
+_LATENTS = ("gaussian", "discrete")
+_ACTIVATIONS: dict[str, type[nn.Module]] = {"relu": nn.ReLU, "elu": nn.ELU}
+# PlaNet's conv architecture is built for 64x64 images: 4 stride-2 convs of kernel 4 take
+# 64 -> 31 -> 14 -> 6 -> 2, and the transposed convs (kernels 5, 5, 6, 6) take 1 -> 64.
+_IMAGE_SIZE = 64
+# Config fields that shape the network or its outputs (a checkpoint must match them).
+_ARCHITECTURE_FIELDS = (
+    "obs_type",
+    "obs_shape",
+    "action_dim",
+    "deter",
+    "stoch",
+    "classes",
+    "hidden",
+    "embed",
+    "cnn_depth",
+    "mlp_layers",
+    "min_std",
+    "activation",
+    "latent",
+    "discount_head",
+    "bit_depth",
+)
+
+
+# ---------------------------------------------------------------------------- config
+
+
+@dataclass(frozen=True)
+class RSSMConfig:
+    """Settings of an RSSM; defaults are PlaNet's (Hafner et al., 2019).
+
+    Attributes:
+        obs_type: "state" (a flat float vector; MLP encoder/decoder) or "pixels" (uint8
+            CHW images of 64x64; PlaNet's conv encoder/decoder).
+        obs_shape: the shape of one observation: (obs_dim,) or (C, 64, 64).
+        action_dim: A.
+        deter: GRU size (200 in PlaNet).
+        stoch: Gaussian: the stochastic state size (30). Discrete: the number of
+            categorical variables (32 in DreamerV2).
+        classes: classes per categorical for latent="discrete" (32 in DreamerV2).
+        hidden: width of the dense layers of the transition and of the MLP heads (200).
+        embed: the observation embedding size. For pixels the conv stack gives
+            32 * cnn_depth features (1024 for PlaNet's depth 32); a linear projection is
+            added only when `embed` differs.
+        cnn_depth: channels of the first conv (convs have 1, 2, 4, 8 times this).
+        mlp_layers: hidden layers of the state encoder/decoder and of the reward and
+            discount heads.
+        min_std: added to softplus(std) of Gaussian latents (0.1 in PlaNet).
+        activation: "relu" (PlaNet) or "elu" (DreamerV2).
+        latent: "gaussian" (PlaNet) or "discrete" (DreamerV2: stoch x classes one-hot
+            samples with straight-through gradients).
+        free_nats: the KL term is max(KL, free_nats) with KL averaged over batch and
+            time first (PlaNet: 3.0).
+        kl_balance: None, or alpha in (0, 1): alpha * KL(sg(post) || prior) +
+            (1 - alpha) * KL(post || sg(prior)) (DreamerV2: 0.8).
+        kl_scale: the weight of the KL term in the loss (beta).
+        overshooting: latent overshooting distance D (PlaNet, section 4): the KL term is
+            the average over distances 1..D of KL(sg(posterior) || d-step prior). 0 or 1
+            is the standard one-step KL (the final PlaNet agent uses none).
+        discount_head: predict Bernoulli logits of episode continuation (DreamerV2).
+        bit_depth: images are quantised to this many bits (PlaNet: 5).
+    """
+
+    obs_type: str = "state"
+    obs_shape: tuple[int, ...] = (4,)
+    action_dim: int = 1
+    deter: int = 200
+    stoch: int = 30
+    classes: int = 32
+    hidden: int = 200
+    embed: int = 1024
+    cnn_depth: int = 32
+    mlp_layers: int = 2
+    min_std: float = 0.1
+    activation: str = "relu"
+    latent: str = "gaussian"
+    free_nats: float = 3.0
+    kl_balance: float | None = None
+    kl_scale: float = 1.0
+    overshooting: int = 0
+    discount_head: bool = False
+    bit_depth: int = 5
+
+    def __post_init__(self) -> None:
+        # Lists come back from JSON/CLI; a tuple keeps the config hashable and comparable.
+        object.__setattr__(self, "obs_shape", tuple(int(d) for d in self.obs_shape))
+        if self.obs_type not in _OBS_TYPES:
+            raise ValueError(f"obs_type={self.obs_type!r} must be one of {_OBS_TYPES}")
+        if self.obs_type == "state" and (len(self.obs_shape) != 1 or self.obs_shape[0] < 1):
+            raise ValueError(f"obs_shape={self.obs_shape} for obs_type='state' must be (obs_dim,) with obs_dim >= 1")
+        if self.obs_type == "pixels" and (
+            len(self.obs_shape) != 3 or self.obs_shape[0] < 1 or self.obs_shape[1:] != (_IMAGE_SIZE, _IMAGE_SIZE)
+        ):
+            raise ValueError(
+                f"obs_shape={self.obs_shape} for obs_type='pixels' must be (C, {_IMAGE_SIZE}, {_IMAGE_SIZE}) "
+                "(PlaNet's conv encoder and decoder are built for 64x64 images)"
+            )
+        for name in ("action_dim", "deter", "stoch", "hidden", "embed", "cnn_depth", "mlp_layers"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ValueError(f"{name}={value!r} must be an int >= 1")
+        if self.latent not in _LATENTS:
+            raise ValueError(f"latent={self.latent!r} must be one of {_LATENTS}")
+        if not isinstance(self.classes, int) or self.classes < 2:
+            raise ValueError(f"classes={self.classes!r} must be an int >= 2")
+        if self.activation not in _ACTIVATIONS:
+            raise ValueError(f"activation={self.activation!r} must be one of {tuple(_ACTIVATIONS)}")
+        if not (math.isfinite(self.min_std) and self.min_std >= 0.0):
+            raise ValueError(f"min_std={self.min_std!r} must be a finite float >= 0")
+        if not (math.isfinite(self.free_nats) and self.free_nats >= 0.0):
+            raise ValueError(f"free_nats={self.free_nats!r} must be a finite float >= 0")
+        if self.kl_balance is not None and not 0.0 < self.kl_balance < 1.0:
+            raise ValueError(f"kl_balance={self.kl_balance!r} must be None or in (0, 1) (DreamerV2 uses 0.8)")
+        if not (math.isfinite(self.kl_scale) and self.kl_scale >= 0.0):
+            raise ValueError(f"kl_scale={self.kl_scale!r} must be a finite float >= 0")
+        if not isinstance(self.overshooting, int) or isinstance(self.overshooting, bool) or self.overshooting < 0:
+            raise ValueError(f"overshooting={self.overshooting!r} must be an int >= 0 (0 = off)")
+        if not isinstance(self.bit_depth, int) or not 1 <= self.bit_depth <= 8:
+            raise ValueError(f"bit_depth={self.bit_depth!r} must be an int in [1, 8]")
+
+    @property
+    def stoch_size(self) -> int:
+        """S, the flat size of the stochastic state."""
+        return self.stoch * self.classes if self.latent == "discrete" else self.stoch
+
+    @property
+    def feature_size(self) -> int:
+        """F = D + S, the size of the latent the planners see."""
+        return self.deter + self.stoch_size
+
+    @classmethod
+    def planet(cls, obs_type: str, obs_shape: tuple[int, ...], action_dim: int, **overrides: Any) -> RSSMConfig:
+        """PlaNet's RSSM (Hafner et al., 2019): GRU 200, Gaussian 30 (min std 0.1),
+        hidden 200, ReLU, 1024 conv embedding, 3 free nats, no overshooting."""
+        return cls(obs_type=obs_type, obs_shape=tuple(obs_shape), action_dim=action_dim, **overrides)
+
+    @classmethod
+    def dreamerv2(cls, obs_type: str, obs_shape: tuple[int, ...], action_dim: int, **overrides: Any) -> RSSMConfig:
+        """DreamerV2's latent options (Hafner et al., 2021): 32 categoricals of 32 classes,
+        ELU, KL balancing 0.8, a discount head, no free nats; sizes stay PlaNet's unless
+        overridden (DreamerV2's Atari agent uses 600-unit GRU and layers)."""
+        settings: dict[str, Any] = dict(
+            latent="discrete", stoch=32, classes=32, activation="elu", kl_balance=0.8, free_nats=0.0, discount_head=True
+        )
+        settings.update(overrides)
+        return cls(obs_type=obs_type, obs_shape=tuple(obs_shape), action_dim=action_dim, **settings)
+
+    @classmethod
+    def tiny(cls, obs_type: str, obs_shape: tuple[int, ...], action_dim: int, **overrides: Any) -> RSSMConfig:
+        """A few-thousand-parameter model for tests and smoke runs."""
+        settings: dict[str, Any] = dict(deter=16, stoch=4, classes=4, hidden=16, embed=16, cnn_depth=4)
+        settings.update(overrides)
+        return cls(obs_type=obs_type, obs_shape=tuple(obs_shape), action_dim=action_dim, **settings)
+
+    @classmethod
+    def from_dict(cls, values: Mapping[str, Any]) -> RSSMConfig:
+        """The inverse of `dataclasses.asdict`; unknown keys raise a ValueError naming them."""
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ValueError(f"unknown RSSMConfig fields {unknown}; accepted: {sorted(known)}")
+        return cls(**dict(values))
+
+
+# ---------------------------------------------------------------------------- images
+
+
+def preprocess_images(
+    images: Tensor, bit_depth: int = 5, noise: bool = True, generator: torch.Generator | None = None
+) -> Tensor:
+    """uint8 images -> float32 in [-0.5, 0.5), quantised to `bit_depth` bits (PlaNet).
+
+    PlaNet reduces images to 5 bits and adds uniform noise of one quantisation bin, so the
+    decoder's continuous density is fit to a dequantised signal, not to a few spikes.
+    Without noise (planning, evaluation) the bin centre is used, the mean of that noise,
+    so the encoder sees what it saw on average in training.
+
+    Shapes:
+        images: [..., C, H, W] uint8 (any float input is taken as 0..255) -> same shape float32.
+    """
+    bins = 2**bit_depth
+    q = torch.floor(images.float() / 2 ** (8 - bit_depth))  # integer bin in [0, bins)
+    if noise:
+        offset = torch.rand(q.shape, generator=generator, device=q.device, dtype=q.dtype)
+    else:
+        offset = torch.full_like(q, 0.5)
+    return (q + offset) / bins - 0.5
+
+
+def postprocess_images(x: Tensor, bit_depth: int = 5) -> Tensor:
+    """float images in [-0.5, 0.5] -> uint8 (the bin centres), for pictures and videos.
+
+    The inverse of `preprocess_images` up to quantisation: out-of-range values (a
+    decoder's mean can overshoot) are clipped to the first and last bins.
+
+    Shapes: [..., C, H, W] float -> same shape uint8.
+    """
+    bins = 2**bit_depth
+    q = torch.clamp(torch.floor((x + 0.5) * bins), 0, bins - 1)
+    step = 2 ** (8 - bit_depth)
+    return (q * step + step // 2).to(torch.uint8)
+
+
+def sequences_from_transitions(obs: Any, action: Any, reward: Any) -> dict[str, Tensor]:
+    """Time-major transitions (obs_i, the action taken at obs_i, the reward that followed)
+    -> the batch-first sequences `RSSM.loss` takes, in its convention.
+
+    Drops obs_0: step t of the result is (action_t, obs_{t+1}, reward_t), so actions[:, t]
+    is the action that led to obs[:, t] and rewards[:, t] came with it; the filter starts
+    from the zero state, as it does for every sampled subsequence.
+
+    Shapes:
+        obs [L + 1, B, *obs], action [L, B, A], reward [L, B] (numpy or torch) ->
+        {"obs": [B, L, *obs], "actions": [B, L, A], "rewards": [B, L]}
+    """
+    obs_t, action_t, reward_t = (torch.as_tensor(x) for x in (obs, action, reward))
+    if obs_t.shape[0] != action_t.shape[0] + 1 or tuple(reward_t.shape) != tuple(action_t.shape[:2]):
+        raise ValueError(
+            f"transitions obs {tuple(obs_t.shape)}, action {tuple(action_t.shape)}, reward {tuple(reward_t.shape)} "
+            "do not fit obs [L + 1, B, *obs], action [L, B, A], reward [L, B]"
+        )
+    return {
+        "obs": obs_t[1:].transpose(0, 1),
+        "actions": action_t.float().transpose(0, 1),
+        "rewards": reward_t.float().transpose(0, 1),
+    }
+
+
+# ---------------------------------------------------------------------------- state
+
+
+@dataclass
+class RSSMState:
+    """One model state, or a batch/sequence of them (any leading dimensions `...`).
+
+    Attributes:
+        deter: [..., D] the GRU state h.
+        stoch: [..., S] a sample of the stochastic state s (one-hot groups, flattened, for
+            discrete latents; with straight-through gradients).
+        mean, std: [..., stoch] the Gaussian's parameters (latent="gaussian").
+        logits: [..., stoch, classes] the categoricals' logits (latent="discrete").
+        The distribution fields are None for a state rebuilt from a flat latent
+        (`RSSM.split`), which only needs deter and stoch to step on.
+    """
+
+    deter: Tensor
+    stoch: Tensor
+    mean: Tensor | None = None
+    std: Tensor | None = None
+    logits: Tensor | None = None
+
+    def feature(self) -> Tensor:
+        """[..., F] = concat(deter, stoch): the latent z the planners and heads see."""
+        return torch.cat([self.deter, self.stoch], dim=-1)
+
+    def map(self, fn: Callable[[Tensor], Tensor]) -> RSSMState:
+        """Applies `fn` to every tensor field (None stays None)."""
+        fields = (self.deter, self.stoch, self.mean, self.std, self.logits)
+        return RSSMState(*(None if t is None else fn(t) for t in fields))  # type: ignore[arg-type]
+
+    def detach(self) -> RSSMState:
+        return self.map(Tensor.detach)
+
+    def flatten_batch(self) -> RSSMState:
+        """Merges the leading dimensions: [B, T, ...] -> [B * T, ...] (for imagination
+        from every posterior state, as Dreamer does)."""
+        lead = self.deter.dim() - 1
+        return self.map(lambda t: t.flatten(0, lead - 1) if lead > 1 else t)
+
+    def __getitem__(self, index: Any) -> RSSMState:
+        """Indexes the leading dimensions, e.g. `states[:, t]`."""
+        return self.map(lambda t: t[index])
+
+    @staticmethod
+    def stack(states: list[RSSMState], dim: int = 1) -> RSSMState:
+        """Stacks states along a new leading-side dimension (time)."""
+        first = states[0]
+        fields = []
+        for name in ("deter", "stoch", "mean", "std", "logits"):
+            if getattr(first, name) is None:
+                fields.append(None)
+            else:
+                fields.append(torch.stack([getattr(s, name) for s in states], dim=dim))
+        return RSSMState(*fields)  # type: ignore[arg-type]
+
+
+class RSSMLossOutput(NamedTuple):
+    """What `RSSM.loss` returns.
+
+    loss: the scalar to minimise. parts: its terms (scalars, still in the graph; call
+    `.item()` to log). posterior: the posterior states [B, T, ...] (detach before starting
+    imagination from them, as Dreamer does).
+    """
+
+    loss: Tensor
+    parts: dict[str, Tensor]
+    posterior: RSSMState
+
+
+# ---------------------------------------------------------------------------- networks
+
+
+def _mlp(in_features: int, hidden: int, layers: int, out_features: int, act: type[nn.Module]) -> nn.Sequential:
+    """`layers` hidden Linear -> act, then a Linear output. [M, in] -> [M, out]."""
+    modules: list[nn.Module] = []
+    size = in_features
+    for _ in range(layers):
+        modules += [nn.Linear(size, hidden), act()]
+        size = hidden
+    modules.append(nn.Linear(size, out_features))
+    return nn.Sequential(*modules)
+
+
+class _ConvEncoder(nn.Module):
+    """PlaNet's image encoder: 4 convs (depth x 1, 2, 4, 8), kernel 4, stride 2.
+
+    [M, C, 64, 64] -> [M, 32 * depth] (8 * depth channels on a 2x2 grid; 1024 for depth 32).
+    """
+
+    def __init__(self, channels: int, depth: int, act: type[nn.Module]) -> None:
+        super().__init__()
+        sizes = [channels, depth, 2 * depth, 4 * depth, 8 * depth]
+        layers: list[nn.Module] = []
+        for a, b in zip(sizes, sizes[1:]):
+            layers += [nn.Conv2d(a, b, kernel_size=4, stride=2), act()]
+        self.net = nn.Sequential(*layers, nn.Flatten())
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.net(x)
+
+
+class _ConvDecoder(nn.Module):
+    """PlaNet's image decoder: dense to 32 * depth, then 4 transposed convs (kernels
+    5, 5, 6, 6, stride 2) from 1x1 to 64x64. [M, F] -> [M, C, 64, 64] (the mean)."""
+
+    def __init__(self, features: int, channels: int, depth: int, act: type[nn.Module]) -> None:
+        super().__init__()
+        self.width = 32 * depth
+        # No activation after the dense layer, as in PlaNet: it only reshapes the feature.
+        self.dense = nn.Linear(features, self.width)
+        self.net = nn.Sequential(
+            nn.ConvTranspose2d(self.width, 4 * depth, kernel_size=5, stride=2),  # 1 -> 5
+            act(),
+            nn.ConvTranspose2d(4 * depth, 2 * depth, kernel_size=5, stride=2),  # 5 -> 13
+            act(),
+            nn.ConvTranspose2d(2 * depth, depth, kernel_size=6, stride=2),  # 13 -> 30
+            act(),
+            nn.ConvTranspose2d(depth, channels, kernel_size=6, stride=2),  # 30 -> 64
+        )
+
+    def forward(self, feature: Tensor) -> Tensor:
+        return self.net(self.dense(feature).view(-1, self.width, 1, 1))
+
+
+# ---------------------------------------------------------------------------- model
+
+
+class RSSM(nn.Module):
+    """PlaNet's RSSM: encoder, transition (prior and posterior), decoders, reward head.
+
+    Meets the planners' WorldModel contract (DESIGN 3.4) with the flat latent
+    z = concat(deter, stoch), [M, F]: `encode`, `observe` (filtering), `next`, `reward`,
+    `rollout` and `rollout_with_rewards` (reward of the state each action reaches).
+
+    Randomness: latents are sampled with `self.generator` when it is set, else with
+    torch's global RNG. `plan_with_samples` (default True, as PlaNet's planner samples
+    the prior) chooses samples or means (modes for discrete latents) in `encode`,
+    `observe`, `next`, `reward`, `rollout` and `rollout_with_rewards`. Training
+    (`loss`, `imagine*`) always samples, with reparameterised/straight-through gradients.
+
+    Example:
+        model = RSSM(RSSMConfig.planet("pixels", (3, 64, 64), action_dim=6))
+        out = model.loss({"obs": obs, "actions": actions, "rewards": rewards})
+        out.loss.backward()
+    """
+
+    def __init__(self, config: RSSMConfig) -> None:
+        super().__init__()
+        if not isinstance(config, RSSMConfig):
+            raise TypeError(f"config must be an RSSMConfig, got {type(config).__name__}")
+        self.config = config
+        c = config
+        act = _ACTIVATIONS[c.activation]
+        self.obs_shape: tuple[int, ...] = c.obs_shape
+        self.obs_dtype = torch.float32
+        self.action_dim = c.action_dim
+        self.generator: torch.Generator | None = None
+        self.plan_with_samples = True
+        feat = c.feature_size
+        stats = 2 * c.stoch if c.latent == "gaussian" else c.stoch * c.classes
+
+        if c.obs_type == "pixels":
+            conv = _ConvEncoder(c.obs_shape[0], c.cnn_depth, act)
+            conv_out = 32 * c.cnn_depth
+            self.encoder: nn.Module = conv if conv_out == c.embed else nn.Sequential(conv, nn.Linear(conv_out, c.embed))
+            self.decoder: nn.Module = _ConvDecoder(feat, c.obs_shape[0], c.cnn_depth, act)
+        else:
+            # The last layer has an activation too: the embedding is a hidden layer's output,
+            # like the conv encoder's (which ends in a ReLU).
+            self.encoder = nn.Sequential(_mlp(c.obs_shape[0], c.hidden, c.mlp_layers, c.embed, act), act())
+            self.decoder = _mlp(feat, c.hidden, c.mlp_layers, c.obs_shape[0], act)
+
+        # Transition (PlaNet, section 3): h_t = GRU(h_{t-1}, dense([s_{t-1}, a])); prior
+        # p(s_t | h_t) from dense(h_t); posterior q(s_t | h_t, o_t) from dense([h_t, e_t]).
+        self.img_in = nn.Sequential(nn.Linear(c.stoch_size + c.action_dim, c.hidden), act())
+        self.gru = nn.GRUCell(c.hidden, c.deter)
+        self.prior_hidden = nn.Sequential(nn.Linear(c.deter, c.hidden), act())
+        self.prior_out = nn.Linear(c.hidden, stats)
+        self.post_hidden = nn.Sequential(nn.Linear(c.deter + c.embed, c.hidden), act())
+        self.post_out = nn.Linear(c.hidden, stats)
+
+        self.reward_head = _mlp(feat, c.hidden, c.mlp_layers, 1, act)
+        self.discount_head = _mlp(feat, c.hidden, c.mlp_layers, 1, act) if c.discount_head else None
+
+    # ------------------------------------------------------------------ distributions
+
+    def _state_from_stats(self, deter: Tensor, stats: Tensor, sample: bool) -> RSSMState:
+        """Builds a state from the dense layer's output, drawing (or taking the mode of) s.
+
+        Gaussian: std = softplus + min_std (PlaNet); s = mean + std * eps (rsample).
+        Discrete: logits [..., stoch, classes]; s = one_hot + probs - sg(probs)
+        (straight-through, DreamerV2), flattened to [..., stoch * classes].
+        """
+        c = self.config
+        if c.latent == "gaussian":
+            mean, raw_std = stats.chunk(2, dim=-1)
+            std = F.softplus(raw_std) + c.min_std
+            if sample:
+                eps = torch.randn(mean.shape, generator=self.generator, device=mean.device, dtype=mean.dtype)
+                stoch = mean + std * eps
+            else:
+                stoch = mean
+            return RSSMState(deter=deter, stoch=stoch, mean=mean, std=std)
+        logits = stats.unflatten(-1, (c.stoch, c.classes))
+        probs = logits.softmax(dim=-1)
+        if sample:
+            # Exponential race: argmax(p / E), E ~ Exp(1), is a categorical draw; the
+            # generator keeps it reproducible (torch.distributions takes none).
+            race = torch.empty_like(probs).exponential_(generator=self.generator)
+            index = (probs.detach() / race).argmax(dim=-1)
+        else:
+            index = probs.argmax(dim=-1)
+        one_hot = F.one_hot(index, c.classes).to(probs.dtype)
+        # (probs - sg(probs)) is exactly 0 in the forward pass, so samples stay exactly one-hot.
+        stoch = (one_hot + (probs - probs.detach())).flatten(-2)
+        return RSSMState(deter=deter, stoch=stoch, logits=logits)
+
+    def kl_divergence(self, lhs: RSSMState, rhs: RSSMState) -> Tensor:
+        """KL(lhs || rhs) summed over the latent dimensions. [...] per state.
+
+        Gaussian: the closed form for diagonal Gaussians. Discrete: sum over the
+        categoricals of sum_k p_k (log p_k - log q_k).
+        """
+        if self.config.latent == "gaussian":
+            assert lhs.mean is not None and lhs.std is not None and rhs.mean is not None and rhs.std is not None
+            var_ratio = (lhs.std / rhs.std).pow(2)
+            mahalanobis = ((lhs.mean - rhs.mean) / rhs.std).pow(2)
+            return 0.5 * (var_ratio + mahalanobis - 1.0 - var_ratio.log()).sum(dim=-1)
+        assert lhs.logits is not None and rhs.logits is not None
+        log_p = lhs.logits.log_softmax(dim=-1)
+        log_q = rhs.logits.log_softmax(dim=-1)
+        return (log_p.exp() * (log_p - log_q)).sum(dim=(-2, -1))
+
+    # ------------------------------------------------------------------ transition
+
+    def initial_state(self, batch: int, device: torch.device | str | None = None) -> RSSMState:
+        """The all-zero state that starts every sequence (PlaNet). [batch, ...]."""
+        c = self.config
+        device = device if device is not None else self.prior_out.weight.device
+        dtype = self.prior_out.weight.dtype
+        deter = torch.zeros(batch, c.deter, device=device, dtype=dtype)
+        stoch = torch.zeros(batch, c.stoch_size, device=device, dtype=dtype)
+        if c.latent == "gaussian":
+            mean = torch.zeros(batch, c.stoch, device=device, dtype=dtype)
+            return RSSMState(deter, stoch, mean=mean, std=torch.ones_like(mean))
+        return RSSMState(deter, stoch, logits=torch.zeros(batch, c.stoch, c.classes, device=device, dtype=dtype))
+
+    def img_step(self, state: RSSMState, action: Tensor, sample: bool = True) -> RSSMState:
+        """One prior step p(s_t | h_t), h_t = GRU(h_{t-1}, dense([s_{t-1}, a_t])).
+
+        Shapes:
+            state: [M, ...]; action: [M, A] (the action taken after that state) -> [M, ...].
+        """
+        x = self.img_in(torch.cat([state.stoch, action], dim=-1))
+        deter = self.gru(x, state.deter)
+        return self._state_from_stats(deter, self.prior_out(self.prior_hidden(deter)), sample)
+
+    def obs_step(
+        self, state: RSSMState, action: Tensor, embed: Tensor, sample: bool = True
+    ) -> tuple[RSSMState, RSSMState]:
+        """The prior step, then the posterior q(s_t | h_t, e_t) given the new observation.
+
+        Shapes:
+            state: [M, ...] the previous (posterior) state; action: [M, A] the action that
+            led to the observation; embed: [M, E] its embedding -> (posterior, prior) [M, ...].
+        """
+        prior = self.img_step(state, action, sample)
+        stats = self.post_out(self.post_hidden(torch.cat([prior.deter, embed], dim=-1)))
+        return self._state_from_stats(prior.deter, stats, sample), prior
+
+    def observe_sequence(
+        self, embeds: Tensor, actions: Tensor, state0: RSSMState | None = None, sample: bool = True
+    ) -> tuple[RSSMState, RSSMState]:
+        """Filters a sequence: posteriors and one-step priors at every step.
+
+        `actions[:, t]` is the action that led to `obs[:, t]` (see the module docstring);
+        it is used as given, so at an episode start `actions[:, 0]` should be zeros.
+        `state0` (default: the zero state) is the state before step 0.
+
+        Shapes:
+            embeds: [B, T, E]; actions: [B, T, A] -> (posterior, prior), each [B, T, ...].
+        """
+        b, t = embeds.shape[:2]
+        state = self.initial_state(b, embeds.device) if state0 is None else state0
+        posts, priors = [], []
+        for i in range(t):
+            state, prior = self.obs_step(state, actions[:, i], embeds[:, i], sample)
+            posts.append(state)
+            priors.append(prior)
+        return RSSMState.stack(posts, dim=1), RSSMState.stack(priors, dim=1)
+
+    def imagine(self, state: RSSMState, actions: Tensor, sample: bool = True) -> RSSMState:
+        """Prior states after each of the given actions (open loop).
+
+        Shapes:
+            state: [B, ...]; actions: [B, H, A] -> [B, H, ...] (the states reached by
+            actions[:, 0], ..., actions[:, H-1]).
+        """
+        states = []
+        for i in range(actions.shape[1]):
+            state = self.img_step(state, actions[:, i], sample)
+            states.append(state)
+        return RSSMState.stack(states, dim=1)
+
+    def imagine_with_policy(
+        self,
+        state: RSSMState,
+        policy_fn: Callable[[Tensor], Tensor],
+        horizon: int,
+        detach_policy_input: bool = True,
+    ) -> tuple[RSSMState, Tensor]:
+        """Closed-loop imagination for behaviour learning (Dreamer).
+
+        Gradients flow from the imagined states back through the dynamics into the
+        actions (reparameterised Gaussian samples, straight-through discrete samples), so
+        an actor can be trained by backpropagating imagined returns (Dreamer v1).
+        By default the policy sees sg(feature), as in Dreamer: the gradient then reaches
+        earlier actions through the dynamics only, not through later policy inputs.
+
+        Args:
+            state: [B, ...] start states (e.g. `loss(...).posterior.detach().flatten_batch()`).
+            policy_fn: feature [B, F] -> action [B, A] (may sample with rsample).
+            horizon: H.
+
+        Returns:
+            states [B, H, ...] (the H states after each action; the start is not
+            included) and actions [B, H, A] (action i taken in the state before states[:, i]).
+        """
+        states, actions = [], []
+        for _ in range(horizon):
+            feature = state.feature()
+            action = policy_fn(feature.detach() if detach_policy_input else feature)
+            state = self.img_step(state, action, sample=True)
+            states.append(state)
+            actions.append(action)
+        return RSSMState.stack(states, dim=1), torch.stack(actions, dim=1)
+
+    # ------------------------------------------------------------------ heads
+
+    def embed(self, obs: Tensor, noise: bool = False) -> Tensor:
+        """Observations -> embeddings. [M, *obs] -> [M, E].
+
+        Pixel observations may be uint8 (quantised here; `noise` adds PlaNet's
+        dequantisation noise) or float already from `preprocess`.
+        """
+        return self.encoder(self.preprocess(obs, noise=noise))
+
+    def preprocess(self, obs: Tensor, noise: bool = False) -> Tensor:
+        """uint8 images -> centred 5-bit floats (see `preprocess_images`); float inputs
+        pass unchanged (state vectors, or images preprocessed already)."""
+        if self.config.obs_type == "pixels" and not obs.is_floating_point():
+            return preprocess_images(obs, self.config.bit_depth, noise=noise, generator=self.generator)
+        return obs.float()
+
+    def postprocess(self, x: Tensor) -> Tensor:
+        """Decoded (or preprocessed) images -> uint8 for pictures. [..., C, H, W]."""
+        return postprocess_images(x, self.config.bit_depth)
+
+    def decode(self, feature: Tensor) -> Tensor:
+        """The mean of p(o | s) (unit variance). [M, F] -> [M, *obs]."""
+        return self.decoder(feature)
+
+    def predict_reward(self, feature: Tensor) -> Tensor:
+        """The mean of p(r | s) (unit variance). [..., F] -> [...]."""
+        return self.reward_head(feature).squeeze(-1)
+
+    def discount_logits(self, feature: Tensor) -> Tensor:
+        """Bernoulli logits of continuing after this state (DreamerV2). [..., F] -> [...]."""
+        if self.discount_head is None:
+            raise ValueError("this RSSM has no discount head; build it with RSSMConfig(discount_head=True)")
+        return self.discount_head(feature).squeeze(-1)
+
+    # ------------------------------------------------------------------ training
+
+    def _kl_term(self, post: RSSMState, prior: RSSMState) -> tuple[Tensor, Tensor]:
+        """The KL loss term and the plain KL (for logging), both scalars.
+
+        Free nats as PlaNet applies them: max(mean over batch and time of the KL summed
+        over latent dimensions, free_nats), so the term (and its gradient) vanishes while
+        the average KL is below the allowance. With balancing (DreamerV2) each of the two
+        stop-gradient terms is clamped the same way.
+        """
+        c = self.config
+        kl = self.kl_divergence(post, prior).mean()
+        if c.kl_balance is None:
+            return kl.clamp(min=c.free_nats), kl.detach()
+        train_prior = self.kl_divergence(post.detach(), prior).mean().clamp(min=c.free_nats)
+        train_post = self.kl_divergence(post, prior.detach()).mean().clamp(min=c.free_nats)
+        return c.kl_balance * train_prior + (1.0 - c.kl_balance) * train_post, kl.detach()
+
+    def _overshooting_terms(self, post: RSSMState, prior: RSSMState, actions: Tensor) -> list[Tensor]:
+        """Clamped KLs of d-step priors, d = 2..D, to the stop-gradient posteriors
+        (latent overshooting, PlaNet eq. 7). Distances beyond the sequence are skipped.
+
+        Shapes: post, prior [B, T, ...]; actions [B, T, A].
+        """
+        c = self.config
+        t = actions.shape[1]
+        terms = []
+        reach = prior[:, 1:]  # one-step priors of steps 1..T-1, from the posteriors before
+        target = post.detach()
+        for d in range(2, min(c.overshooting, t - 1) + 1):
+            # reach[:, i] predicts step i + d - 1; one more action moves each to i + d.
+            start = reach[:, :-1]
+            b, n = start.deter.shape[:2]
+            stepped = self.img_step(start.flatten_batch(), actions[:, d:].flatten(0, 1))
+            reach = stepped.map(lambda x, b=b, n=n: x.unflatten(0, (b, n)))  # [B, T - d, ...]
+            terms.append(self.kl_divergence(target[:, d:], reach).mean().clamp(min=c.free_nats))
+        return terms
+
+    def loss(self, batch: Mapping[str, Tensor]) -> RSSMLossOutput:
+        """The negative ELBO of a batch of sequences (PlaNet, eq. 3), with options.
+
+        loss = reconstruction + reward + kl_scale * kl (+ discount), where
+        reconstruction = -log p(o_t | s_t) summed over observation dims (pixels),
+        reward = -log p(r_t | s_t), both unit-variance Gaussians written without the
+        constant 0.5 log(2 pi) per dimension (so 0 is a perfect prediction), averaged
+        over batch and time; kl is `_kl_term` (free nats, balancing) or, with
+        overshooting D >= 2, the average of that and the d-step terms d = 2..D;
+        discount = Bernoulli NLL of `discounts` (DreamerV2), when the head is on.
+
+        Args:
+            batch: "obs" [B, T, *obs] (uint8 or float pixels, float states), "actions"
+                [B, T, A] (actions[:, t] led to obs[:, t]), "rewards" [B, T] (received
+                with obs[:, t]), optional "discounts" [B, T] in [0, 1] (ones when absent:
+                DM Control episodes never terminate).
+
+        Returns:
+            RSSMLossOutput(loss, parts, posterior). parts: "reconstruction", "reward",
+            "kl" (the term before kl_scale), "kl_value" (the plain mean one-step KL),
+            and "overshooting" / "discount" when on.
+
+        Raises:
+            ValueError: on missing keys or inconsistent shapes.
+        """
+        c = self.config
+        for key in ("obs", "actions", "rewards"):
+            if key not in batch:
+                raise ValueError(
+                    f"batch has no {key!r}; expected keys 'obs', 'actions', 'rewards' (optional 'discounts')"
+                )
+        obs, actions, rewards = batch["obs"], batch["actions"], batch["rewards"]
+        if obs.dim() != 2 + len(c.obs_shape) or tuple(obs.shape[2:]) != c.obs_shape:
+            raise ValueError(f"obs has shape {tuple(obs.shape)}; expected (B, T, *{c.obs_shape})")
+        b, t = obs.shape[:2]
+        if tuple(actions.shape) != (b, t, c.action_dim):
+            raise ValueError(f"actions have shape {tuple(actions.shape)}; expected {(b, t, c.action_dim)}")
+        if tuple(rewards.shape) != (b, t):
+            raise ValueError(f"rewards have shape {tuple(rewards.shape)}; expected {(b, t)}")
+
+        # PlaNet dequantises the images fed to the encoder and used as targets alike.
+        target = self.preprocess(obs.flatten(0, 1), noise=True)  # [B * T, *obs]
+        embeds = self.encoder(target).unflatten(0, (b, t))  # [B, T, E]
+        post, prior = self.observe_sequence(embeds, actions.float())
+        feature = post.feature()  # [B, T, F]
+
+        recon = self.decoder(feature.flatten(0, 1))
+        reconstruction = 0.5 * (recon - target).pow(2).flatten(1).sum(dim=1).mean()
+        reward = 0.5 * (self.predict_reward(feature) - rewards.float()).pow(2).mean()
+        kl, kl_value = self._kl_term(post, prior)
+        parts: dict[str, Tensor] = {"reconstruction": reconstruction, "reward": reward}
+        if c.overshooting >= 2:
+            extra = self._overshooting_terms(post, prior, actions.float())
+            if extra:
+                parts["overshooting"] = torch.stack(extra).mean()
+                kl = (kl + torch.stack(extra).sum()) / (1 + len(extra))
+        parts["kl"] = kl
+        parts["kl_value"] = kl_value
+        total = reconstruction + reward + c.kl_scale * kl
+        if self.discount_head is not None:
+            discounts = batch.get("discounts")
+            if discounts is None:
+                discounts = torch.ones_like(rewards, dtype=feature.dtype)
+            elif tuple(discounts.shape) != (b, t):
+                raise ValueError(f"discounts have shape {tuple(discounts.shape)}; expected {(b, t)}")
+            parts["discount"] = F.binary_cross_entropy_with_logits(self.discount_logits(feature), discounts.float())
+            total = total + parts["discount"]
+        return RSSMLossOutput(total, parts, post)
+
+    # ------------------------------------------------------------------ planning API
+
+    def split(self, z: Tensor) -> RSSMState:
+        """A flat latent back into a state: [M, F] -> deter [M, D], stoch [M, S]."""
+        return RSSMState(deter=z[..., : self.config.deter], stoch=z[..., self.config.deter :])
+
+    def _check_obs(self, obs: Tensor) -> None:
+        if tuple(obs.shape[1:]) != self.obs_shape or obs.dim() != 1 + len(self.obs_shape):
+            raise ValueError(f"obs has shape {tuple(obs.shape)}; this RSSM expects [M, *{self.obs_shape}]")
+
+    def encode(self, obs: Tensor) -> Tensor:
+        """The posterior latent of a single observation, from the zero state and a zero
+        previous action (what `observe(None, None, obs)` gives).
+
+        Shapes: obs [M, *obs] (uint8 or float images, float states) -> z [M, F].
+        """
+        return self.observe(None, None, obs)
+
+    def observe(self, z_prev: Tensor | None, action_prev: Tensor | None, obs: Tensor) -> Tensor:
+        """One filtering step for the controller: q(s_t | h_t, o_t) with h_t from the
+        previous latent and action. `z_prev is None` starts an episode (zero state);
+        a missing action counts as zeros.
+
+        Shapes: z_prev [M, F] or None; action_prev [M, A] or None; obs [M, *obs] -> [M, F].
+        """
+        self._check_obs(obs)
+        m = obs.shape[0]
+        state = self.initial_state(m, obs.device) if z_prev is None else self.split(z_prev)
+        if action_prev is None:
+            action_prev = torch.zeros(m, self.action_dim, device=obs.device, dtype=state.deter.dtype)
+        embed = self.embed(obs, noise=False)
+        post, _ = self.obs_step(state, action_prev.to(state.deter.dtype), embed, sample=self.plan_with_samples)
+        return post.feature()
+
+    def next(self, z: Tensor, action: Tensor) -> Tensor:
+        """One prior step. z [M, F], action [M, A] -> [M, F]."""
+        return self.img_step(self.split(z), action, sample=self.plan_with_samples).feature()
+
+    def reward(self, z: Tensor, action: Tensor) -> Tensor:
+        """The predicted reward of taking `action` in `z`: the reward head at the state
+        it reaches (a fresh draw of it when sampling). z [M, F], action [M, A] -> [M]."""
+        return self.predict_reward(self.next(z, action))
+
+    def rollout(self, z: Tensor, actions: Tensor) -> Tensor:
+        """Latents after each action. z [M, F], actions [M, H, A] -> [M, H, F]."""
+        state = self.split(z)
+        features = []
+        # Only the features are kept: stacking the distribution parameters of every
+        # candidate and step would cost memory traffic the planner never uses.
+        for t in range(actions.shape[1]):
+            state = self.img_step(state, actions[:, t], sample=self.plan_with_samples)
+            features.append(state.feature())
+        return torch.stack(features, dim=1)
+
+    def rollout_with_rewards(self, z: Tensor, actions: Tensor) -> tuple[Tensor, Tensor]:
+        """Latents and rewards of each step, for `reward_objective`.
+
+        rewards[:, t] is the reward head at latents[:, t], the state reached by
+        actions[:, t] (PlaNet's planning objective sums these).
+
+        Shapes: z [M, F], actions [M, H, A] -> latents [M, H, F], rewards [M, H].
+        """
+        latents = self.rollout(z, actions)
+        return latents, self.predict_reward(latents)
+
+    # ------------------------------------------------------------------ checkpoints
+
+    def checkpoint(self) -> dict[str, Any]:
+        """{format_version, model, config, state_dict}: tensors and primitives only, so it
+        loads with `torch.load(..., weights_only=True)`."""
+        return {
+            "format_version": CHECKPOINT_FORMAT_VERSION,
+            "model": _MODEL_NAME,
+            "config": asdict(self.config),
+            "state_dict": {k: v.detach().cpu() for k, v in self.state_dict().items()},
+        }
+
+    def save(self, path: str | os.PathLike[str]) -> None:
+        """Writes `checkpoint()` atomically (a temp file in the same folder, then rename)."""
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
+        try:
+            with os.fdopen(fd, "wb") as f:
+                torch.save(self.checkpoint(), f)
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+
+    @staticmethod
+    def _check_checkpoint(ckpt: Mapping[str, Any]) -> RSSMConfig:
+        if not isinstance(ckpt, Mapping) or "model" not in ckpt:
+            raise ValueError("not a checkpoint: expected a dict with format_version, model, config, state_dict")
+        if ckpt["model"] != _MODEL_NAME:
+            raise ValueError(f"checkpoint is for model {ckpt['model']!r}, not {_MODEL_NAME!r}")
+        version = ckpt.get("format_version")
+        if version != CHECKPOINT_FORMAT_VERSION:
+            raise ValueError(
+                f"checkpoint format_version={version!r}; this code reads version {CHECKPOINT_FORMAT_VERSION}"
+            )
+        return RSSMConfig.from_dict(ckpt["config"])
+
+    @classmethod
+    def from_checkpoint(
+        cls,
+        ckpt: Mapping[str, Any],
+        obs_shape: tuple[int, ...] | None = None,
+        action_dim: int | None = None,
+        device: torch.device | str = "cpu",
+    ) -> RSSM:
+        """Rebuilds a model from `checkpoint()` (or `torch.load` of a `save`d file).
+
+        Args:
+            ckpt: the checkpoint dict.
+            obs_shape, action_dim: what the caller's task needs; a checkpoint trained for
+                something else raises.
+
+        Raises:
+            ValueError: a checkpoint of another model, another format version, or a
+                different observation shape / action size (both named).
+        """
+        config = cls._check_checkpoint(ckpt)
+        if obs_shape is not None and tuple(obs_shape) != config.obs_shape:
+            raise ValueError(f"checkpoint has obs_shape {config.obs_shape}, but the task gives {tuple(obs_shape)}")
+        if action_dim is not None and action_dim != config.action_dim:
+            raise ValueError(f"checkpoint has action_dim {config.action_dim}, but the task gives {action_dim}")
+        model = cls(config)
+        model.load_state_dict(ckpt["state_dict"])
+        return model.to(device)
+
+    @classmethod
+    def load(cls, path: str | os.PathLike[str], **kwargs: Any) -> RSSM:
+        """`from_checkpoint(torch.load(path, weights_only=True), **kwargs)`."""
+        if not Path(path).is_file():
+            raise FileNotFoundError(f"no RSSM checkpoint at {str(path)!r}")
+        return cls.from_checkpoint(torch.load(path, map_location="cpu", weights_only=True), **kwargs)
+
+    def load_checkpoint(self, ckpt: Mapping[str, Any]) -> None:
+        """Loads weights into this model; the checkpoint's config must build the same one.
+
+        Raises:
+            ValueError: another model, or a config whose architecture differs (the
+                differing fields named).
+        """
+        config = self._check_checkpoint(ckpt)
+        if config.obs_shape != self.config.obs_shape:
+            raise ValueError(f"checkpoint has obs_shape {config.obs_shape}, but this model has {self.config.obs_shape}")
+        # Loss settings (free nats, KL weights, overshooting) may differ: fine-tuning with
+        # other settings is legitimate. What builds or evaluates the network may not.
+        differ = {n for n in _ARCHITECTURE_FIELDS if getattr(config, n) != getattr(self.config, n)}
+        if differ:
+            pairs = ", ".join(f"{n}: {getattr(config, n)!r} vs {getattr(self.config, n)!r}" for n in sorted(differ))
+            raise ValueError(f"checkpoint config differs from this model's (checkpoint vs model): {pairs}")
+        self.load_state_dict(ckpt["state_dict"])
