@@ -294,14 +294,32 @@ class TOLD(nn.Module):
         heads = self.target_q_heads if target else self.q_heads
         return heads(torch.cat([z, action], dim=-1), members=members)
 
-    def q_value(self, z: Tensor, action: Tensor, kind: str = "avg", target: bool = False) -> Tensor:
-        """Two random heads, combined by "avg" (planning, policy loss) or "min" (TD target). -> [M]"""
-        members = torch.randperm(self.config.num_q, generator=self.generator, device=z.device)[:2]
-        q = self._decode(self.q_logits(z, action, target=target, members=members))  # [2, M]
+    def random_heads(self, device: torch.device | str) -> Tensor:
+        """Indices of 2 distinct random Q heads. -> [2]"""
+        return torch.randperm(self.config.num_q, generator=self.generator, device=device)[:2]
+
+    def q_value(
+        self,
+        z: Tensor,
+        action: Tensor,
+        kind: str = "avg",
+        target: bool = False,
+        members: Tensor | None = None,
+        detach_params: bool = False,
+    ) -> Tensor:
+        """Two random heads (or `members`), combined by "avg" (planning, policy loss) or "min"
+        (TD target). `detach_params` freezes the heads (gradients reach z and action). -> [M]"""
+        if members is None:
+            members = self.random_heads(z.device)
+        heads = self.target_q_heads if target else self.q_heads
+        logits = heads(torch.cat([z, action], dim=-1), members=members, detach_params=detach_params)
+        q = self._decode(logits)  # [2, M]
         return q.mean(dim=0) if kind == "avg" else q.min(dim=0).values
 
-    def sample_policy(self, z: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    def sample_policy(self, z: Tensor, eps: Tensor | None = None) -> tuple[Tensor, Tensor, Tensor]:
         """Sample the tanh-Gaussian policy prior (TD-MPC2 `pi`).
+
+        `eps` [M, A] is the standard normal noise to use (drawn here when None).
 
         Returns:
             action [M, A] in (-1, 1), its mean action tanh(mu) [M, A], and the entropy
@@ -311,7 +329,8 @@ class TOLD(nn.Module):
         mean, log_std = self.policy_head(z).chunk(2, dim=-1)
         # Squash the raw log-std into [log_std_min, log_std_max] smoothly.
         log_std = c.log_std_min + 0.5 * (c.log_std_max - c.log_std_min) * (torch.tanh(log_std) + 1.0)
-        eps = torch.randn(mean.shape, generator=self.generator, device=mean.device, dtype=mean.dtype)
+        if eps is None:
+            eps = torch.randn(mean.shape, generator=self.generator, device=mean.device, dtype=mean.dtype)
         pre_tanh = mean + eps * log_std.exp()
         log_prob = (-0.5 * eps.pow(2) - log_std - 0.5 * math.log(2 * math.pi)).sum(-1)
         action = torch.tanh(pre_tanh)

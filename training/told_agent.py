@@ -87,6 +87,8 @@ class TOLDAgent:
         planner: MPPI (TD-MPC2's preset by default) used by `act`.
         device: where the model lives.
         seed: seeds planning (actions) and the model's sampling.
+        compile: run the update's loss functions through `torch.compile` (the first
+            updates pay the compile time).
     """
 
     def __init__(
@@ -96,6 +98,7 @@ class TOLDAgent:
         planner: MPPI | None = None,
         device: str | torch.device = "cpu",
         seed: int = 0,
+        compile: bool = False,
     ) -> None:
         self.device = torch.device(device)
         self.model = model.to(self.device)
@@ -107,6 +110,15 @@ class TOLDAgent:
             [{"params": encoder_params, "lr": c.lr * c.enc_lr_scale}, {"params": others, "lr": c.lr}], lr=c.lr
         )
         self.policy_optimizer = torch.optim.Adam(model.policy_head.parameters(), lr=c.lr, eps=1e-5)
+        self._model_params = [p for group in self.optimizer.param_groups for p in group["params"]]
+        self._policy_params = list(model.policy_head.parameters())
+        # The loss functions, optionally through torch.compile (inductor fuses the many
+        # small elementwise passes of LayerNorm, Mish, SimNorm and the 101-bin softmaxes).
+        self._model_loss = self._model_loss_eager
+        self._policy_terms = self._policy_terms_eager
+        if compile:
+            self._model_loss = torch.compile(self._model_loss_eager, dynamic=False)
+            self._policy_terms = torch.compile(self._policy_terms_eager, dynamic=False)
         self.scale = RunningScale(c.tau)
         self.planner = planner or MPPI.tdmpc2(model.config.action_dim)
         self.controller = MPCController(
@@ -151,84 +163,101 @@ class TOLDAgent:
         obs = torch.as_tensor(batch["obs"], device=self.device)
         action = torch.as_tensor(batch["action"], device=self.device)
         reward = torch.as_tensor(batch["reward"], device=self.device)
-        horizon, b = action.shape[:2]
         if obs.dtype != torch.uint8:
             obs = obs.float()
+        horizon, b = action.shape[:2]
+        a_dim = model.config.action_dim
+        # The random draws are made here, outside the (optionally compiled) loss functions,
+        # from the agent's generator: reproducible, and no RNG state inside a graph.
+        gen, dev = self.generator, self.device
+        next_eps = torch.randn(horizon * b, a_dim, generator=gen, device=dev)
+        target_heads = model.random_heads(dev)
 
-        # Targets: encodings of the real next observations and TD targets, no gradient.
+        model.train()
+        total, consistency, reward_loss, value_loss, zs = self._model_loss(obs, action, reward, next_eps, target_heads)
+        self.optimizer.zero_grad(set_to_none=True)
+        total.backward()
+        grad_norm = torch.nn.utils.clip_grad_norm_(self._model_params, c.grad_clip_norm)
+        self.optimizer.step()
+
+        zs = zs.detach()
+        pi_eps = torch.randn(zs.shape[0] * b, a_dim, generator=gen, device=dev)
+        q, entropy = self._policy_terms(zs, pi_eps, model.random_heads(dev))  # [H + 1, B] each
+        self.scale.update(q[0])
+        weights = c.rho ** torch.arange(zs.shape[0], device=dev, dtype=torch.float32)
+        policy_loss = (-(c.entropy_coef * entropy + self.scale(q)).mean(1) * weights).mean()
+        self.policy_optimizer.zero_grad(set_to_none=True)
+        policy_loss.backward()
+        torch.nn.utils.clip_grad_norm_(self._policy_params, c.grad_clip_norm)
+        self.policy_optimizer.step()
+
+        model.update_target(c.tau)
+        model.eval()
+        return {
+            "consistency_loss": float(consistency.detach()),
+            "reward_loss": float(reward_loss.detach()),
+            "value_loss": float(value_loss.detach()),
+            "policy_loss": float(policy_loss.detach()),
+            "total_loss": float(total.detach()),
+            "grad_norm": float(grad_norm),
+        }
+
+    def _model_loss_eager(
+        self, obs: Tensor, action: Tensor, reward: Tensor, next_eps: Tensor, target_heads: Tensor
+    ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+        """TD-MPC2's model loss (consistency + reward + value) over a horizon-H rollout.
+
+        Shapes:
+            obs [H + 1, B, *obs], action [H, B, A], reward [H, B], next_eps [H * B, A]
+            (policy noise at the next latents), target_heads [2].
+        Returns:
+            total, consistency, reward and value losses (per-step averages), latents
+            zs [H + 1, B, Z].
+        """
+        c, model, cfg = self.loss, self.model, self.model.config
+        horizon, b = action.shape[:2]
+        # Targets: encodings of the real next observations and TD targets, no gradient and
+        # no dropout (TD-MPC2 computes them before switching the model to training mode).
         with torch.no_grad():
+            was_training = model.training
+            model.eval()
             next_z = model.encode(obs[1:].flatten(0, 1)).view(horizon, b, -1)  # [H, B, Z]
             flat_next = next_z.flatten(0, 1)
-            next_action = model.sample_policy(flat_next)[0]
-            td_target = reward + c.discount * model.q_value(flat_next, next_action, kind="min", target=True).view(horizon, b)
+            next_action = model.sample_policy(flat_next, eps=next_eps)[0]
+            next_q = model.q_value(flat_next, next_action, kind="min", target=True, members=target_heads)
+            td_target = reward + c.discount * next_q.view(horizon, b)
+            model.train(was_training)
 
-        model.train()  # after the targets, which TD-MPC2 computes without dropout
-        # Latent rollout from the first observation.
         z = model.encode(obs[0])  # [B, Z]
         latents = [z]
-        consistency = obs.new_zeros((), dtype=torch.float32)
+        weights = c.rho ** torch.arange(horizon, device=obs.device, dtype=torch.float32)  # [H]
+        consistency = torch.zeros((), device=obs.device)
         for t in range(horizon):
             z = model.next(z, action[t])
-            consistency = consistency + F.mse_loss(z, next_z[t]) * c.rho**t
+            consistency = consistency + F.mse_loss(z, next_z[t]) * weights[t]
             latents.append(z)
         zs = torch.stack(latents)  # [H + 1, B, Z]
         flat_z, flat_a = zs[:-1].flatten(0, 1), action.flatten(0, 1)  # [H * B, Z], [H * B, A]
-        weights = c.rho ** torch.arange(horizon, device=self.device, dtype=torch.float32)  # [H]
-        cfg = model.config
         reward_ce = soft_cross_entropy(model.reward_logits(flat_z, flat_a), reward.flatten(), cfg.num_bins, cfg.vmin, cfg.vmax)
         reward_loss = (reward_ce.view(horizon, b).mean(1) * weights).sum()
         q_logits = model.q_logits(flat_z, flat_a)  # [E, H * B, K]
         target = td_target.flatten().unsqueeze(0).expand(q_logits.shape[0], -1)
         value_ce = soft_cross_entropy(q_logits, target, cfg.num_bins, cfg.vmin, cfg.vmax)  # [E, H * B]
         value_loss = (value_ce.view(-1, horizon, b).mean(2) * weights).sum(1).mean()
+        consistency, reward_loss, value_loss = consistency / horizon, reward_loss / horizon, value_loss / horizon
+        total = c.consistency_coef * consistency + c.reward_coef * reward_loss + c.value_coef * value_loss
+        return total, consistency, reward_loss, value_loss, zs
 
-        total = (
-            c.consistency_coef * consistency / horizon
-            + c.reward_coef * reward_loss / horizon
-            + c.value_coef * value_loss / horizon
-        )
-        self.optimizer.zero_grad(set_to_none=True)
-        total.backward()
-        grad_norm = torch.nn.utils.clip_grad_norm_(
-            [p for group in self.optimizer.param_groups for p in group["params"]], c.grad_clip_norm
-        )
-        self.optimizer.step()
+    def _policy_terms_eager(self, zs: Tensor, eps: Tensor, heads: Tensor) -> tuple[Tensor, Tensor]:
+        """Q of the policy's actions through frozen Q heads, and the policy's entropy.
 
-        policy_loss = self._update_policy(zs.detach())
-        model.update_target(c.tau)
-        model.eval()
-        return {
-            "consistency_loss": float(consistency.detach()) / horizon,
-            "reward_loss": float(reward_loss.detach()) / horizon,
-            "value_loss": float(value_loss.detach()) / horizon,
-            "policy_loss": policy_loss,
-            "total_loss": float(total.detach()),
-            "grad_norm": float(grad_norm),
-        }
-
-    def _update_policy(self, zs: Tensor) -> float:
-        """Maximise the scaled Q of the policy's action (Q frozen) plus an entropy bonus.
-
-        zs: [H + 1, B, Z] detached latents of the model rollout.
+        Shapes: zs [T, B, Z] (detached), eps [T * B, A], heads [2] -> q [T, B], entropy [T, B]
         """
-        c, model = self.loss, self.model
         steps, b = zs.shape[:2]
         flat = zs.flatten(0, 1)
-        action, _, entropy = model.sample_policy(flat)
-        model.q_heads.requires_grad_(False)  # gradients reach the action only
-        try:
-            q = model.q_value(flat, action, kind="avg").view(steps, b)
-        finally:
-            model.q_heads.requires_grad_(True)
-        self.scale.update(q[0])
-        q = self.scale(q)
-        weights = c.rho ** torch.arange(steps, device=zs.device, dtype=torch.float32)
-        loss = (-(c.entropy_coef * entropy.view(steps, b) + q).mean(1) * weights).mean()
-        self.policy_optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.policy_head.parameters(), c.grad_clip_norm)
-        self.policy_optimizer.step()
-        return float(loss.detach())
+        action, _, entropy = self.model.sample_policy(flat, eps=eps)
+        q = self.model.q_value(flat, action, kind="avg", members=heads, detach_params=True)
+        return q.view(steps, b), entropy.view(steps, b)
 
     # -- state for checkpoints ------------------------------------------------------------
 

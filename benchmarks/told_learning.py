@@ -1,0 +1,190 @@
+#!/usr/bin/env python
+"""TD-MPC2 learning curves with our TOLD, MPPI and trainer, beside the published returns.
+
+    python benchmarks/told_learning.py run --task cartpole-swingup   # train (resumes)
+    python benchmarks/told_learning.py report                        # curves, table, speed
+    python benchmarks/told_learning.py ship --task cartpole-swingup  # copy the model to checkpoints/
+
+`run` trains state-based TOLD (1M size) for 100k env steps with TD-MPC2's settings and
+evaluates 10 episodes every 10k env steps (ANCHORS sections 2-3). Runs live in
+runs/told-<task>-state-s<seed>/ and resume after a kill. `report` reads every run there
+and writes benchmarks/results/told_learning.{csv,json,png}: the curves, the return at
+100k against TD-MPC2's published 100k returns (839, 937, 962), training throughput in env
+steps per second and the split of wall time between planning, updates, env and evaluation.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import shutil
+import sys
+from pathlib import Path
+
+os.environ.setdefault("MUJOCO_GL", "egl")
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+import torch  # noqa: E402
+
+from benchmarks.machine import machine_info  # noqa: E402
+
+RESULTS = ROOT / "benchmarks" / "results"
+RUNS = ROOT / "runs"
+CHECKPOINTS = ROOT / "checkpoints"
+
+# TD-MPC2's published state-based returns at 100k env steps (mean of 3 seeds; ANCHORS 3).
+PUBLISHED_100K = {"cartpole-swingup": 839.0, "reacher-easy": 937.0, "walker-walk": 962.0}
+TASKS = tuple(PUBLISHED_100K)
+# MPPI iterations while collecting; evaluation always uses the full TD-MPC2 preset (6).
+# Collection planning is a third of the loop's time at 6 iterations on this CPU; see README.
+COLLECT_ITERATIONS = 2
+
+
+def run_dir(task: str, seed: int) -> Path:
+    return RUNS / f"told-{task}-state-s{seed}"
+
+
+def run(args: argparse.Namespace) -> None:
+    from training.told_trainer import TOLDTrainConfig, TOLDTrainer
+
+    config = TOLDTrainConfig(
+        task=args.task, steps=args.steps, size=args.size, seed=args.seed, plan_iterations=args.collect_iterations,
+    )
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    trainer = TOLDTrainer(config, run_dir(args.task, args.seed), progress=sys.stderr.isatty())
+    trainer.run()
+
+
+def read_run(path: Path) -> dict | None:
+    eval_csv = path / "eval.csv"
+    if not eval_csv.exists():
+        return None
+    with eval_csv.open() as f:
+        rows = [{"env_step": int(r["env_step"]), "mean_return": float(r["mean_return"]),
+                 "std_return": float(r["std_return"]), "returns": r["returns"], "wall_s": float(r["wall_s"])}
+                for r in csv.DictReader(f)]  # fmt: skip
+    info: dict = {"rows": rows}
+    checkpoint = path / "checkpoint.pt"
+    if checkpoint.exists():
+        state = torch.load(checkpoint, map_location="cpu", weights_only=True)
+        timers, config = dict(state["timers"]), dict(state["train_config"])
+        action_repeat = 2 if config.get("action_repeat") is None else int(config["action_repeat"])
+        env_steps = int(state["step"]) * action_repeat
+        wall = float(state["wall"])
+        train_wall = max(wall - timers["eval"], 1e-9)
+        info.update(
+            config=config,
+            env_steps=env_steps,
+            wall_h=round(wall / 3600, 2),
+            env_steps_per_s=round(env_steps / train_wall, 2),
+            split_s={k: round(v, 1) for k, v in timers.items()},
+            split_fraction={k: round(v / wall, 3) for k, v in timers.items()},
+            updates=int(state["updates"]),
+        )
+    return info
+
+
+def report(args: argparse.Namespace) -> None:
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    runs = {}
+    for task in TASKS:
+        info = read_run(run_dir(task, args.seed))
+        if info is not None:
+            runs[task] = info
+    if not runs:
+        raise SystemExit(f"no runs under {RUNS}; start one with `python benchmarks/told_learning.py run --task ...`")
+    with (RESULTS / "told_learning.csv").open("w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["task", "env_step", "mean_return", "std_return", "returns", "wall_s"])
+        for task, info in runs.items():
+            for r in info["rows"]:
+                writer.writerow([task, r["env_step"], r["mean_return"], r["std_return"], r["returns"], r["wall_s"]])
+    summary = {}
+    for task, info in runs.items():
+        last = info["rows"][-1]
+        at_100k = next((r for r in info["rows"] if r["env_step"] == 100_000), None)
+        published = PUBLISHED_100K[task]
+        summary[task] = {
+            "published_100k": published,
+            "latest_env_step": last["env_step"],
+            "latest_return": round(last["mean_return"], 1),
+            "return_100k": None if at_100k is None else round(at_100k["mean_return"], 1),
+            "fraction_of_published": None if at_100k is None else round(at_100k["mean_return"] / published, 3),
+            **{k: v for k, v in info.items() if k != "rows"},
+        }
+    out = {"machine": machine_info(), "collect_iterations": COLLECT_ITERATIONS, "tasks": summary}
+    (RESULTS / "told_learning.json").write_text(json.dumps(out, indent=2))
+    plot(runs)
+    for task, s in summary.items():
+        print(f"{task:18s} {s['latest_return']:7.1f} at {s['latest_env_step']:>6} env steps "
+              f"(TD-MPC2 at 100k: {s['published_100k']:.0f}); {s.get('env_steps_per_s', '?')} env steps/s")
+
+
+def plot(runs: dict) -> None:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        print("matplotlib is not installed (pip install -e .[plots]); skipped the PNG")
+        return
+    fig, axes = plt.subplots(1, len(runs), figsize=(4.2 * len(runs), 3.4), squeeze=False)
+    for ax, (task, info) in zip(axes[0], runs.items()):
+        steps = [r["env_step"] / 1000 for r in info["rows"]]
+        means = [r["mean_return"] for r in info["rows"]]
+        stds = [r["std_return"] for r in info["rows"]]
+        ax.plot(steps, means, marker="o", label="ours (TOLD 1M, MPPI)")
+        ax.fill_between(steps, [m - s for m, s in zip(means, stds)], [m + s for m, s in zip(means, stds)], alpha=0.2)
+        ax.axhline(PUBLISHED_100K[task], color="k", linestyle="--", label="TD-MPC2 at 100k")
+        ax.set_title(task)
+        ax.set_xlabel("env steps (thousands)")
+        ax.set_ylim(0, 1000)
+        ax.set_xlim(0, 100)
+    axes[0][0].set_ylabel("evaluation return (10 episodes)")
+    axes[0][0].legend(loc="lower right", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(RESULTS / "told_learning.png", dpi=110)
+    plt.close(fig)
+
+
+def ship(args: argparse.Namespace) -> None:
+    """Copy a run's model file to checkpoints/told-<task>.pt (model weights only)."""
+    info = read_run(run_dir(args.task, args.seed))
+    source = run_dir(args.task, args.seed) / "model.pt"
+    if info is None or not source.exists():
+        raise SystemExit(f"no finished run for {args.task} under {run_dir(args.task, args.seed)}")
+    if info.get("env_steps", 0) < 100_000 and not args.partial:
+        raise SystemExit(f"the {args.task} run is at {info.get('env_steps')} env steps; pass --partial to ship it anyway")
+    CHECKPOINTS.mkdir(exist_ok=True)
+    target = CHECKPOINTS / f"told-{args.task}.pt"
+    shutil.copyfile(source, target)
+    print(f"{target} ({target.stat().st_size / 1e6:.1f} MB) from {source}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True)
+    p_run = sub.add_parser("run", help="train (or resume) one task")
+    p_run.add_argument("--task", required=True, choices=TASKS)
+    p_run.add_argument("--steps", type=int, default=100_000)
+    p_run.add_argument("--size", default="1M")
+    p_run.add_argument("--seed", type=int, default=0)
+    p_run.add_argument("--collect-iterations", type=int, default=COLLECT_ITERATIONS)
+    p_run.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    p_report = sub.add_parser("report", help="curves, table and throughput from the runs")
+    p_report.add_argument("--seed", type=int, default=0)
+    p_ship = sub.add_parser("ship", help="copy a finished run's model to checkpoints/")
+    p_ship.add_argument("--task", required=True, choices=TASKS)
+    p_ship.add_argument("--seed", type=int, default=0)
+    p_ship.add_argument("--partial", action="store_true", help="ship a run that has not reached 100k")
+    args = parser.parse_args()
+    {"run": run, "report": report, "ship": ship}[args.command](args)
+
+
+if __name__ == "__main__":
+    main()
