@@ -52,6 +52,7 @@ def run(args: argparse.Namespace) -> None:
 
     config = TOLDTrainConfig(
         task=args.task, steps=args.steps, size=args.size, seed=args.seed, plan_iterations=args.collect_iterations,
+        eval_at_start=False,  # the untrained agent's return is not worth a full evaluation here
     )
     if args.threads:
         torch.set_num_threads(args.threads)

@@ -72,6 +72,11 @@ def test_resume_after_a_kill_continues_the_step_count_and_buffer(tmp_path, monke
         assert [int(r["episode"]) for r in csv.DictReader(f)] == [1, 2, 3, 4]
 
 
+def test_evaluation_at_start_is_optional(tmp_path):
+    trainer = TOLDTrainer(quick_config(steps=80, eval_at_start=False), tmp_path, progress=False, log=lambda _: None)
+    assert [r["env_step"] for r in trainer.run()] == [40, 80]
+
+
 def test_resuming_with_other_settings_names_the_difference(tmp_path):
     TOLDTrainer(quick_config(steps=20, eval_every=1000), tmp_path, progress=False, log=lambda _: None).run()
     with pytest.raises(ValueError, match="task='cartpole-swingup'.*task='cartpole-balance'"):

@@ -66,6 +66,8 @@ class TOLDTrainConfig:
             always uses the preset.
         batch_size, horizon: of the updates (256, 3).
         max_episode_steps: cut episodes short (tests); None: the task's limit.
+        eval_at_start: also evaluate the untrained agent at step 0 (TD-MPC2 does; it
+            costs as much as any other evaluation).
     """
 
     task: str = "cartpole-swingup"
@@ -83,6 +85,7 @@ class TOLDTrainConfig:
     batch_size: int = 256
     horizon: int = 3
     max_episode_steps: int | None = None
+    eval_at_start: bool = True
 
     def __post_init__(self) -> None:
         if self.obs not in ("state", "pixels"):
@@ -309,6 +312,8 @@ class TOLDTrainer:
         done = {row["env_step"] for row in self.eval_rows}
         due = env_step // self.config.eval_every * self.config.eval_every
         if due in done and not (final and env_step not in done):
+            return
+        if due == 0 and not final and not self.config.eval_at_start:
             return
         t0 = time.perf_counter()
         self.agent.controller.planner = self.eval_agent_planner
