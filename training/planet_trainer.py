@@ -1,0 +1,600 @@
+"""Online PlaNet training (Hafner et al., 2019), with optional Dreamer behaviour learning.
+
+PlaNet's data loop (ANCHORS section 2, "PlaNet RSSM"):
+- `seed_episodes` (5) episodes of uniform random actions fill the replay buffer;
+- then, repeatedly: `collect_interval` (100) model updates on batches of 50 sequences x
+  50 steps sampled from the buffer, followed by one episode collected with the current
+  model, Normal(0, 0.3) noise added to every executed action (clipped to [-1, 1]);
+- the RSSM is trained on the negative ELBO (`RSSM.loss`: reconstruction, reward, KL with
+  free nats) with Adam (lr 1e-3, eps 1e-4) and gradients clipped to norm 1000;
+- action repeat from PlaNet's table (cartpole 8; reacher, cheetah, cup 4; finger,
+  walker 2) unless `action_repeat` is given.
+
+How to act (`mode`):
+- "planner": CEM over the RSSM's predicted rewards (PlaNet: horizon 12, 1000 candidates,
+  top 100, 10 iterations, no discount, no terminal value), the latent filtered with the
+  posterior from step to step (`MPCController` with the RSSM's `observe`);
+- "actor": the Dreamer actor alone (`ActorController`; Hafner et al., 2020), sampled
+  while collecting and its mean when evaluating;
+- "planner+actor": CEM with `num_proposals` of the candidates rolled out by the actor
+  through the RSSM (`ActorGuidedModel`, TD-MPC2 style proposals).
+With an actor, every model update is followed by one actor-critic update
+(`ActorCritic.update`) imagining from the batch's posterior states, as in Dreamer.
+
+Data convention. The replay (`EpisodeReplay`) stores slot i as (obs_i, the action taken
+AT obs_i, the reward that followed); the RSSM wants actions[t] = the action that LED TO
+obs[t] and rewards[t] received with obs[t]. `models.rssm.sequences_from_transitions`
+does the mapping: a sampled chunk of L transitions becomes L steps (a_i, obs_{i+1},
+r_i); the chunk's first observation is dropped and the filter starts from the zero state,
+as for every chunk. (So an episode's reset observation is never a training target; the
+controller still filters it, from the zero state with a zero action, like any chunk
+start.) When collecting, the filter is given the action really executed (noise included)
+as the action that led to the next observation, as PlaNet does, not the planner's
+noise-free choice.
+
+Everything needed to continue is saved every `checkpoint_every` episodes and at every
+evaluation (the pattern of `training.told_trainer`); starting the same run again
+continues with the same step count, buffer, optimisers, behaviour learner, random
+generators and logs. Files in `out_dir`:
+
+    checkpoint.pt          training state (torch.load(weights_only=True))
+    replay-e<N>.npz        the buffer after N episodes (the one checkpoint.pt names)
+    model.pt               the RSSM checkpoint dict (`RSSM.load`)
+    behavior.pt            the actor-critic (`ActorCritic.load`), in the actor modes
+    train.csv              per episode: return, updates and the mean ELBO parts (and
+                           actor-critic losses) of the updates before it
+    eval.csv               evaluation returns
+    pictures/              open-loop and reconstruction PNGs (`training.pictures`)
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from models.behavior import ActorController, ActorCritic, ActorGuidedModel, BehaviorConfig
+from models.rssm import RSSM, RSSMConfig, sequences_from_transitions
+from planners import CEM, MPCController
+from planners.controller import resolve_device
+from training.replay import EpisodeReplay
+from training.told_trainer import _append_csv, _rewrite_csv, atomic_torch_save, evaluate_batched
+
+__all__ = ["MODEL_PRESETS", "MODES", "PlaNetTrainConfig", "PlaNetTrainer"]
+
+CHECKPOINT_VERSION = 1
+MODEL_PRESETS: tuple[str, ...] = ("planet", "dreamerv2", "tiny")
+MODES: tuple[str, ...] = ("planner", "actor", "planner+actor")
+OBS_TYPES: tuple[str, ...] = ("state", "pixels")
+# Settings that define a run: resuming with any of them changed is refused.
+_RUN_IDENTITY = ("task", "obs", "model", "seed", "action_repeat", "mode")
+_BEHAVIOR_NAMES = ("actor_loss", "critic_loss", "entropy", "return_mean", "value_mean")
+
+
+@dataclass(frozen=True)
+class PlaNetTrainConfig:
+    """One online PlaNet (or PlaNet + Dreamer actor) training run. Defaults are PlaNet's.
+
+    Attributes:
+        task: a DM Control task ("cartpole-swingup").
+        steps: env steps to train for (simulator steps, action repeat included; PlaNet's
+            reported returns are at 10^6).
+        obs: "state" or "pixels" (64x64 RGB, one frame).
+        model: RSSM preset: "planet" (Gaussian latents), "dreamerv2" (discrete latents,
+            KL balancing, discount head) or "tiny" (tests and smoke runs; small actor-critic
+            as well).
+        seed: run seed (env, weights, sampling).
+        action_repeat: None for PlaNet's table (cartpole 8; reacher, cheetah, cup 4;
+            finger, walker and others 2).
+        mode: "planner", "actor" or "planner+actor" (see the module docstring). The
+            actor modes train an actor-critic alongside the model.
+        seed_episodes: random-action episodes before the first update (5).
+        collect_interval: model updates per collected episode (100).
+        batch_size, chunk_length: sequences per batch and transitions per sequence (50, 50).
+        lr, adam_eps, grad_clip: the world model's Adam and gradient clipping (1e-3,
+            1e-4, 1000).
+        exploration_noise: std of the Gaussian noise added to executed actions while
+            collecting (0.3).
+        plan_horizon: CEM horizon (12).
+        plan_samples, plan_elites, plan_iterations: CEM budget; None keeps PlaNet's
+            1000 / 100 / 10. Elites default to a tenth of the samples when only the
+            samples are given. Used for collection and evaluation alike.
+        num_proposals: actor proposals among the candidates in "planner+actor"; None:
+            one in twenty of the candidates (at least 1; TD-MPC2 uses 24 of 512).
+        eval_every: env steps between evaluations; eval_episodes: episodes per evaluation
+            (run as one batch); eval_at_start: also evaluate at step 0.
+        checkpoint_every: episodes between checkpoints (also saved at every evaluation).
+        picture_every: env steps between open-loop/reconstruction pictures; 0: none.
+        buffer_capacity: replay slots; None keeps the whole run (as PlaNet).
+        max_episode_steps: cut episodes to this many agent steps (tests); None: the
+            task's limit (1000 env steps).
+    """
+
+    task: str = "cartpole-swingup"
+    steps: int = 1_000_000
+    obs: str = "pixels"
+    model: str = "planet"
+    seed: int = 0
+    action_repeat: int | None = None
+    mode: str = "planner"
+    seed_episodes: int = 5
+    collect_interval: int = 100
+    batch_size: int = 50
+    chunk_length: int = 50
+    lr: float = 1e-3
+    adam_eps: float = 1e-4
+    grad_clip: float = 1000.0
+    exploration_noise: float = 0.3
+    plan_horizon: int = 12
+    plan_samples: int | None = None
+    plan_elites: int | None = None
+    plan_iterations: int | None = None
+    num_proposals: int | None = None
+    eval_every: int = 10_000
+    eval_episodes: int = 10
+    eval_at_start: bool = True
+    checkpoint_every: int = 5
+    picture_every: int = 10_000
+    buffer_capacity: int | None = None
+    max_episode_steps: int | None = None
+
+    def __post_init__(self) -> None:
+        for name, accepted in (("obs", OBS_TYPES), ("model", MODEL_PRESETS), ("mode", MODES)):
+            if getattr(self, name) not in accepted:
+                raise ValueError(f"{name}={getattr(self, name)!r} is not one of {accepted}")
+        for name in ("steps", "collect_interval", "batch_size", "chunk_length", "plan_horizon", "eval_every",
+                     "eval_episodes", "checkpoint_every"):  # fmt: skip
+            _check_int(name, getattr(self, name), 1)
+        _check_int("seed_episodes", self.seed_episodes, 1)
+        _check_int("picture_every", self.picture_every, 0)
+        for name in ("action_repeat", "plan_samples", "plan_elites", "plan_iterations", "buffer_capacity",
+                     "max_episode_steps"):  # fmt: skip
+            if getattr(self, name) is not None:
+                _check_int(name, getattr(self, name), 1)
+        if self.num_proposals is not None:
+            _check_int("num_proposals", self.num_proposals, 1)
+        for name in ("lr", "adam_eps", "grad_clip"):
+            value = getattr(self, name)
+            if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
+                raise ValueError(f"{name}={value!r} must be a finite number > 0")
+        if not (math.isfinite(self.exploration_noise) and self.exploration_noise >= 0):
+            raise ValueError(f"exploration_noise={self.exploration_noise!r} must be a finite number >= 0")
+        samples, elites = self.planner_budget()
+        if elites > samples:
+            raise ValueError(f"plan_elites={elites} exceeds plan_samples={samples}; elites are chosen among samples")
+        if self.uses_planner and self.uses_actor and self.proposals() >= samples:
+            raise ValueError(
+                f"num_proposals={self.proposals()} must be below plan_samples={samples} (proposals take candidate slots)"
+            )
+
+    @property
+    def uses_actor(self) -> bool:
+        """Whether an actor-critic is trained (the modes that act with it)."""
+        return self.mode in ("actor", "planner+actor")
+
+    @property
+    def uses_planner(self) -> bool:
+        return self.mode in ("planner", "planner+actor")
+
+    def planner_budget(self) -> tuple[int, int]:
+        """(candidates, elites) of the CEM: PlaNet's 1000 / 100 unless overridden."""
+        samples = self.plan_samples if self.plan_samples is not None else 1000
+        elites = self.plan_elites if self.plan_elites is not None else (
+            100 if self.plan_samples is None else max(1, samples // 10)
+        )  # fmt: skip
+        return samples, elites
+
+    def proposals(self) -> int:
+        """Actor proposals per planning call in "planner+actor"."""
+        if self.num_proposals is not None:
+            return self.num_proposals
+        return max(1, self.planner_budget()[0] // 20)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> PlaNetTrainConfig:
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in known})
+
+
+def _check_int(name: str, value: Any, minimum: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ValueError(f"{name}={value!r} must be an int >= {minimum}")
+
+
+class _ExecutedActionModel:
+    """The model as the collecting controller sees it, except that `observe` is given the
+    action really executed at the previous step (planner or actor output plus exploration
+    noise, clipped), which the controller itself does not know.
+
+    Every other attribute is forwarded to the wrapped RSSM. `executed` [1, A] is set by
+    the trainer after each env step; at an episode start (`z_prev is None`) the
+    controller's own (absent) action is used.
+    """
+
+    def __init__(self, model: RSSM) -> None:
+        self.model = model
+        self.executed: Tensor | None = None
+
+    def __getattr__(self, name: str) -> Any:
+        if name == "model":  # not yet set (copying, unpickling): no recursion
+            raise AttributeError(name)
+        return getattr(self.model, name)
+
+    def to(self, device: Any) -> _ExecutedActionModel:
+        self.model.to(device)
+        return self
+
+    def observe(self, z_prev: Tensor | None, action_prev: Tensor | None, obs: Tensor) -> Tensor:
+        if z_prev is not None and self.executed is not None:
+            action_prev = self.executed.to(device=z_prev.device, dtype=z_prev.dtype)
+        return self.model.observe(z_prev, action_prev, obs)
+
+
+class PlaNetTrainer:
+    """Builds env, RSSM (and actor-critic), controllers and buffer; `run()` trains or resumes.
+
+    Args:
+        config: the run's settings.
+        out_dir: where checkpoints, logs and pictures go; an existing checkpoint there is
+            resumed (with the same task, obs, model, seed, action repeat and mode).
+        device: "auto", "cpu", "cuda", ...
+        progress: show a tqdm bar.
+        log: a function for one-line messages (print by default).
+
+    Raises:
+        ValueError: an unknown task; episodes shorter than `chunk_length`; a checkpoint
+            in `out_dir` from a run with other settings (both values named).
+    """
+
+    def __init__(
+        self,
+        config: PlaNetTrainConfig,
+        out_dir: str | Path,
+        device: str = "cpu",
+        progress: bool = True,
+        log: Callable[[str], None] = print,
+    ) -> None:
+        import envs  # here, not at import: the CLI picks MUJOCO_GL before dm_control loads
+
+        if not isinstance(config, PlaNetTrainConfig):
+            raise TypeError(f"config must be a PlaNetTrainConfig, got {type(config).__name__}")
+        self.config = c = config
+        self.out_dir = Path(out_dir)
+        self.device = resolve_device(device)
+        self.progress = progress
+        self.log = log
+        self._make_env = lambda: envs.make(
+            c.task, obs=c.obs, seed=c.seed, action_repeat=c.action_repeat, action_repeat_preset="planet",
+            time_limit=c.max_episode_steps,
+        )  # fmt: skip
+        self.env = self._make_env()
+        self.action_repeat = int(self.env.action_repeat)
+        self.episode_length = int(self.env.max_episode_steps)
+        if c.chunk_length > self.episode_length:
+            raise ValueError(
+                f"chunk_length={c.chunk_length} is longer than the episodes ({self.episode_length} agent steps); "
+                "sampled sequences must fit inside one episode"
+            )
+        obs_shape = tuple(int(d) for d in self.env.observation_space.shape)
+        self.action_dim = int(self.env.action_space.shape[0])
+        self.total_agent_steps = math.ceil(c.steps / self.action_repeat)
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+
+        torch.manual_seed(c.seed)
+        build = {"planet": RSSMConfig.planet, "dreamerv2": RSSMConfig.dreamerv2, "tiny": RSSMConfig.tiny}[c.model]
+        self.model = RSSM(build(c.obs, obs_shape, self.action_dim)).to(self.device)
+        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=c.lr, eps=c.adam_eps)
+        self.behavior: ActorCritic | None = None
+        if c.uses_actor:
+            behavior_config = BehaviorConfig.tiny() if c.model == "tiny" else BehaviorConfig()
+            self.behavior = ActorCritic.for_model(self.model, behavior_config)
+
+        samples, elites = c.planner_budget()
+        overrides: dict[str, Any] = {"horizon": c.plan_horizon, "num_samples": samples, "num_elites": elites}
+        if c.plan_iterations is not None:
+            overrides["iterations"] = c.plan_iterations
+        if c.uses_planner and c.uses_actor:
+            overrides["num_proposals"] = c.proposals()
+        self.planner = CEM.planet(self.action_dim, **overrides)
+        self._collect_model = _ExecutedActionModel(self.model)
+        self.controller = self._build_controller(self._collect_model, explore=True)
+        self.eval_controller = self._build_controller(self.model, explore=False)
+
+        episodes = math.ceil(self.total_agent_steps / self.episode_length)
+        capacity = c.buffer_capacity or (self.total_agent_steps + episodes + 1)
+        self.buffer = EpisodeReplay(
+            max(capacity, self.episode_length + 1), obs_shape, self.action_dim,
+            obs_dtype=np.uint8 if c.obs == "pixels" else np.float32, seed=c.seed,
+        )  # fmt: skip
+        self.rng = np.random.default_rng(c.seed)  # random seed actions and exploration noise
+        self.step = 0  # agent steps taken
+        self.episode = 0  # episodes finished
+        self.updates = 0  # model updates done
+        self.last_picture_step = -1  # env step of the last pictures
+        self._pictures_possible = True  # False once a missing library made them skip
+        self.eval_rows: list[dict[str, Any]] = []
+        self.train_rows: list[dict[str, Any]] = []
+        self.timers = {"env": 0.0, "act": 0.0, "update": 0.0, "eval": 0.0}
+        self.wall_before = 0.0
+        names = ["loss", "reconstruction", "reward", "kl", "kl_value"]
+        if self.model.discount_head is not None:
+            names.append("discount")
+        names.append("grad_norm")
+        if self.behavior is not None:
+            names += list(_BEHAVIOR_NAMES)
+        self.metric_names = tuple(names)  # the train.csv loss columns (fixed per run)
+        self.resumed = self._maybe_resume()
+
+    def _build_controller(self, model: Any, explore: bool) -> Any:
+        """A controller for the mode: an MPCController on the RSSM (or on the actor-guided
+        RSSM), or an ActorController (sampling when exploring, the mean otherwise)."""
+        c = self.config
+        if c.mode == "actor":
+            assert self.behavior is not None
+            return ActorController(model, self.behavior, deterministic=not explore, device=self.device)
+        if c.mode == "planner+actor":
+            assert self.behavior is not None
+            model = ActorGuidedModel(model, self.behavior)
+        # PlaNet's objective: the undiscounted sum of predicted rewards, no terminal value.
+        return MPCController(model, self.planner, objective="reward", discount=1.0, use_value=False, device=self.device)
+
+    # -- paths and checkpoints -------------------------------------------------------------
+
+    @property
+    def checkpoint_path(self) -> Path:
+        return self.out_dir / "checkpoint.pt"
+
+    def _maybe_resume(self) -> bool:
+        if not self.checkpoint_path.exists():
+            return False
+        state = torch.load(self.checkpoint_path, map_location="cpu", weights_only=True)
+        if state.get("version") != CHECKPOINT_VERSION or state.get("trainer") != "planet":
+            raise ValueError(
+                f"{self.checkpoint_path} is not a PlaNet training checkpoint of version {CHECKPOINT_VERSION} "
+                f"(trainer={state.get('trainer')!r}, version={state.get('version')!r}); use another --out folder"
+            )
+        saved = PlaNetTrainConfig.from_dict(state["train_config"])
+        for name in _RUN_IDENTITY:
+            if getattr(saved, name) != getattr(self.config, name):
+                raise ValueError(
+                    f"{self.checkpoint_path} is a run with {name}={getattr(saved, name)!r}, but this run has "
+                    f"{name}={getattr(self.config, name)!r}; use another --out folder or the same settings"
+                )
+        self.model.load_checkpoint(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        if self.behavior is not None:
+            behavior = state["behavior"]
+            self.behavior.load_state_dict(behavior["state_dict"])
+            self.behavior.actor_optimizer.load_state_dict(behavior["optimizers"]["actor"])
+            self.behavior.critic_optimizer.load_state_dict(behavior["optimizers"]["critic"])
+        self.buffer = EpisodeReplay.load(self.out_dir / state["replay_file"], seed=self.config.seed)
+        self.step, self.episode, self.updates = int(state["step"]), int(state["episode"]), int(state["updates"])
+        self.last_picture_step = int(state["last_picture_step"])
+        self.rng.bit_generator.state = state["rng_state"]
+        torch.set_rng_state(state["torch_rng_state"])
+        if self.device.type == "cuda" and state.get("cuda_rng_state") is not None:
+            torch.cuda.set_rng_state(state["cuda_rng_state"], self.device)
+        self.eval_rows = list(state["eval_rows"])
+        self.train_rows = list(state["train_rows"])
+        self.timers = dict(state["timers"])
+        self.wall_before = float(state["wall"])
+        # The CSV logs may hold rows written after this checkpoint; make them agree.
+        _rewrite_csv(self.out_dir / "eval.csv", self.eval_rows)
+        _rewrite_csv(self.out_dir / "train.csv", self.train_rows)
+        self.log(f"resumed {self.out_dir} at env step {self.step * self.action_repeat} (episode {self.episode})")
+        return True
+
+    def save_checkpoint(self, wall: float) -> None:
+        """Buffer first (a new file), then the checkpoint that names it, then the model
+        files, then tidy up: a kill at any moment leaves a checkpoint whose buffer exists."""
+        replay_file = f"replay-e{self.episode}.npz"
+        self.buffer.save(self.out_dir / replay_file)
+        state = {
+            "version": CHECKPOINT_VERSION,
+            "trainer": "planet",
+            "train_config": asdict(self.config),
+            "model": self.model.checkpoint(),
+            "optimizer": self.optimizer.state_dict(),
+            "behavior": None if self.behavior is None else self.behavior.checkpoint(include_optimizers=True),
+            "replay_file": replay_file,
+            "step": self.step,
+            "episode": self.episode,
+            "updates": self.updates,
+            "last_picture_step": self.last_picture_step,
+            "rng_state": self.rng.bit_generator.state,
+            "torch_rng_state": torch.get_rng_state(),
+            "cuda_rng_state": torch.cuda.get_rng_state(self.device) if self.device.type == "cuda" else None,
+            "eval_rows": self.eval_rows,
+            "train_rows": self.train_rows,
+            "timers": self.timers,
+            "wall": wall,
+        }
+        atomic_torch_save(state, self.checkpoint_path)
+        self.model.save(self.out_dir / "model.pt")
+        if self.behavior is not None:
+            self.behavior.save(self.out_dir / "behavior.pt")
+        for old in self.out_dir.glob("replay-e*.npz"):
+            if old.name != replay_file:
+                old.unlink(missing_ok=True)
+
+    # -- learning ----------------------------------------------------------------------------
+
+    def sample_batch(self, batch_size: int | None = None) -> dict[str, Tensor]:
+        """A batch of `batch_size` (default: the config's) sequences of `chunk_length`
+        steps in the RSSM's convention (see the module docstring).
+
+        Shapes: "obs" [B, L, *obs], "actions" [B, L, A], "rewards" [B, L], on the device.
+        """
+        c = self.config
+        raw = self.buffer.sample(batch_size or c.batch_size, c.chunk_length)
+        batch = sequences_from_transitions(raw["obs"], raw["action"], raw["reward"])
+        return {k: v.to(self.device) for k, v in batch.items()}
+
+    def update(self) -> dict[str, float]:
+        """One world-model step on the negative ELBO and, with an actor, one actor-critic
+        step imagining from the batch's posterior states (Dreamer). Returns float metrics
+        named as `metric_names` (the ELBO parts, the gradient norm, actor-critic losses)."""
+        c = self.config
+        batch = self.sample_batch()
+        self.model.train()
+        out = self.model.loss(batch)
+        self.optimizer.zero_grad(set_to_none=True)
+        out.loss.backward()
+        grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), c.grad_clip)
+        self.optimizer.step()
+        metrics = {"loss": float(out.loss.detach()), "grad_norm": float(grad_norm)}
+        metrics.update({k: float(v.detach()) for k, v in out.parts.items()})
+        if self.behavior is not None:
+            metrics.update(self.behavior.update(self.model, out.posterior.detach()))
+        return metrics
+
+    # -- the loop ----------------------------------------------------------------------------
+
+    def run(self) -> list[dict[str, Any]]:
+        """Train to `config.steps` env steps; returns the evaluation rows."""
+        c = self.config
+        start_wall = time.perf_counter()
+        bar = None
+        if self.progress:
+            from tqdm import tqdm
+
+            bar = tqdm(total=c.steps, initial=min(c.steps, self.step * self.action_repeat), unit="env step",
+                       dynamic_ncols=True)  # fmt: skip
+        try:
+            while self.step < self.total_agent_steps:
+                self._maybe_evaluate(start_wall)
+                metrics: dict[str, float] = {}
+                update_s = 0.0
+                if self.episode >= c.seed_episodes:
+                    t = time.perf_counter()
+                    metrics = self._train_interval()
+                    update_s = time.perf_counter() - t
+                    self._maybe_pictures()
+                self.collect_episode(random_actions=self.episode < c.seed_episodes, metrics=metrics,
+                                     update_s=update_s, bar=bar)  # fmt: skip
+                if self.episode % c.checkpoint_every == 0:
+                    self.save_checkpoint(self.wall_before + time.perf_counter() - start_wall)
+            self._maybe_evaluate(start_wall, final=True)
+            self.save_checkpoint(self.wall_before + time.perf_counter() - start_wall)
+        finally:
+            if bar is not None:
+                bar.close()
+        return self.eval_rows
+
+    def _train_interval(self) -> dict[str, float]:
+        """`collect_interval` updates; returns each metric's mean over them."""
+        sums: dict[str, float] = {}
+        t = time.perf_counter()
+        for _ in range(self.config.collect_interval):
+            metrics = self.update()
+            self.updates += 1
+            for k, v in metrics.items():
+                sums[k] = sums.get(k, 0.0) + v
+        self.timers["update"] += time.perf_counter() - t
+        return {k: v / self.config.collect_interval for k, v in sums.items()}
+
+    def collect_episode(
+        self, random_actions: bool = False, metrics: dict[str, float] | None = None, update_s: float = 0.0, bar: Any = None
+    ) -> float:
+        """One episode into the buffer: uniform random actions, or the controller's actions
+        plus Normal(0, exploration_noise) noise, clipped to [-1, 1]. Logs a train.csv row
+        (with `metrics`, the updates' means, when given) and returns the episode return."""
+        c, env = self.config, self.env
+        t = time.perf_counter()
+        obs, _ = env.reset(seed=c.seed * 100_003 + self.episode)
+        self.timers["env"] += time.perf_counter() - t
+        self.controller.reset()
+        self._collect_model.executed = None
+        observations, actions, rewards = [obs], [], []
+        episode_start = time.perf_counter()
+        while True:
+            if random_actions:
+                action = self.rng.uniform(-1.0, 1.0, size=self.action_dim).astype(np.float32)
+            else:
+                t = time.perf_counter()
+                action = self.controller.act(obs)
+                self.timers["act"] += time.perf_counter() - t
+                noise = self.rng.normal(0.0, c.exploration_noise, size=self.action_dim)
+                action = np.clip(action + noise, -1.0, 1.0).astype(np.float32)
+                self._collect_model.executed = torch.as_tensor(action, device=self.device).unsqueeze(0)
+            t = time.perf_counter()
+            obs, reward, terminated, truncated, _ = env.step(action)
+            self.timers["env"] += time.perf_counter() - t
+            observations.append(obs)
+            actions.append(action)
+            rewards.append(float(reward))
+            self.step += 1
+            if bar is not None:
+                bar.update(self.action_repeat)
+            if terminated or truncated or self.step >= self.total_agent_steps:
+                break
+        self.buffer.add_episode(np.stack(observations), np.stack(actions), np.asarray(rewards, np.float32))
+        self.episode += 1
+        metrics = metrics or {}
+        row = {
+            "episode": self.episode,
+            "env_step": self.step * self.action_repeat,
+            "episode_return": float(np.sum(rewards)),
+            "random": int(random_actions),
+            "updates": self.updates,
+            "episode_s": round(time.perf_counter() - episode_start, 2),
+            "update_s": round(update_s, 2),
+            # Empty during the seed episodes, so the CSV columns stay fixed.
+            **{k: round(metrics[k], 5) if k in metrics else "" for k in self.metric_names},
+        }
+        self.train_rows.append(row)
+        _append_csv(self.out_dir / "train.csv", row)
+        if bar is not None:
+            bar.set_postfix(ep_return=f"{row['episode_return']:.0f}")
+        return row["episode_return"]
+
+    def _maybe_evaluate(self, start_wall: float, final: bool = False) -> None:
+        c = self.config
+        env_step = self.step * self.action_repeat
+        done = {row["env_step"] for row in self.eval_rows}
+        due = env_step // c.eval_every * c.eval_every
+        if due in done and not (final and env_step not in done):
+            return
+        if due == 0 and not final and not c.eval_at_start:
+            return
+        t0 = time.perf_counter()
+        returns = evaluate_batched(
+            self.eval_controller, self._make_env, c.eval_episodes, seed=10_000 * (c.seed + 1) + env_step,
+            max_steps=c.max_episode_steps,
+        )  # fmt: skip
+        self.timers["eval"] += time.perf_counter() - t0
+        wall = self.wall_before + time.perf_counter() - start_wall
+        row = {
+            "env_step": env_step,
+            "mean_return": float(np.mean(returns)),
+            "std_return": float(np.std(returns)),
+            "returns": " ".join(f"{r:.1f}" for r in returns),
+            "wall_s": round(wall, 1),
+        }
+        self.eval_rows.append(row)
+        _append_csv(self.out_dir / "eval.csv", row)
+        self.log(f"eval @ {env_step} env steps: {row['mean_return']:.1f} ± {row['std_return']:.1f} ({wall / 60:.1f} min)")
+        self.save_checkpoint(wall)
+
+    def _maybe_pictures(self) -> None:
+        """Open-loop and reconstruction pictures of a few sampled sequences, every
+        `picture_every` env steps (after that interval's updates)."""
+        from training.pictures import write_model_pictures
+
+        every = self.config.picture_every
+        env_step = self.step * self.action_repeat
+        if every == 0 or not self._pictures_possible:
+            return
+        if self.last_picture_step >= 0 and env_step // every <= self.last_picture_step // every:
+            return
+        batch = self.sample_batch(min(4, self.config.batch_size))
+        written = write_model_pictures(self.out_dir / "pictures", self.model, batch, tag=f"{env_step:08d}", log=self.log)
+        self._pictures_possible = bool(written)  # the skip note is logged once, not at every interval
+        self.last_picture_step = env_step
