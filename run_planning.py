@@ -36,11 +36,15 @@ from training.oracle_presets import matched_planner, oracle_settings  # noqa: E4
 DEFAULT_TASK = "cartpole-swingup"
 DEFAULT_PLANNER = "icem"
 MODELS = ("oracle", "told", "rssm", "dinowm")
-AVAILABLE_MODELS = ("oracle", "told")
+AVAILABLE_MODELS = ("oracle", "told", "rssm")
+ACT_MODES = ("planner", "actor", "planner+actor")
 CHECKPOINT_DIR = Path(__file__).resolve().parent / "checkpoints"
 # TD-MPC2's planning budget, used for every planner over TOLD unless flags say otherwise
 # (MPPI takes the full TD-MPC2 preset).
 TOLD_PLANNER_DEFAULTS = {"horizon": 3, "num_samples": 512, "num_elites": 64, "iterations": 6, "num_proposals": 24}
+# PlaNet's CEM budget (horizon 12, 1000 candidates, top 100, 10 iterations) for any planner
+# over an RSSM; --preset planet gives the exact CEM preset.
+RSSM_PLANNER_DEFAULTS = {"horizon": 12, "num_samples": 1000, "num_elites": 100, "iterations": 10}
 TOY_TASKS = {f"toy-{name}": name for name in TOY_SYSTEMS}
 
 TOY_PLANNER_DEFAULTS = {
@@ -64,6 +68,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--preset", default=None, help=f"published planner settings: {sorted(PRESETS)}")
     parser.add_argument("--model", default="oracle", help=f"world model: {list(MODELS)}")
     parser.add_argument("--checkpoint", default=None, help="weights file of a learned model")
+    parser.add_argument("--mode", default="planner", choices=ACT_MODES,
+                        help="rssm: plan, act with the Dreamer actor, or plan with the actor's proposals")
     parser.add_argument("--episodes", type=int, default=1)
     parser.add_argument("--seed", type=int, default=0, help="seed of the first episode (then seed + 1, ...)")
     parser.add_argument("--horizon", type=int, default=None, help="planning horizon (agent steps)")
@@ -210,6 +216,8 @@ def run_dmc(args: argparse.Namespace) -> list[EpisodeRecord]:
     check_model(args)
     if args.model == "told":
         return run_told(args)
+    if args.model == "rssm":
+        return run_rssm(args)
     env = make_env(args, args.seed)
     device = resolve_device(args.device)
     model = oracle_model(env)
@@ -260,6 +268,76 @@ def run_told(args: argparse.Namespace) -> list[EpisodeRecord]:
     steps = min(env.max_episode_steps, args.max_steps or env.max_episode_steps)
     print(f"task {args.task} (action repeat {env.action_repeat}, {steps} agent steps), planner {args.planner} "
           f"{describe(planner)}, model told ({model.config.size}, {model.config.obs_type})", flush=True)
+    progress = make_progress(args, steps * args.episodes)
+    records = []
+    print_header()
+    for episode in range(args.episodes):
+        frames = [] if args.video and episode == 0 else None
+        record = run_episode(env, controller, seed=args.seed + episode, episode=episode, max_steps=args.max_steps,
+                             frames=frames, progress=progress)
+        records.append(record)
+        if progress is not None:
+            progress.clear()
+        print_row(record)
+        if frames:
+            save_video(args.video, frames, env)
+    if progress is not None:
+        progress.close()
+    env.close()
+    return records
+
+
+def rssm_controller(args: argparse.Namespace, env: Any, device: torch.device) -> Any:
+    """The RSSM of --checkpoint acting by --mode: CEM, the Dreamer actor, or CEM + actor proposals."""
+    from models.behavior import ActorController, ActorCritic, ActorGuidedModel
+    from models.rssm import RSSM
+
+    if args.checkpoint is None:
+        raise UserError("--model rssm needs --checkpoint runs/<run>/model.pt (train one with `run_planning.py train --model rssm`)")
+    try:
+        model = RSSM.load(args.checkpoint, obs_shape=env.observation_space.shape, action_dim=env.action_space.shape[0])
+    except ValueError as error:
+        raise UserError(f"{args.checkpoint}: {error}") from None
+    model = model.to(device).eval()
+    model.generator = torch.Generator(device=device).manual_seed(args.seed)
+    actor = None
+    if args.mode != "planner":
+        behavior_path = Path(args.checkpoint).with_name("behavior.pt")
+        if not behavior_path.is_file():
+            raise UserError(f"--mode {args.mode} needs the actor-critic beside the model: {behavior_path} is missing "
+                            "(train with --mode actor or planner+actor)")
+        actor = ActorCritic.load(behavior_path).to(device).eval()
+    if args.mode == "actor":
+        return ActorController(model, actor, deterministic=True, device=device)
+    planner = planner_for(args, env.action_space.shape[0], {} if args.preset else RSSM_PLANNER_DEFAULTS)
+    if args.mode == "planner+actor":
+        proposals = max(1, planner.config.num_samples // 20)
+        return MPCController(ActorGuidedModel(model, actor), planner, discount=1.0, use_value=False,
+                             num_proposals=proposals, seed=args.seed, device=device)
+    return MPCController(model, planner, discount=1.0, use_value=False, seed=args.seed, device=device)
+
+
+def run_rssm(args: argparse.Namespace) -> list[EpisodeRecord]:
+    """Act with a trained PlaNet RSSM (and its Dreamer actor) in the env it was trained on."""
+    from envs.action_repeat import action_repeat_for
+
+    domain = args.task.split("-")[0]
+    repeat = args.action_repeat
+    if repeat is None:
+        try:
+            repeat = action_repeat_for(domain, "planet")  # PlaNet's table, as the trainer uses
+        except ValueError as error:
+            raise UserError(str(error)) from None
+    try:
+        env = envs.make(args.task, obs=args.obs, seed=args.seed, action_repeat=repeat)
+    except ValueError as error:
+        raise UserError(str(error)) from None
+    device = resolve_device(args.device)
+    controller = rssm_controller(args, env, device)
+    steps = min(env.max_episode_steps, args.max_steps or env.max_episode_steps)
+    what = "actor only" if args.mode == "actor" else f"planner {args.planner} {describe(controller.planner)}"
+    print(f"task {args.task} (action repeat {env.action_repeat}, {steps} agent steps), {what}, model rssm "
+          f"({args.mode})", flush=True)
     progress = make_progress(args, steps * args.episodes)
     records = []
     print_header()
@@ -380,7 +458,7 @@ def list_choices() -> None:
 
 # -- training ----------------------------------------------------------------------------------
 
-TRAINABLE_MODELS = ("told",)
+TRAINABLE_MODELS = ("told", "rssm")
 
 
 def build_train_parser() -> argparse.ArgumentParser:
@@ -394,13 +472,19 @@ def build_train_parser() -> argparse.ArgumentParser:
     parser.add_argument("--steps", type=int, default=100_000, help="env steps (action repeat included)")
     parser.add_argument("--obs", default="state", choices=["state", "pixels"])
     parser.add_argument("--size", default="1M", help="TOLD size: tiny, 1M or 5M")
+    parser.add_argument("--preset", default="planet", help="RSSM preset: planet, dreamerv2 or tiny")
+    parser.add_argument("--mode", default="planner", choices=ACT_MODES,
+                        help="rssm: act with CEM, the Dreamer actor, or CEM with actor proposals")
+    parser.add_argument("--plan-samples", type=int, default=None, help="rssm: CEM candidates (default PlaNet's 1000)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--eval-every", type=int, default=10_000, help="env steps between evaluations")
     parser.add_argument("--eval-episodes", type=int, default=10)
     parser.add_argument("--checkpoint-every", type=int, default=5, help="episodes between checkpoints")
     parser.add_argument("--seed-steps", type=int, default=None, help="random-action agent steps first (default 5 episodes)")
     parser.add_argument("--plan-iterations", type=int, default=None, help="MPPI iterations while collecting (default 6)")
-    parser.add_argument("--batch-size", type=int, default=256)
+    parser.add_argument("--batch-size", type=int, default=None, help="default: told 256 subsequences, rssm 50 chunks")
+    parser.add_argument("--chunk-length", type=int, default=None, help="rssm: transitions per training chunk (50)")
+    parser.add_argument("--collect-interval", type=int, default=None, help="rssm: model updates per episode (100)")
     parser.add_argument("--max-episode-steps", type=int, default=None, help="cut episodes (agent steps), for quick checks")
     parser.add_argument("--device", default="cpu", help="cpu or cuda")
     parser.add_argument("--out", default=None, help="run folder (default runs/<model>-<task>-<obs>-s<seed>)")
@@ -415,22 +499,44 @@ def train_main(argv: list[str]) -> int:
             raise UserError(f"cannot train model {args.model!r} yet; trainable: {list(TRAINABLE_MODELS)}")
         if args.task not in envs.list_tasks("suite"):
             raise UserError(f"unknown task {args.task!r}; choose one of the DM Control tasks (see --list)")
-        from training.told_trainer import TOLDTrainConfig, TOLDTrainer
-
-        config = TOLDTrainConfig(
-            task=args.task, steps=args.steps, obs=args.obs, size=args.size, seed=args.seed,
-            seed_steps=args.seed_steps, eval_every=args.eval_every, eval_episodes=args.eval_episodes,
-            checkpoint_every=args.checkpoint_every, plan_iterations=args.plan_iterations,
-            batch_size=args.batch_size, max_episode_steps=args.max_episode_steps,
-        )  # fmt: skip
         out = Path(args.out) if args.out else Path("runs") / f"{args.model}-{args.task}-{args.obs}-s{args.seed}"
-        trainer = TOLDTrainer(config, out, device=str(resolve_device(args.device)),
-                              progress=not args.no_progress and sys.stderr.isatty())
+        progress = not args.no_progress and sys.stderr.isatty()
+        if args.model == "rssm":
+            from training.planet_trainer import PlaNetTrainConfig, PlaNetTrainer
+
+            config = PlaNetTrainConfig(
+                task=args.task, steps=args.steps, obs=args.obs, model=args.preset, seed=args.seed, mode=args.mode,
+                eval_every=args.eval_every, eval_episodes=args.eval_episodes, checkpoint_every=args.checkpoint_every,
+                plan_samples=args.plan_samples, plan_iterations=args.plan_iterations,
+                max_episode_steps=args.max_episode_steps,
+                **{k: v for k, v in (("batch_size", args.batch_size), ("chunk_length", args.chunk_length),
+                                     ("collect_interval", args.collect_interval)) if v is not None},
+            )  # fmt: skip
+            trainer: Any = PlaNetTrainer(config, out, device=str(resolve_device(args.device)), progress=progress)
+            what = f"rssm ({args.preset}, {args.obs}, {args.mode})"
+        else:
+            trainer, what = build_told_trainer(args, out, progress), f"told ({args.size}, {args.obs})"
     except (UserError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    print(f"training {args.model} ({args.size}, {args.obs}) on {args.task} for {args.steps} env steps "
-          f"(action repeat {trainer.action_repeat}); run folder {out}/", flush=True)
+    return finish_training(args, trainer, out, what)
+
+
+def build_told_trainer(args: argparse.Namespace, out: Path, progress: bool) -> Any:
+    from training.told_trainer import TOLDTrainConfig, TOLDTrainer
+
+    config = TOLDTrainConfig(
+        task=args.task, steps=args.steps, obs=args.obs, size=args.size, seed=args.seed,
+        seed_steps=args.seed_steps, eval_every=args.eval_every, eval_episodes=args.eval_episodes,
+        checkpoint_every=args.checkpoint_every, plan_iterations=args.plan_iterations,
+        batch_size=args.batch_size or 256, max_episode_steps=args.max_episode_steps,
+    )  # fmt: skip
+    return TOLDTrainer(config, out, device=str(resolve_device(args.device)), progress=progress)
+
+
+def finish_training(args: argparse.Namespace, trainer: Any, out: Path, what: str) -> int:
+    print(f"training {what} on {args.task} for {args.steps} env steps (action repeat {trainer.action_repeat}); "
+          f"run folder {out}/", flush=True)
     rows = trainer.run()
     print(f"final evaluation: {rows[-1]['mean_return']:.1f} ± {rows[-1]['std_return']:.1f}; model: {out / 'model.pt'}")
     return 0

@@ -48,7 +48,8 @@ def run_episode(
 
     Args:
         env: a Gymnasium env (ours: `envs.make`).
-        controller: acts on `model_input(env, obs)`; reset here.
+        controller: anything with `reset()` and `act(obs)` (`act(obs, goal=...)` for goal
+            objectives), e.g. `MPCController`; acts on `model_input(env, obs)`; reset here.
         seed: the episode's reset seed.
         model_input: maps the env observation to what the model encodes (the physics
             state for the reference model, the "observation" entry for goal tasks).
@@ -73,7 +74,9 @@ def run_episode(
             frame = env.render()
             frames.append(frame if shown_goal is None else _beside(frame, shown_goal))
         start = time.perf_counter()
-        action = controller.act(model_input(env, obs), goal=goal)
+        model_obs = model_input(env, obs)
+        # Controllers without goals (the Dreamer actor) take the observation alone.
+        action = controller.act(model_obs) if goal is None else controller.act(model_obs, goal=goal)
         plan_seconds += time.perf_counter() - start
         obs, reward, terminated, truncated, info = env.step(action)
         total += float(reward)

@@ -1,0 +1,44 @@
+"""PlaNet's RSSM through the command line: train, then act in each of the three modes."""
+
+from __future__ import annotations
+
+import pytest
+
+import run_planning
+
+pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
+
+QUICK_TRAIN = [
+    "train", "--model", "rssm", "--preset", "tiny", "--task", "cartpole-swingup", "--steps", "400",
+    "--max-episode-steps", "10", "--chunk-length", "5", "--batch-size", "4", "--collect-interval", "3",
+    "--plan-samples", "16", "--plan-iterations", "2", "--eval-every", "100000", "--eval-episodes", "1",
+    "--no-progress",
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("mode", ["planner", "actor", "planner+actor"])
+def test_train_then_act_in_each_mode(tmp_path, capsys, mode):
+    out = tmp_path / "run"
+    assert run_planning.main([*QUICK_TRAIN, "--mode", mode, "--out", str(out)]) == 0
+    assert (out / "model.pt").is_file()
+    assert (out / "behavior.pt").is_file() == (mode != "planner")
+    code = run_planning.main([
+        "--model", "rssm", "--checkpoint", str(out / "model.pt"), "--mode", mode, "--planner", "cem",
+        "--samples", "16", "--elites", "4", "--iterations", "2", "--horizon", "4", "--max-steps", "3",
+        "--out", str(tmp_path / "eval"), "--no-progress",
+    ])  # fmt: skip
+    assert code == 0
+    printed = capsys.readouterr().out
+    assert f"model rssm ({mode})" in printed and "mean return" in printed
+
+
+def test_actor_modes_need_the_behaviour_file(tmp_path, capsys):
+    out = tmp_path / "run"
+    assert run_planning.main([*QUICK_TRAIN, "--mode", "planner", "--out", str(out)]) == 0
+    capsys.readouterr()
+    code = run_planning.main(["--model", "rssm", "--checkpoint", str(out / "model.pt"), "--mode", "actor",
+                              "--max-steps", "2", "--out", str(tmp_path / "e")])
+    assert code == 2
+    assert "behavior.pt is missing" in capsys.readouterr().err
+    assert run_planning.main(["--model", "rssm", "--max-steps", "2"]) == 2
+    assert "--model rssm needs --checkpoint" in capsys.readouterr().err
