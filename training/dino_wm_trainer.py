@@ -1,0 +1,579 @@
+"""Offline training of DINO-WM from cached frozen-encoder features (Zhou et al., 2024,
+"DINO-WM: World Models on Pre-trained Visual Features enable Zero-shot Planning").
+
+The paper's recipe (shared/ANCHORS.md section 2): a fixed data set of trajectories, the
+frozen DINOv2 run once over every frame, then epochs of teacher-forced MSE on windows of
+`history + 1` frames `frameskip` steps apart, batch 32, AdamW. Here:
+
+    config = DinoWMTrainConfig(dataset="data/reacher", preset="cpu", epochs=100,
+                               encoder_weights="dinov2_vits14_pretrain.pth")
+    rows = DinoWMTrainer(config, "runs/dinowm-reacher", progress=True).run()
+    model = load_trained_dinowm("runs/dinowm-reacher/model.pt")
+
+What happens, in order:
+
+1. The data set's frames are encoded once by the frozen encoder into the float16 feature
+   cache (`training.offline_data.cache_features`, resumable, shared between runs of the
+   same encoder). Training reads only that cache: the ViT never runs per step.
+2. The data set's action and proprio statistics go into the model (`set_normalization`),
+   so the checkpoint carries the z-scoring it was trained with.
+3. Trajectories are split as `OfflineDataset.split(val_fraction)`: the last part is held
+   out, and is also where `sample_goals` draws its evaluation goals.
+4. Each epoch visits every training window once in an order fixed by (seed, epoch); the
+   validation loss is measured on a fixed set of held-out windows (`val_windows` of them),
+   so numbers are comparable across evaluations and runs.
+
+Optimiser (our reading of the paper's released settings; the exact values are not in the
+paper's text): one AdamW
+with two parameter groups: the predictor, action encoder and proprio encoder at `lr`
+(5e-4: DINO-WM's predictor and action-encoder learning rate) with `weight_decay` (0.01,
+torch's AdamW default, which DINO-WM keeps), and the optional picture decoder at
+`decoder_lr` (3e-4) without weight decay (DINO-WM trains it with Adam). No warm-up, no
+schedule; gradient clipping only when `grad_clip` is set.
+
+Files in `out_dir` (the .pt files are written atomically: temp file, then rename; the CSV
+logs are appended to, and rewritten to agree with the checkpoint on resume):
+
+    checkpoint.pt   everything needed to continue: model, optimiser, step, epoch, RNG
+                    state, logs, wall time (`torch.load(weights_only=True)`)
+    model.pt        the DinoWM checkpoint alone (`DinoWM.load` / `load_trained_dinowm`)
+    train.csv       step, epoch, mean losses since the previous row, wall time
+    val.csv         step, epoch, validation losses, wall time
+
+Starting the same run again resumes from `checkpoint.pt` with the same step count; the
+result equals an uninterrupted run (same window order, same optimiser state). A
+checkpoint from a run with other settings is refused, naming the differing fields.
+
+Shapes: B batch, Hh history, P patches, D encoder width, Pd proprio size, A action size,
+fs frameskip.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import math
+import os
+import tempfile
+import time
+import warnings
+from collections.abc import Callable, Mapping
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from models.dino_wm import DinoWM, DinoWMConfig
+from models.dinov2 import build_dinov2
+from planners.controller import resolve_device
+from training.offline_data import OfflineDataset, WindowSampler, cache_features
+from training.told_trainer import atomic_torch_save
+
+__all__ = [
+    "CHECKPOINT_VERSION",
+    "PRESETS",
+    "DinoWMTrainConfig",
+    "DinoWMTrainer",
+    "load_trained_dinowm",
+    "random_encoder",
+]
+
+CHECKPOINT_VERSION = 1
+PRESETS = ("cpu", "paper", "tiny")
+# Settings that define what is being trained; a resume must match them exactly. The others
+# (length of the run, logging cadence, device) may change between restarts.
+_RUN_DEFINING = (
+    "dataset", "preset", "batch_size", "lr", "decoder_lr", "weight_decay", "grad_clip", "seed", "val_fraction",
+    "val_windows", "decoder", "encoder_weights", "model_overrides",
+)
+# Config fields a preset fixes from the data set or from other training settings.
+_NOT_OVERRIDABLE = ("action_dim", "proprio_dim", "decoder")
+_DECODER_VAL_FRAMES = 64
+
+
+@dataclass(frozen=True)
+class DinoWMTrainConfig:
+    """One offline DINO-WM training run.
+
+    Attributes:
+        dataset: folder of an `OfflineDataset` (from `collect` or `write_dataset`).
+        preset: model size, a `DinoWMConfig` preset: "cpu" (ViT-S/14 at 112 px, depth-4
+            predictor), "paper" (196 px, depth 6, 16 heads; GPU) or "tiny" (tests).
+        epochs: passes over the training windows (the paper: 100). Ignored when `steps`
+            is set.
+        steps: optimiser steps to train for instead of epochs (None: epochs decide).
+        batch_size: windows per step (32).
+        lr: AdamW learning rate of the predictor and the action / proprio encoders (5e-4).
+        decoder_lr: learning rate of the picture decoder (3e-4; only with `decoder`).
+        weight_decay: AdamW weight decay of the predictor and encoders (0.01).
+        grad_clip: max global gradient norm; None: no clipping (the paper clips none).
+        seed: seeds the model init, the random encoder (when no weights), window order
+            and the validation windows.
+        val_fraction: share of trajectories held out (the last ones; `OfflineDataset.split`).
+        val_windows: held-out windows scored at each evaluation (a fixed random subset).
+        eval_every: optimiser steps between validation evaluations (also at step 0 and at
+            the end).
+        checkpoint_every: optimiser steps between checkpoints (also at the end).
+        log_every: optimiser steps per train.csv row (losses averaged over them).
+        decoder: also train a `PatchDecoder` (pictures of latents; never shapes the latent).
+        encoder_weights: the official DINOv2 weight file (`dinov2_vits14_pretrain.pth`),
+            or None for a randomly initialised frozen encoder (seeded by `seed`; a warning
+            says its features are not DINOv2's: for tests and smoke runs only).
+        feature_batch_size: frames per encoder call when caching features.
+        device: "auto" (CUDA when present), "cpu", "cuda", ...
+        model_overrides: `DinoWMConfig` fields set on top of the preset (e.g.
+            {"history": 2}); not action_dim, proprio_dim (from the data) or decoder.
+    """
+
+    dataset: str
+    preset: str = "cpu"
+    epochs: int = 100
+    steps: int | None = None
+    batch_size: int = 32
+    lr: float = 5e-4
+    decoder_lr: float = 3e-4
+    weight_decay: float = 0.01
+    grad_clip: float | None = None
+    seed: int = 0
+    val_fraction: float = 0.1
+    val_windows: int = 512
+    eval_every: int = 1000
+    checkpoint_every: int = 1000
+    log_every: int = 50
+    decoder: bool = False
+    encoder_weights: str | None = None
+    feature_batch_size: int = 64
+    device: str = "auto"
+    model_overrides: Mapping[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.preset not in PRESETS:
+            raise ValueError(f"unknown preset {self.preset!r}; accepted: {list(PRESETS)}")
+        for name in ("epochs", "batch_size", "val_windows", "eval_every", "checkpoint_every", "log_every",
+                     "feature_batch_size"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ValueError(f"{name}={value!r} must be a positive int")
+        if self.steps is not None and (not isinstance(self.steps, int) or isinstance(self.steps, bool) or self.steps < 1):
+            raise ValueError(f"steps={self.steps!r} must be a positive int or None (then epochs decide)")
+        for name in ("lr", "decoder_lr"):
+            value = getattr(self, name)
+            if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
+                raise ValueError(f"{name}={value!r} must be a positive finite number")
+        if not (isinstance(self.weight_decay, (int, float)) and math.isfinite(self.weight_decay) and self.weight_decay >= 0):
+            raise ValueError(f"weight_decay={self.weight_decay!r} must be a finite number >= 0")
+        if self.grad_clip is not None and not (math.isfinite(self.grad_clip) and self.grad_clip > 0):
+            raise ValueError(f"grad_clip={self.grad_clip!r} must be a positive number or None")
+        if not (isinstance(self.val_fraction, (int, float)) and 0.0 < self.val_fraction < 1.0):
+            raise ValueError(f"val_fraction={self.val_fraction!r} must be in (0, 1)")
+        if not isinstance(self.seed, int) or isinstance(self.seed, bool) or self.seed < 0:
+            raise ValueError(f"seed={self.seed!r} must be an int >= 0")
+        known = {f.name for f in dataclasses.fields(DinoWMConfig)} - set(_NOT_OVERRIDABLE)
+        unknown = sorted(set(self.model_overrides) - known)
+        if unknown:
+            raise ValueError(f"unknown model_overrides {unknown}; accepted: {sorted(known)}")
+        # A plain dict of primitives, so asdict() and the checkpoint stay weights_only-loadable.
+        object.__setattr__(self, "model_overrides", dict(self.model_overrides))
+        object.__setattr__(self, "dataset", str(self.dataset))
+        if self.encoder_weights is not None:
+            object.__setattr__(self, "encoder_weights", str(self.encoder_weights))
+
+    def model_config(self, action_dim: int, proprio_dim: int) -> DinoWMConfig:
+        """The `DinoWMConfig` this run trains for a task's action and proprio sizes."""
+        preset = getattr(DinoWMConfig, self.preset)
+        return preset(action_dim, proprio_dim, decoder=self.decoder, **self.model_overrides)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> DinoWMTrainConfig:
+        known = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in known})
+
+
+def random_encoder(config: DinoWMConfig, seed: int, device: str | torch.device = "cpu") -> Any:
+    """A randomly initialised frozen DINOv2 of `config.encoder`, a pure function of `seed`.
+
+    Built on the CPU under a private RNG (the global RNG is left as it was), then moved, so
+    the same seed gives the same encoder on any device: a run, its resume and a later
+    `load_trained_dinowm` all see the same features. Warns that the features are not
+    DINOv2's (the warning comes from `build_dinov2`).
+    """
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        encoder = build_dinov2(config.encoder_config, None, device="cpu")
+    return encoder.to(device)
+
+
+def load_trained_dinowm(
+    path: str | os.PathLike[str],
+    encoder_weights: str | os.PathLike[str] | None = None,
+    device: str | torch.device = "cpu",
+) -> DinoWM:
+    """Load a `model.pt` written by `DinoWMTrainer` (in eval mode).
+
+    A model trained on the official encoder needs its weight file: `encoder_weights`, or
+    the path recorded in the checkpoint when that file exists. A model trained on a random
+    encoder rebuilds that same encoder from the recorded seed (`random_encoder`).
+
+    Raises:
+        FileNotFoundError: no file at `path`.
+        ValueError: not a DINO-WM checkpoint (see `DinoWM.from_checkpoint`).
+    """
+    if not Path(path).is_file():
+        raise FileNotFoundError(f"no DINO-WM checkpoint at {str(path)!r}")
+    ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    recorded = (ckpt.get("encoder") or {}).get("weights") if isinstance(ckpt, Mapping) else None
+    encoder = None
+    if (encoder_weights is None and recorded is None and isinstance(ckpt, Mapping) and "random_encoder_seed" in ckpt
+            and ckpt.get("model") == "dinowm" and "config" in ckpt):
+        config = DinoWMConfig.from_dict(ckpt["config"])
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # the checkpoint says so; the trainer warned at training time
+            encoder = random_encoder(config, int(ckpt["random_encoder_seed"]), device=device)
+    return DinoWM.from_checkpoint(ckpt, encoder=encoder, encoder_weights=encoder_weights, device=device)
+
+
+# --------------------------------------------------------------------------------------
+# CSV logs
+# --------------------------------------------------------------------------------------
+
+
+def _append_csv(path: Path, row: Mapping[str, Any]) -> None:
+    new = not path.exists()
+    with path.open("a", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(row))
+        if new:
+            writer.writeheader()
+        writer.writerow(row)
+
+
+def _rewrite_csv(path: Path, rows: list[dict[str, Any]]) -> None:
+    """Rewrite a log from the checkpoint's rows (drops rows logged after the checkpoint)."""
+    if not rows:
+        path.unlink(missing_ok=True)
+        return
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+            writer.writeheader()
+            writer.writerows(rows)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+# --------------------------------------------------------------------------------------
+# The trainer
+# --------------------------------------------------------------------------------------
+
+
+class DinoWMTrainer:
+    """Builds the model, feature cache and window samplers for a config; `run()` trains
+    (or resumes).
+
+    Args:
+        config: the run's settings.
+        out_dir: where checkpoints and logs go; a `checkpoint.pt` there is resumed.
+        progress: show tqdm bars (feature caching and training steps).
+        log: a function for one-line messages (print by default).
+
+    Attributes:
+        model: the `DinoWM` being trained (its frozen encoder included).
+        dataset, features: the data set and its feature cache.
+        step, epoch: optimiser steps taken; epochs completed.
+        total_steps: where `run()` stops.
+        train_rows, val_rows: the logs (also in train.csv / val.csv).
+
+    Raises:
+        FileNotFoundError: no data set at `config.dataset`, or `encoder_weights` names no file.
+        ValueError: the model's window (history x frameskip) is longer than the
+            trajectories, or `out_dir` holds a checkpoint of a run with other settings
+            (each differing field named with both values).
+    """
+
+    def __init__(
+        self,
+        config: DinoWMTrainConfig,
+        out_dir: str | os.PathLike[str],
+        progress: bool = False,
+        log: Callable[[str], None] = print,
+    ) -> None:
+        self.config = config
+        self.out_dir = Path(out_dir)
+        self.progress = progress
+        self.log = log
+        self.device = resolve_device(config.device)
+        self.dataset = OfflineDataset(config.dataset)
+        self.dataset_path = str(Path(config.dataset).resolve())
+        model_config = config.model_config(self.dataset.action_dim, self.dataset.proprio_dim)
+        if config.encoder_weights is None:
+            encoder = random_encoder(model_config, config.seed, device=self.device)
+        else:
+            if not Path(config.encoder_weights).expanduser().is_file():
+                raise FileNotFoundError(f"encoder_weights={config.encoder_weights!r}: no such file (the official "
+                                        "DINOv2 checkpoint, e.g. dinov2_vits14_pretrain.pth)")
+            encoder = build_dinov2(model_config.encoder_config, config.encoder_weights, device=self.device)
+        torch.manual_seed(config.seed)
+        self.model = DinoWM(model_config, encoder=encoder, encoder_weights=config.encoder_weights).to(self.device)
+        self.model.set_normalization(**{k: v.to(self.device) for k, v in self.dataset.normalization().items()})
+
+        # 1. Encode every frame once; a finished cache is only checked, not recomputed.
+        self.features = cache_features(self.dataset, self.model, batch_size=config.feature_batch_size,
+                                       progress=progress)
+        train_traj, val_traj = self.dataset.split(config.val_fraction)
+        self.train_trajectories, self.val_trajectories = train_traj, val_traj
+        self.train_sampler = WindowSampler.for_model(self.dataset, self.features, model_config,
+                                                     trajectories=train_traj, seed=config.seed, device=self.device)
+        self.val_sampler = WindowSampler.for_model(self.dataset, self.features, model_config,
+                                                   trajectories=val_traj, seed=config.seed, device=self.device)
+        pick_rng = np.random.default_rng([config.seed, 1])
+        count = min(config.val_windows, self.val_sampler.num_windows)
+        self.val_window_ids = np.sort(pick_rng.choice(self.val_sampler.num_windows, size=count, replace=False))
+        self.steps_per_epoch = math.ceil(self.train_sampler.num_windows / config.batch_size)
+        self.total_steps = config.steps if config.steps is not None else config.epochs * self.steps_per_epoch
+        # The decoder needs pixels; images are read a shard at a time, so its batches come
+        # from one training shard at a time, rotating so that an epoch visits every shard.
+        shard_of, _ = self.dataset.locate(train_traj)
+        self.decoder_shards = sorted(set(shard_of.tolist()))
+        self._train_shard_of = shard_of
+        self.steps_per_decoder_shard = max(1, self.steps_per_epoch // len(self.decoder_shards))
+
+        groups: list[dict[str, Any]] = [{
+            "params": [p for name, p in self.model.named_parameters() if not name.startswith("decoder.")],
+            "lr": config.lr, "weight_decay": config.weight_decay, "name": "predictor",
+        }]
+        if self.model.decoder is not None:
+            groups.append({"params": list(self.model.decoder.parameters()), "lr": config.decoder_lr,
+                           "weight_decay": 0.0, "name": "decoder"})
+        self.optimizer = torch.optim.AdamW(groups)
+
+        self.step = 0
+        self.train_rows: list[dict[str, Any]] = []
+        self.val_rows: list[dict[str, Any]] = []
+        self.wall_before = 0.0
+        self._pending: dict[str, list[float]] = {}
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        self.resumed = self._maybe_resume()
+
+    # -- facts ---------------------------------------------------------------------------
+
+    @property
+    def epoch(self) -> int:
+        """Epochs completed."""
+        return self.step // self.steps_per_epoch
+
+    @property
+    def checkpoint_path(self) -> Path:
+        return self.out_dir / "checkpoint.pt"
+
+    @property
+    def model_path(self) -> Path:
+        return self.out_dir / "model.pt"
+
+    # -- checkpoints ---------------------------------------------------------------------
+
+    def _run_facts(self) -> dict[str, Any]:
+        facts = self.config.to_dict()
+        facts["dataset"] = self.dataset_path
+        return facts
+
+    def _maybe_resume(self) -> bool:
+        if not self.checkpoint_path.is_file():
+            return False
+        state = torch.load(self.checkpoint_path, map_location="cpu", weights_only=True)
+        if not isinstance(state, Mapping) or state.get("kind") != "dinowm-train" or state.get("version") != CHECKPOINT_VERSION:
+            raise ValueError(f"{self.checkpoint_path} is not a DINO-WM training checkpoint of version {CHECKPOINT_VERSION}")
+        saved, ours = state["run"], self._run_facts()
+        differ = [k for k in _RUN_DEFINING if saved.get(k) != ours.get(k)]
+        if differ:
+            pairs = "; ".join(f"{k}={saved.get(k)!r} (checkpoint) vs {ours.get(k)!r} (this run)" for k in differ)
+            raise ValueError(f"{self.checkpoint_path} is a run with other settings: {pairs}; use another out_dir "
+                             "or the same settings")
+        self.model.load_checkpoint(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.step = int(state["step"])
+        torch.set_rng_state(state["torch_rng"])
+        if self.device.type == "cuda" and state.get("cuda_rng"):
+            torch.cuda.set_rng_state_all(state["cuda_rng"])
+        self.train_rows = list(state["train_rows"])
+        self.val_rows = list(state["val_rows"])
+        self.wall_before = float(state["wall"])
+        # The CSV logs may hold rows written after this checkpoint; make them agree.
+        _rewrite_csv(self.out_dir / "train.csv", self.train_rows)
+        _rewrite_csv(self.out_dir / "val.csv", self.val_rows)
+        self.log(f"resumed {self.out_dir} at step {self.step} (epoch {self.epoch})")
+        return True
+
+    def save_checkpoint(self, wall: float) -> None:
+        """checkpoint.pt (everything to continue), then model.pt (the model alone)."""
+        state = {
+            "kind": "dinowm-train",
+            "version": CHECKPOINT_VERSION,
+            "run": self._run_facts(),
+            "model": self.model.checkpoint(),
+            "optimizer": self.optimizer.state_dict(),
+            "step": self.step,
+            "epoch": self.epoch,
+            "torch_rng": torch.get_rng_state(),
+            "cuda_rng": torch.cuda.get_rng_state_all() if self.device.type == "cuda" else [],
+            "train_rows": self.train_rows,
+            "val_rows": self.val_rows,
+            "wall": wall,
+        }
+        atomic_torch_save(state, self.checkpoint_path)
+        extra: dict[str, Any] = {"train_steps": self.step, "epochs": self.epoch, "dataset": self.dataset_path,
+                                 "task": str(self.dataset.env.get("task")),
+                                 "action_repeat": self.dataset.env.get("action_repeat"),
+                                 "image_size": self.dataset.image_size}
+        if self.config.encoder_weights is None:
+            extra["random_encoder_seed"] = self.config.seed
+        atomic_torch_save(self.model.checkpoint(**extra), self.model_path)
+
+    # -- batches -------------------------------------------------------------------------
+
+    def _window_order(self, epoch: int) -> np.ndarray:
+        """The training windows of `epoch` in visiting order (a function of seed and epoch,
+        so a resumed run visits them as an uninterrupted one)."""
+        return np.random.default_rng([self.config.seed, 2, epoch]).permutation(self.train_sampler.num_windows)
+
+    def _train_batch(self, step: int) -> Any:
+        epoch, index = divmod(step, self.steps_per_epoch)
+        pick = self._window_order(epoch)[index * self.config.batch_size : (index + 1) * self.config.batch_size]
+        spt = self.train_sampler.starts_per_trajectory
+        return self.train_sampler.get(self.train_trajectories[pick // spt], pick % spt)
+
+    def _decoder_batch(self, step: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """(features [B, P, D], images [B, 3, H, W]) of random frames of one training shard."""
+        shard = self.decoder_shards[(step // self.steps_per_decoder_shard) % len(self.decoder_shards)]
+        pool = self.train_trajectories[self._train_shard_of == shard]
+        rng = np.random.default_rng([self.config.seed, 3, step])
+        traj = pool[rng.integers(0, len(pool), size=self.config.batch_size)]
+        steps = rng.integers(0, self.dataset.steps + 1, size=self.config.batch_size)
+        return self._frames(traj, steps)
+
+    def _frames(self, traj: np.ndarray, steps: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+        feats = self.features.gather(traj, steps[:, None])[:, 0].astype(np.float32)  # [B, P, D]
+        images = self.dataset.images_at(traj, steps)  # [B, 3, H, W] uint8
+        return torch.from_numpy(feats).to(self.device), torch.from_numpy(images).to(self.device)
+
+    # -- one update and one evaluation ---------------------------------------------------
+
+    def _update(self, step: int) -> dict[str, float]:
+        """One AdamW step on the batch of `step`; returns its losses."""
+        self.model.train()
+        batch = self._train_batch(step)
+        loss, parts = self.model.loss(batch.features, batch.proprio, batch.actions)
+        out = {"loss": float(loss.detach()), "visual": float(parts["visual"]), "proprio": float(parts["proprio"])}
+        total = loss
+        if self.model.decoder is not None:
+            feats, images = self._decoder_batch(step)
+            decoder_loss = self.model.decoder_loss(feats, images)
+            total = total + decoder_loss
+            out["decoder"] = float(decoder_loss.detach())
+        if not torch.isfinite(total):
+            raise FloatingPointError(f"the training loss is {float(total)} at step {step}; lower lr={self.config.lr}")
+        self.optimizer.zero_grad(set_to_none=True)
+        total.backward()
+        if self.config.grad_clip is not None:
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.config.grad_clip)
+        self.optimizer.step()
+        return out
+
+    @torch.no_grad()
+    def evaluate(self) -> dict[str, float]:
+        """Mean losses over the fixed held-out windows (and decoder frames)."""
+        self.model.eval()
+        spt = self.val_sampler.starts_per_trajectory
+        sums = {"loss": 0.0, "visual": 0.0, "proprio": 0.0}
+        count = 0
+        first = None
+        for i in range(0, len(self.val_window_ids), self.config.batch_size):
+            pick = self.val_window_ids[i : i + self.config.batch_size]
+            batch = self.val_sampler.get(self.val_trajectories[pick // spt], pick % spt)
+            loss, parts = self.model.loss(batch.features, batch.proprio, batch.actions)
+            n = len(pick)
+            sums["loss"] += float(loss) * n
+            sums["visual"] += float(parts["visual"]) * n
+            sums["proprio"] += float(parts["proprio"]) * n
+            count += n
+            if first is None:
+                first = (batch.trajectories.cpu().numpy(), batch.starts.cpu().numpy())
+        out = {k: v / max(count, 1) for k, v in sums.items()}
+        if self.model.decoder is not None and first is not None:
+            traj, starts = first[0][:_DECODER_VAL_FRAMES], first[1][:_DECODER_VAL_FRAMES]
+            feats, images = self._frames(traj, starts)
+            out["decoder"] = float(self.model.decoder_loss(feats, images))
+        return out
+
+    # -- the loop ------------------------------------------------------------------------
+
+    def run(self) -> dict[str, list[dict[str, Any]]]:
+        """Train to `total_steps` (resuming where a checkpoint left off).
+
+        Returns:
+            {"train": train.csv rows, "val": val.csv rows}.
+        """
+        c = self.config
+        start = time.perf_counter()
+
+        def wall() -> float:
+            return self.wall_before + time.perf_counter() - start
+
+        bar = None
+        if self.progress:
+            from tqdm import tqdm
+
+            bar = tqdm(total=self.total_steps, initial=min(self.step, self.total_steps), unit="step",
+                       desc="train dinowm", dynamic_ncols=True)
+        try:
+            if self.step == 0 and not self.val_rows:
+                self._log_val(wall())  # the untrained model's loss, the baseline of the curve
+            while self.step < self.total_steps:
+                losses = self._update(self.step)
+                self.step += 1
+                for key, value in losses.items():
+                    self._pending.setdefault(key, []).append(value)
+                if bar is not None:
+                    bar.update(1)
+                    bar.set_postfix(loss=f"{losses['loss']:.4f}")
+                done = self.step == self.total_steps
+                if self.step % c.log_every == 0 or done:
+                    self._log_train(wall())
+                if self.step % c.eval_every == 0 or done:
+                    self._log_val(wall())
+                if self.step % c.checkpoint_every == 0 or done:
+                    self.save_checkpoint(wall())
+            if not self.model_path.is_file():
+                self.save_checkpoint(wall())
+        finally:
+            if bar is not None:
+                bar.close()
+        self.model.eval()
+        return {"train": self.train_rows, "val": self.val_rows}
+
+    def _log_train(self, wall: float) -> None:
+        if not self._pending:
+            return
+        row: dict[str, Any] = {"step": self.step, "epoch": round(self.step / self.steps_per_epoch, 3)}
+        for key in ("loss", "visual", "proprio", "decoder"):
+            if key in self._pending:
+                row[key] = round(float(np.mean(self._pending[key])), 6)
+        row["wall_s"] = round(wall, 2)
+        self._pending = {}
+        self.train_rows.append(row)
+        _append_csv(self.out_dir / "train.csv", row)
+
+    def _log_val(self, wall: float) -> None:
+        losses = self.evaluate()
+        row: dict[str, Any] = {"step": self.step, "epoch": round(self.step / self.steps_per_epoch, 3)}
+        row.update({f"val_{k}": round(v, 6) for k, v in losses.items()})
+        row["wall_s"] = round(wall, 2)
+        self.val_rows.append(row)
+        _append_csv(self.out_dir / "val.csv", row)
+        self.log(f"step {self.step} (epoch {row['epoch']:.2f}): val loss {losses['loss']:.5f}")

@@ -1,0 +1,606 @@
+"""Goal-image MPC evaluation: DINO-WM's planning protocol (Zhou et al., 2024, "DINO-WM:
+World Models on Pre-trained Visual Features enable Zero-shot Planning"), with the true
+physics as a baseline on the same goals.
+
+DINO-WM's evaluation (shared/ANCHORS.md section 2): a start and a goal taken from a
+held-out trajectory (the goal 25 env steps after the start), the goal given as an image
+only, CEM (horizon 5, 300 samples, top 30, 30 iterations) scoring candidate action
+sequences by the distance between the predicted and the goal DINOv2 patch features,
+receding-horizon execution, and success as the task defines it.
+
+    goals = sample_goals(dataset, count=50, offset=25)            # held-out trajectories
+    config = GoalEvalConfig.for_dataset(dataset, env_steps=50)
+    records = evaluate_goals(model, goals, config, reset_seeds=goal_reset_seeds(goals, dataset))
+    oracle = evaluate_goals("oracle", goals, config, reset_seeds=goal_reset_seeds(goals, dataset))
+    summarise_goals(records), summarise_goals(oracle)
+
+One goal, step by step:
+
+1. The env is reset with the goal's trajectory seed (so per-episode scene edits, such as
+   point_mass-goal's target marker, match the data set's pictures), then put in the
+   start physics state (`env.set_physics_state`).
+2. The goal is the `GoalSet`'s goal image (the data set's frame at the goal state) and,
+   with `use_proprio`, its proprioception (DINO-WM encodes both; `alpha` weighs the
+   proprio term of the objective).
+3. `MPCController(model, planner, objective=make_goal_objective(alpha, mode))` plans in
+   model steps; each model step executes `frameskip` env steps (the planned chunk of
+   `frameskip` actions with `action_chunks`, as the paper, or one action repeated), and
+   the controller's window latent is updated with every executed chunk (`observe`).
+4. After `env_steps` env steps the episode ends. Success is judged at the end, as
+   DINO-WM does; `reached` also records whether the goal was met at any step.
+
+Success and the env's own goal. A `GoalDMCEnv` keeps its desired goal privately (drawn
+at reset) and offers no way to set it, so `info["is_success"]` refers to the env's own
+goal, not the sampled one. Success is therefore computed with the env's public helpers
+against the goal state: `env.compute_success(achieved, goal_achieved)` and distance
+`-env.compute_reward(achieved, goal_achieved)`, where `achieved` is `env.achieved_goal()`
+as float32 (what the observation carries) and `goal_achieved` the `GoalSet`'s achieved
+goal at the goal state (computed from the goal physics state when the set lacks it). The
+thresholds are the env's (envs/goals.py): reacher-pose both joint errors < 0.1 rad,
+point_mass-goal 0.025 m, reacher-target 0.06 m, finger-turn_goal 0.2313 rad.
+
+Oracle baseline. `evaluate_goals("oracle", ...)` plans with `models.oracle.OracleModel`
+(the simulator itself) on the same goals and envs: the objective is the env's goal
+reward (minus the goal distance) against the goal state's achieved goal, summed over the
+horizon ("all") or at its end ("last"), over `oracle_horizon` agent steps (25 by default:
+DINO-WM's horizon of 5 model steps x frameskip 5). It replans every `replan_every` agent
+steps. What it cannot do is what the learned model has to: see the goal only as a picture.
+
+Shapes: K goals, A env action size, fs frameskip, S physics-state size, G goal size.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import tempfile
+import time
+import warnings
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from envs.goals import GOAL_TASKS
+from planners import PLANNERS, MPCController, make_planner
+from training.offline_data import GoalSet, OfflineDataset
+
+__all__ = [
+    "GoalConditionedDinoWM",
+    "GoalEvalConfig",
+    "GoalRecord",
+    "dinowm_cem_settings",
+    "evaluate_goals",
+    "goal_reset_seeds",
+    "make_goal_env",
+    "oracle_goal_objective",
+    "summarise_goals",
+    "write_goal_picture",
+]
+
+ObjectiveMode = Literal["last", "all"]
+_IMAGE_MISMATCH = 2.0  # mean absolute pixel difference above which the start scene differs
+
+
+def dinowm_cem_settings() -> dict[str, Any]:
+    """DINO-WM's CEM planner (gaoyuezhou/dino_wm, planner "cem"): horizon 5 model steps,
+    300 samples, top 30, 30 iterations (the paper reports 10-30), initial std 1
+    (`var_scale`), execute the final mean. Keyword arguments for `planners.CEM`."""
+    return {"horizon": 5, "num_samples": 300, "num_elites": 30, "iterations": 30, "init_std": 1.0, "output": "mean"}
+
+
+@dataclass(frozen=True)
+class GoalEvalConfig:
+    """Goal-image MPC evaluation settings.
+
+    Attributes:
+        task: a goal task of `envs.make` ("reacher-pose", "point_mass-goal", ...).
+        planner: "cem" (DINO-WM's), "mppi" or "icem".
+        horizon, num_samples, num_elites, iterations: the planner's budget, in model steps
+            (defaults: `dinowm_cem_settings()`).
+        objective: "last" (distance of the last predicted frame to the goal, the paper's)
+            or "all" (mean over the predicted frames).
+        alpha: weight of the proprio term of the DINO-WM objective (only with use_proprio).
+        env_steps: env (agent) steps each goal gets.
+        num_goals: evaluate the first this many goals of the set (None: all).
+        seed: seeds the planner (goal k uses seed + k) and the default env.
+        replan_every: model steps (oracle: agent steps) executed per plan, at most horizon.
+        action_chunks: plan the frameskip actions of each model step separately
+            (A x fs numbers per step, the paper's action space); False plans one action
+            per model step, repeated over the frameskip.
+        use_proprio: give the model the env's proprioception (qpos, qvel: the data set's
+            proprio) with every frame, and the goal's with the goal image.
+        image_size: pixel observation side of the default env (the data set's).
+        action_repeat: control steps per env step of the default env (the data set's;
+            None: the env's preset).
+        oracle_horizon: the oracle planner's horizon in agent steps.
+        oracle_threads: MuJoCo rollout threads of the oracle.
+    """
+
+    task: str = "reacher-pose"
+    planner: str = "cem"
+    horizon: int = 5
+    num_samples: int = 300
+    num_elites: int = 30
+    iterations: int = 30
+    objective: ObjectiveMode = "last"
+    alpha: float = 0.1
+    env_steps: int = 50
+    num_goals: int | None = None
+    seed: int = 0
+    replan_every: int = 1
+    action_chunks: bool = True
+    use_proprio: bool = True
+    image_size: int = 112
+    action_repeat: int | None = None
+    oracle_horizon: int = 25
+    oracle_threads: int = 1
+
+    def __post_init__(self) -> None:
+        if self.task not in GOAL_TASKS:
+            raise ValueError(f"task={self.task!r} is not a goal task; accepted: {sorted(GOAL_TASKS)}")
+        if str(self.planner).lower() not in PLANNERS:
+            raise ValueError(f"unknown planner {self.planner!r}; accepted: {sorted(PLANNERS)}")
+        object.__setattr__(self, "planner", str(self.planner).lower())
+        if self.objective not in ("last", "all"):
+            raise ValueError(f"objective={self.objective!r} must be 'last' or 'all'")
+        for name in ("horizon", "num_samples", "num_elites", "iterations", "env_steps", "replan_every", "image_size",
+                     "oracle_horizon", "oracle_threads"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ValueError(f"{name}={value!r} must be a positive int")
+        for name in ("num_goals", "action_repeat"):
+            value = getattr(self, name)
+            if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
+                raise ValueError(f"{name}={value!r} must be a positive int or None")
+        if self.num_elites > self.num_samples:
+            raise ValueError(f"num_elites={self.num_elites} exceeds num_samples={self.num_samples}")
+        if self.replan_every > min(self.horizon, self.oracle_horizon):
+            raise ValueError(f"replan_every={self.replan_every} must be at most horizon={self.horizon} and "
+                             f"oracle_horizon={self.oracle_horizon}")
+        if not (isinstance(self.alpha, (int, float)) and math.isfinite(self.alpha) and self.alpha >= 0):
+            raise ValueError(f"alpha={self.alpha!r} must be a finite number >= 0")
+        if not isinstance(self.seed, int) or self.seed < 0:
+            raise ValueError(f"seed={self.seed!r} must be an int >= 0")
+
+    @classmethod
+    def for_dataset(cls, dataset: OfflineDataset, **overrides: Any) -> GoalEvalConfig:
+        """Task, image size and action repeat of the data set's env; overrides on top."""
+        settings: dict[str, Any] = {"task": dataset.env.get("task"), "image_size": dataset.image_size,
+                                    "action_repeat": dataset.env.get("action_repeat")}
+        settings.update(overrides)
+        return cls(**settings)
+
+    def planner_settings(self) -> dict[str, Any]:
+        """Planner config fields (horizon excluded: it differs between model and oracle)."""
+        settings: dict[str, Any] = {"num_samples": self.num_samples, "num_elites": self.num_elites,
+                                    "iterations": self.iterations, "init_std": 1.0, "output": "mean"}
+        if self.planner == "mppi":
+            settings.pop("output")  # MPPI's own default output
+        return settings
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class GoalRecord:
+    """One goal's outcome.
+
+    Attributes:
+        goal: index in the GoalSet; trajectory, start_step: where it came from.
+        success: goal met at the end of the budget (the env's threshold).
+        reached: goal met at any env step.
+        start_distance, final_distance, min_distance: goal distance (the env's units).
+        env_steps: env steps taken.
+        plan_calls: controller calls that planned; mean_plan_ms / max_plan_ms their time
+            (encoding the observation included).
+        start_image_diff: mean absolute difference between the env's rendered start
+            frame and the GoalSet's start image (0 when the scene matches; None when
+            sizes differ or for the oracle).
+        picture: the start | goal | final PNG, when written.
+    """
+
+    goal: int
+    trajectory: int
+    start_step: int
+    success: bool
+    reached: bool
+    start_distance: float
+    final_distance: float
+    min_distance: float
+    env_steps: int
+    plan_calls: int
+    mean_plan_ms: float
+    max_plan_ms: float
+    start_image_diff: float | None = None
+    picture: str | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def summarise_goals(records: Sequence[GoalRecord]) -> dict[str, Any]:
+    """Success rate (end of budget), reach rate (any step), distances and plan time."""
+    if not records:
+        raise ValueError("no records to summarise")
+    return {
+        "goals": len(records),
+        "success_rate": float(np.mean([r.success for r in records])),
+        "reached_rate": float(np.mean([r.reached for r in records])),
+        "mean_start_distance": float(np.mean([r.start_distance for r in records])),
+        "mean_final_distance": float(np.mean([r.final_distance for r in records])),
+        "mean_plan_ms": float(np.mean([r.mean_plan_ms for r in records])),
+    }
+
+
+# --------------------------------------------------------------------------------------
+# Envs and seeds
+# --------------------------------------------------------------------------------------
+
+
+def make_goal_env(config: GoalEvalConfig) -> Any:
+    """The pixel goal env of `config` (single frames, time limit = the env-step budget)."""
+    import envs  # here: the caller picks MUJOCO_GL before dm_control loads
+
+    return envs.make(config.task, obs="pixels", image_size=config.image_size, action_repeat=config.action_repeat,
+                     time_limit=config.env_steps, seed=config.seed)
+
+
+def goal_reset_seeds(goals: GoalSet, dataset: OfflineDataset | None = None) -> np.ndarray:
+    """The env reset seed of each goal's trajectory, int64 [K].
+
+    With a data set: its recorded per-trajectory seeds (`collect` stores them). Without
+    one: `goals.trajectories`, which for goals drawn from an env are the reset seeds.
+
+    Raises:
+        ValueError: the data set has no "seeds" array (made by `write_dataset` without it).
+    """
+    if dataset is None:
+        return np.asarray(goals.trajectories, dtype=np.int64)
+    if "seeds" not in dataset.keys:
+        raise ValueError(f"the data set at {dataset.root} records no reset seeds; pass reset_seeds= yourself")
+    return np.asarray(dataset.array("seeds"), dtype=np.int64)[np.asarray(goals.trajectories)]
+
+
+def _proprio(env: Any) -> np.ndarray:
+    """qpos then qvel, float32 [Pd]: the data set's proprio (training.offline_data)."""
+    physics = env.physics
+    return np.concatenate([physics.data.qpos, physics.data.qvel]).astype(np.float32)
+
+
+def _render(env: Any) -> np.ndarray:
+    """The env's pixel observation of its current state, uint8 [3, H, W]."""
+    from envs.observations import render_chw
+
+    return render_chw(env.physics, env.config.image_size, env.camera)
+
+
+def _goal_achieved(env: Any, goals: GoalSet, k: int) -> np.ndarray:
+    if goals.goal_achieved is not None:
+        return np.asarray(goals.goal_achieved[k], dtype=np.float32)
+    from envs.physics_state import preserved_physics
+
+    with preserved_physics(env.physics):
+        env.set_physics_state(goals.goal_states[k])
+        return env.achieved_goal().astype(np.float32)
+
+
+# --------------------------------------------------------------------------------------
+# Models as the controller sees them
+# --------------------------------------------------------------------------------------
+
+
+class GoalConditionedDinoWM:
+    """A `DinoWM` with proprioception supplied beside the images.
+
+    `MPCController` hands a model images only (`observe(z, a, obs)`, `encode(goal)`);
+    DINO-WM also embeds the proprio of every frame. This adapter holds the current
+    frame's proprio and the goal's (set before each `act`) and passes them on; everything
+    else (`config`, `predict_frames`, `goal_latent`, ...) is the wrapped model's.
+
+    Args:
+        model: the DinoWM.
+        use_proprio: False feeds None (zeros), as for a goal known only as an image.
+    """
+
+    def __init__(self, model: Any, use_proprio: bool = True) -> None:
+        self.model = model
+        self.use_proprio = use_proprio
+        self.proprio: Tensor | None = None  # [1, Pd] of the frame about to be observed
+        self.goal_proprio: Tensor | None = None  # [1, Pd]
+
+    def __getattr__(self, name: str) -> Any:
+        # Only reached for attributes not set in __init__: delegate to the model.
+        if name == "model":
+            raise AttributeError(name)
+        return getattr(self.model, name)
+
+    def set_proprio(self, proprio: np.ndarray | None, goal_proprio: np.ndarray | None = None) -> None:
+        device = self.model.action_mean.device
+
+        def to(x: np.ndarray | None) -> Tensor | None:
+            if x is None or not self.use_proprio or self.model.config.proprio_dim == 0:
+                return None
+            return torch.as_tensor(np.asarray(x, dtype=np.float32), device=device).reshape(1, -1)
+
+        self.proprio = to(proprio)
+        if goal_proprio is not None:
+            self.goal_proprio = to(goal_proprio)
+
+    @staticmethod
+    def _batch(p: Tensor | None, m: int) -> Tensor | None:
+        return None if p is None else p.expand(m, -1)
+
+    def encode(self, obs: Tensor) -> Tensor:
+        """Goal (or first) images with the goal's proprio. [M, 3, H, W] -> [M, Hh, P, C]."""
+        return self.model.encode_obs(obs, self._batch(self.goal_proprio, obs.shape[0]))
+
+    def observe(self, z_prev: Tensor | None, action_prev: Tensor | None, obs: Tensor) -> Tensor:
+        return self.model.observe(z_prev, action_prev, obs, proprio=self._batch(self.proprio, obs.shape[0]))
+
+    def next(self, z: Tensor, action: Tensor) -> Tensor:
+        return self.model.next(z, action)
+
+
+def oracle_goal_objective(mode: ObjectiveMode = "all") -> Callable[[Any, Tensor, Tensor | None], Any]:
+    """An `MPCController` objective factory for `OracleModel` on a goal given as a physics
+    state: the env's goal reward (minus the goal distance, `env.compute_reward`) of the
+    states a candidate reaches, against the goal state's achieved goal; averaged over
+    the horizon ("all", the dense reward) or at its last step ("last").
+
+    Shapes: z [B, S], z_goal [B or 1, S]; objective(actions [B, N, H, A]) -> [B, N].
+    """
+    if mode not in ("last", "all"):
+        raise ValueError(f"mode={mode!r} must be 'last' or 'all'")
+
+    def factory(model: Any, z0: Tensor, z_goal: Tensor | None) -> Callable[[Tensor], Tensor]:
+        if z_goal is None:
+            raise ValueError("the oracle goal objective needs act(state, goal=goal_physics_state)")
+        env = model.env
+        goal = model.achieved_goal(z_goal).cpu().numpy().astype(np.float32)  # [B or 1, G]
+
+        def objective(actions: Tensor) -> Tensor:
+            b, n, h, a = actions.shape
+            z = z0.unsqueeze(1).expand(b, n, z0.shape[-1]).reshape(b * n, z0.shape[-1])  # [M, S]
+            states = model.rollout(z, actions.reshape(b * n, h, a))  # [M, H, S]
+            if mode == "last":
+                states = states[:, -1:]
+            achieved = model.achieved_goal(states.reshape(-1, states.shape[-1])).cpu().numpy()  # [M * H', G]
+            achieved = achieved.reshape(b, n, states.shape[1], -1).astype(np.float32)
+            reward = env.compute_reward(achieved, goal[:, None, None, :])  # [B, N, H']
+            return torch.as_tensor(reward.mean(axis=-1), dtype=torch.float32, device=actions.device)
+
+        return objective
+
+    return factory
+
+
+# --------------------------------------------------------------------------------------
+# Evaluation
+# --------------------------------------------------------------------------------------
+
+
+def evaluate_goals(
+    model: Any,
+    goals: GoalSet,
+    config: GoalEvalConfig,
+    env_factory: Callable[[], Any] | None = None,
+    progress: bool = False,
+    frames_dir: str | Path | None = None,
+    reset_seeds: Sequence[int] | np.ndarray | None = None,
+) -> list[GoalRecord]:
+    """Receding-horizon MPC from each goal's start to its goal image.
+
+    Args:
+        model: a `DinoWM` (put in eval mode; plans on its device), or "oracle" for the
+            true-physics baseline on the same goals.
+        goals: start/goal pairs (`sample_goals`).
+        config: planner, objective and budget.
+        env_factory: returns a pixel goal env of `config.task` with single frames;
+            default `make_goal_env(config)`. One env serves every goal.
+        progress: show a tqdm bar over env steps.
+        frames_dir: when given, write `goal-<k>.png` (start | goal | final) per goal.
+        reset_seeds: env reset seed per goal (`goal_reset_seeds`); default
+            `goals.trajectories` (right for goals drawn from an env, and for a data set
+            collected with seed 0). Only the scene (markers) depends on it.
+
+    Returns:
+        One `GoalRecord` per goal, in order.
+
+    Raises:
+        ValueError: more goals asked for than the set holds, an env that is not a pixel
+            goal env of `config.task`, or a model whose action size differs from the env's.
+    """
+    count = len(goals) if config.num_goals is None else config.num_goals
+    if count > len(goals):
+        raise ValueError(f"num_goals={config.num_goals} but the GoalSet holds {len(goals)} goals")
+    seeds = np.asarray(goals.trajectories if reset_seeds is None else reset_seeds, dtype=np.int64)
+    if len(seeds) < count:
+        raise ValueError(f"reset_seeds has {len(seeds)} entries; {count} goals need one each")
+    oracle = isinstance(model, str)
+    if oracle and model != "oracle":
+        raise ValueError(f"model={model!r}: pass a DinoWM or 'oracle'")
+    env = make_goal_env(config) if env_factory is None else env_factory()
+    base = getattr(env, "unwrapped", env)
+    if not getattr(base, "is_goal_env", False) or base.config.obs != "pixels" or base.config.frame_stack != 1:
+        raise ValueError(f"evaluate_goals needs a pixel goal env with single frames (envs.make({config.task!r}, "
+                         f"obs='pixels')); got {type(base).__name__}")
+    if base.task_id.name != config.task:
+        raise ValueError(f"the env runs {base.task_id.name!r} but config.task={config.task!r}")
+    action_dim = int(base.action_space.shape[0])
+    bar = None
+    if progress:
+        from tqdm import tqdm
+
+        bar = tqdm(total=count * config.env_steps, unit="env step", desc="oracle" if oracle else "dinowm",
+                   dynamic_ncols=True)
+    oracle_model = None
+    try:
+        if oracle:
+            from models.oracle import OracleModel
+
+            oracle_model = OracleModel(base, num_threads=config.oracle_threads)
+            planner = make_planner(config.planner, action_dim, horizon=config.oracle_horizon,
+                                   **config.planner_settings())
+            frameskip, plan_model, factory = 1, oracle_model, oracle_goal_objective(config.objective)
+            device = torch.device("cpu")
+        else:
+            from models.dino_wm import make_goal_objective
+
+            if int(model.config.action_dim) != action_dim:
+                raise ValueError(f"the model has action_dim={model.config.action_dim}, the env {config.task} has "
+                                 f"{action_dim}")
+            model.eval()
+            frameskip = int(model.config.frameskip)
+            plan_dim = action_dim * frameskip if config.action_chunks else action_dim
+            planner = make_planner(config.planner, plan_dim, horizon=config.horizon, **config.planner_settings())
+            plan_model = GoalConditionedDinoWM(model, use_proprio=config.use_proprio)
+            factory = make_goal_objective(alpha=config.alpha if config.use_proprio else 0.0, mode=config.objective)
+            device = model.action_mean.device
+        records = []
+        for k in range(count):
+            controller = MPCController(plan_model, planner, objective=factory, replan_every=config.replan_every,
+                                       device=device, seed=config.seed + k)
+            records.append(_one_goal(base, controller, plan_model if not oracle else None, goals, k, int(seeds[k]),
+                                     config, action_dim, frameskip, frames_dir, bar))
+    finally:
+        if bar is not None:
+            bar.close()
+        if oracle_model is not None:
+            oracle_model.close()
+        if env_factory is None:
+            env.close()
+    return records
+
+
+def _one_goal(env: Any, controller: MPCController, adapter: GoalConditionedDinoWM | None, goals: GoalSet, k: int,
+              seed: int, config: GoalEvalConfig, action_dim: int, frameskip: int, frames_dir: str | Path | None,
+              bar: Any) -> GoalRecord:
+    env.reset(seed=seed)
+    env.set_physics_state(goals.start_states[k])
+    frame = _render(env)
+    start_frame = frame
+    target = _goal_achieved(env, goals, k)
+
+    def measure() -> tuple[bool, float]:
+        achieved = env.achieved_goal().astype(np.float32)
+        return bool(env.compute_success(achieved, target)), float(-env.compute_reward(achieved, target))
+
+    success, distance = measure()
+    start_distance = min_distance = distance
+    reached = success
+    diff = None
+    if adapter is not None and goals.start_images[k].shape == frame.shape:
+        diff = float(np.abs(frame.astype(np.float32) - goals.start_images[k].astype(np.float32)).mean())
+        if diff > _IMAGE_MISMATCH:
+            warnings.warn(
+                f"goal {k}: the env's start frame differs from the GoalSet's start image (mean |diff| {diff:.1f}); "
+                "the scene (e.g. a goal marker) may differ: pass reset_seeds=goal_reset_seeds(goals, dataset)",
+                UserWarning, stacklevel=3,
+            )
+    controller.reset()
+    plan_ms: list[float] = []
+    steps = 0
+    ended = False
+    while steps < config.env_steps and not ended:
+        if adapter is None:
+            obs_in, goal_in = env.get_physics_state(), goals.goal_states[k]
+        else:
+            adapter.set_proprio(_proprio(env), goals.goal_proprio[k])
+            obs_in, goal_in = frame, goals.goal_images[k]
+        before = controller.last_result
+        start = time.perf_counter()
+        action = np.asarray(controller.act(obs_in, goal=goal_in), dtype=np.float32)
+        elapsed = 1000 * (time.perf_counter() - start)
+        if controller.last_result is not before:
+            plan_ms.append(elapsed)
+        if action.size == action_dim * frameskip:
+            chunk = action.reshape(frameskip, action_dim)  # a_0 first, as the model's action chunk
+        else:
+            chunk = np.repeat(action.reshape(1, action_dim), frameskip, axis=0)
+        for a in chunk:
+            if steps >= config.env_steps:
+                break
+            obs, _, terminated, truncated, _ = env.step(a)
+            steps += 1
+            if bar is not None:
+                bar.update(1)
+            ok, distance = measure()
+            reached = reached or ok
+            min_distance = min(min_distance, distance)
+            frame = obs["observation"]
+            if terminated or truncated:
+                ended = True
+                break
+    success, distance = measure()
+    picture = None
+    if frames_dir is not None:
+        picture = str(write_goal_picture(Path(frames_dir) / f"goal-{k:03d}.png", start_frame, goals.goal_images[k],
+                                         frame))
+    return GoalRecord(
+        goal=k, trajectory=int(goals.trajectories[k]), start_step=int(goals.start_steps[k]), success=success,
+        reached=reached, start_distance=start_distance, final_distance=distance, min_distance=min_distance,
+        env_steps=steps, plan_calls=len(plan_ms), mean_plan_ms=float(np.mean(plan_ms)) if plan_ms else 0.0,
+        max_plan_ms=float(np.max(plan_ms)) if plan_ms else 0.0, start_image_diff=diff, picture=picture,
+    )
+
+
+# --------------------------------------------------------------------------------------
+# Pictures
+# --------------------------------------------------------------------------------------
+
+
+def _hwc(image: np.ndarray, size: int) -> np.ndarray:
+    """uint8 [3, H, W] or [H, W, 3] -> [size, size, 3] (nearest-neighbour resize)."""
+    x = np.asarray(image)
+    if x.ndim != 3:
+        raise ValueError(f"expected an image [3, H, W] or [H, W, 3], got shape {x.shape}")
+    if x.shape[0] == 3 and x.shape[-1] != 3:
+        x = np.moveaxis(x, 0, -1)
+    h, w = x.shape[:2]
+    rows = (np.arange(size) * h // size).clip(0, h - 1)
+    cols = (np.arange(size) * w // size).clip(0, w - 1)
+    return np.ascontiguousarray(x[rows][:, cols]).astype(np.uint8)
+
+
+def write_goal_picture(path: str | Path, start: np.ndarray, goal: np.ndarray, final: np.ndarray,
+                       size: int | None = None) -> Path:
+    """A PNG of start | goal | final frames side by side (4-pixel white gaps), written
+    atomically.
+
+    Args:
+        path: the .png to write.
+        start, goal, final: uint8 images, CHW or HWC (any sizes; resized to `size`).
+        size: side of each panel; default the start frame's height, at least 96 px
+            (small observations are scaled up so they can be seen).
+
+    Returns:
+        The path.
+    """
+    from training.video import side_by_side
+
+    first = np.asarray(start)
+    height = first.shape[1] if first.ndim == 3 and first.shape[0] == 3 else first.shape[0]
+    side = size if size is not None else max(96, int(height))
+    panels = [_hwc(x, side) for x in (start, goal, final)]
+    picture = side_by_side(side_by_side(panels[0], panels[1]), panels[2])
+    try:
+        import imageio.v2 as imageio
+    except ImportError:
+        raise ImportError("writing PNGs needs imageio: pip install -e '.[video]'") from None
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".png")
+    os.close(fd)
+    try:
+        imageio.imwrite(tmp, picture, format="png")
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
