@@ -169,13 +169,13 @@ class _SimNormHead(nn.Module):
 
 
 class PixelEncoder(nn.Module):
-    """TD-MPC2's conv encoder for 64x64 frames: random shift (training only), 4 convs, SimNorm.
+    """TD-MPC2's conv encoder for 64x64 frames: random shift (3 px), 4 convs, SimNorm.
 
     uint8 [M, C, 64, 64] -> [M, Z]. The flattened conv output (32 x 4 x 4 = 512) is
     projected to the latent size when they differ (TD-MPC2 sets latent 512 for pixels).
     """
 
-    def __init__(self, obs_shape: tuple[int, ...], channels: int, latent_dim: int, group: int, shift: int = 4) -> None:
+    def __init__(self, obs_shape: tuple[int, ...], channels: int, latent_dim: int, group: int, shift: int = 3) -> None:
         super().__init__()
         c, h, w = obs_shape
         self.shift = shift
@@ -202,9 +202,12 @@ class PixelEncoder(nn.Module):
         return F.grid_sample(padded, base.unsqueeze(0) + offsets, padding_mode="zeros", align_corners=False)
 
     def forward(self, obs: Tensor) -> Tensor:
-        x = obs.float() / 255.0 - 0.5
-        if self.training and self.shift > 0:
+        # The shift is applied always, as TD-MPC2 does (targets and acting included): the
+        # encoder never sees an unshifted frame, so it is part of the function learned.
+        x = obs.float()
+        if self.shift > 0:
             x = self.random_shift(x)
+        x = x / 255.0 - 0.5
         x = self.convs(x).flatten(1)
         if self.project is not None:
             x = self.norm(self.project(x))
@@ -323,7 +326,9 @@ class TOLD(nn.Module):
 
         Returns:
             action [M, A] in (-1, 1), its mean action tanh(mu) [M, A], and the entropy
-            estimate -log pi(a|z) of the squashed sample [M].
+            bonus of the sample [M]: -A log N(pre-tanh sample), TD-MPC2's "scaled entropy"
+            (the Gaussian log-density scaled by the action size, so that one coefficient
+            fits every action size; the tanh correction cancels out in its definition).
         """
         c = self.config
         mean, log_std = self.policy_head(z).chunk(2, dim=-1)
@@ -332,11 +337,8 @@ class TOLD(nn.Module):
         if eps is None:
             eps = torch.randn(mean.shape, generator=self.generator, device=mean.device, dtype=mean.dtype)
         pre_tanh = mean + eps * log_std.exp()
-        log_prob = (-0.5 * eps.pow(2) - log_std - 0.5 * math.log(2 * math.pi)).sum(-1)
-        action = torch.tanh(pre_tanh)
-        # Change of variables through tanh (Haarnoja et al., 2018, appendix C).
-        log_prob = log_prob - torch.log(F.relu(1.0 - action.pow(2)) + 1e-6).sum(-1)
-        return action, torch.tanh(mean), -log_prob
+        gaussian_log_prob = (-0.5 * eps.pow(2) - log_std - 0.5 * math.log(2 * math.pi)).sum(-1)
+        return torch.tanh(pre_tanh), torch.tanh(mean), -c.action_dim * gaussian_log_prob
 
     @torch.no_grad()
     def update_target(self, tau: float) -> None:

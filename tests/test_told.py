@@ -270,3 +270,30 @@ def test_replay_rejects_malformed_episodes():
         buffer.add_episode(np.zeros((5, 3)), np.zeros((5, 2)), np.zeros(5))
     with pytest.raises(ValueError, match="add episodes first"):
         buffer.sample(4, 3)
+
+
+def test_policy_entropy_bonus_is_the_action_scaled_gaussian_entropy():
+    """TD-MPC2's scaled entropy: -A log N(pre-tanh sample; mu, sigma)."""
+    model = tiny_model(action_dim=3)
+    with torch.no_grad():
+        model.policy_head.out.weight.normal_()
+    z = model.encode(torch.randn(16, 4))
+    eps = torch.randn(16, 3)
+    _, _, entropy = model.sample_policy(z, eps=eps)
+    mean, raw = model.policy_head(z).chunk(2, dim=-1)
+    log_std = -10 + 0.5 * 12 * (torch.tanh(raw) + 1)
+    normal = torch.distributions.Normal(mean, log_std.exp())
+    expected = -3 * normal.log_prob(mean + eps * log_std.exp()).sum(-1)
+    assert torch.allclose(entropy, expected, rtol=1e-3, atol=1e-2)
+
+
+def test_running_scale_has_a_floor_of_one():
+    from training.told_agent import RunningScale
+
+    scale = RunningScale(tau=0.5)
+    for _ in range(20):
+        scale.update(torch.zeros(64))  # zero-initialised Q heads: no spread at all
+    assert scale.value == pytest.approx(1.0)
+    for _ in range(40):
+        scale.update(torch.linspace(0, 100, 101))  # spread 90
+    assert scale.value == pytest.approx(90.0, rel=1e-3)

@@ -31,7 +31,7 @@ def test_a_short_run_writes_checkpoints_logs_and_a_loadable_model(tmp_path):
     rows = trainer.run()
     assert trainer.step == 40 and trainer.episode == 4
     assert [r["env_step"] for r in rows] == [0, 40, 80]
-    assert trainer.updates == 10 + 29  # the seed phase's 10 updates, then one per step
+    assert trainer.updates == 10 + 30  # the seed phase's 10 updates after its episode, then one per step
     with (tmp_path / "train.csv").open() as f:
         train = list(csv.DictReader(f))
     assert len(train) == 4 and train[-1]["value_loss"] != ""

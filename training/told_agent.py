@@ -62,8 +62,9 @@ def heuristic_discount(episode_length: int, denom: float = 5.0, low: float = 0.9
 
 
 class RunningScale:
-    """Slow estimate of the spread of Q (its 5th-95th percentile range), to scale the policy
-    loss so that one entropy coefficient fits tasks with very different reward scales."""
+    """Slow estimate of the spread of Q (its 5th-95th percentile range, at least 1), to scale
+    the policy loss so that one entropy coefficient fits tasks with very different reward
+    scales."""
 
     def __init__(self, tau: float = 0.01) -> None:
         self.tau = tau
@@ -71,7 +72,10 @@ class RunningScale:
 
     def update(self, x: Tensor) -> None:
         q = torch.quantile(x.detach().float().flatten(), torch.tensor([0.05, 0.95], device=x.device))
-        spread = float(q[1] - q[0])
+        # Floor 1 (TD-MPC2): Q starts at exactly 0 (zero-initialised heads) and stays small on
+        # sparse tasks; without the floor the scale would shrink towards 0 and Q / scale
+        # would drown the entropy bonus just when exploration matters.
+        spread = max(float(q[1] - q[0]), 1.0)
         self.value += self.tau * (spread - self.value)
 
     def __call__(self, x: Tensor) -> Tensor:

@@ -338,6 +338,16 @@ class TOLDTrainer:
         self.log(f"eval @ {env_step} env steps: {row['mean_return']:.1f} ± {row['std_return']:.1f} ({wall / 60:.1f} min)")
         self.save_checkpoint(wall)
 
+    def _update(self, count: int) -> dict[str, float]:
+        """`count` updates on fresh batches; returns the last one's losses."""
+        c = self.config
+        t = time.perf_counter()
+        for _ in range(count):
+            losses = self.agent.update(self.buffer.sample(c.batch_size, c.horizon))
+        self.updates += count
+        self.timers["update"] += time.perf_counter() - t
+        return losses
+
     def _train_episode(self, bar: Any) -> None:
         """One episode of collection with updates interleaved; the episode joins the buffer."""
         c, env, agent = self.config, self.env, self.agent
@@ -364,18 +374,16 @@ class TOLDTrainer:
             self.step += 1
             if bar is not None:
                 bar.update(self.action_repeat)
-            if self.step >= self.seed_steps and len(self.buffer._valid_starts(c.horizon)):
-                # The seed phase ends with as many updates as it had steps (TD-MPC2).
-                count = self.seed_steps if self.updates == 0 else 1
-                t = time.perf_counter()
-                for _ in range(count):
-                    losses = agent.update(self.buffer.sample(c.batch_size, c.horizon))
-                self.updates += count
-                self.timers["update"] += time.perf_counter() - t
+            if self.updates > 0:
+                losses = self._update(1)
             if terminated or truncated or self.step >= self.total_agent_steps:
                 break
         self.buffer.add_episode(np.stack(observations), np.stack(actions), np.asarray(rewards, np.float32))
         self.episode += 1
+        if self.updates == 0 and self.step >= self.seed_steps:
+            # The seed phase ends with as many updates as it had steps (TD-MPC2), once its
+            # last episode is in the buffer.
+            losses = self._update(self.seed_steps)
         row = {
             "episode": self.episode,
             "env_step": self.step * self.action_repeat,
