@@ -36,7 +36,7 @@ from training.oracle_presets import matched_planner, oracle_settings  # noqa: E4
 DEFAULT_TASK = "cartpole-swingup"
 DEFAULT_PLANNER = "icem"
 MODELS = ("oracle", "told", "rssm", "dinowm")
-AVAILABLE_MODELS = ("oracle", "told", "rssm")
+AVAILABLE_MODELS = ("oracle", "told", "rssm", "dinowm")
 ACT_MODES = ("planner", "actor", "planner+actor")
 CHECKPOINT_DIR = Path(__file__).resolve().parent / "checkpoints"
 # TD-MPC2's planning budget, used for every planner over TOLD unless flags say otherwise
@@ -70,6 +70,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--checkpoint", default=None, help="weights file of a learned model")
     parser.add_argument("--mode", default="planner", choices=ACT_MODES,
                         help="rssm: plan, act with the Dreamer actor, or plan with the actor's proposals")
+    parser.add_argument("--encoder-weights", default=None,
+                        help="dinowm: the DINOv2 weight file (e.g. dinov2_vits14_pretrain.pth); nothing is downloaded")
+    parser.add_argument("--env-steps", type=int, default=50, help="dinowm: env steps each goal gets")
     parser.add_argument("--episodes", type=int, default=1)
     parser.add_argument("--seed", type=int, default=0, help="seed of the first episode (then seed + 1, ...)")
     parser.add_argument("--horizon", type=int, default=None, help="planning horizon (agent steps)")
@@ -218,6 +221,8 @@ def run_dmc(args: argparse.Namespace) -> list[EpisodeRecord]:
         return run_told(args)
     if args.model == "rssm":
         return run_rssm(args)
+    if args.model == "dinowm":
+        return run_dinowm(args)
     env = make_env(args, args.seed)
     device = resolve_device(args.device)
     model = oracle_model(env)
@@ -357,6 +362,49 @@ def run_rssm(args: argparse.Namespace) -> list[EpisodeRecord]:
     return records
 
 
+def run_dinowm(args: argparse.Namespace) -> list[EpisodeRecord]:
+    """Goal-image MPC with a trained DINO-WM: --episodes goals, each 25 env steps of random
+    actions away from its start (DINO-WM's protocol), success as the task defines it."""
+    from training.dino_wm_trainer import load_trained_dinowm
+    from training.goal_mpc import GoalEvalConfig, evaluate_goals, make_goal_env, summarise_goals
+    from training.offline_data import sample_goals
+
+    if args.checkpoint is None:
+        raise UserError("--model dinowm needs --checkpoint runs/<run>/model.pt (train one with `run_planning.py train --model dinowm`)")
+    if args.task not in envs.list_tasks("goal"):
+        raise UserError(f"--model dinowm plans to goal images: choose a goal task {envs.list_tasks('goal')}, not {args.task!r}")
+    if args.goal is not None:
+        raise UserError("--goal files are not supported for dinowm yet; goals are drawn from the task (see --episodes)")
+    device = resolve_device(args.device)
+    try:
+        model = load_trained_dinowm(args.checkpoint, encoder_weights=args.encoder_weights, device=device)
+        overrides = {k: v for k, v in flag_overrides(args).items()}
+        config = GoalEvalConfig(task=args.task, planner=args.planner, image_size=model.config.image_size,
+                                env_steps=args.env_steps, num_goals=args.episodes, seed=args.seed, **overrides)
+    except (ValueError, FileNotFoundError, TypeError) as error:
+        raise UserError(str(error)) from None
+    env = make_goal_env(config)
+    # Goals come from a second env without the evaluation's time limit (25 steps ahead).
+    goal_env = envs.make(args.task, obs="pixels", image_size=config.image_size, action_repeat=config.action_repeat)
+    goals = sample_goals(goal_env, args.episodes, seed=1_000_000 + args.seed, offset=25)
+    goal_env.close()
+    print(f"task {args.task}, {args.episodes} goals, planner {config.planner} (horizon {config.horizon}, "
+          f"{config.num_samples} samples, {config.num_elites} elites, {config.iterations} iterations), "
+          f"model dinowm ({model.config.image_size} px)", flush=True)
+    out = Path(args.out) if args.out else Path("runs") / f"{args.task}-{args.planner}-dinowm"
+    goal_records = evaluate_goals(model, goals, config, env_factory=lambda: env, progress=not args.no_progress,
+                                  frames_dir=out / "goals")
+    print_header()
+    records = []
+    for r in goal_records:
+        # The "return" column is minus the final distance to the goal (the task's own measure).
+        records.append(EpisodeRecord(r.goal, 1_000_000 + args.seed + r.goal, -r.final_distance, r.success,
+                                     r.env_steps, r.mean_plan_ms))
+        print_row(records[-1])
+    print(f"goals reached: {summarise_goals(goal_records)}", flush=True)
+    return records
+
+
 class ToyEnv:
     """A torch toy system behind the reset/step interface `run_episode` uses."""
 
@@ -458,7 +506,7 @@ def list_choices() -> None:
 
 # -- training ----------------------------------------------------------------------------------
 
-TRAINABLE_MODELS = ("told", "rssm")
+TRAINABLE_MODELS = ("told", "rssm", "dinowm")
 
 
 def build_train_parser() -> argparse.ArgumentParser:
@@ -472,10 +520,17 @@ def build_train_parser() -> argparse.ArgumentParser:
     parser.add_argument("--steps", type=int, default=100_000, help="env steps (action repeat included)")
     parser.add_argument("--obs", default="state", choices=["state", "pixels"])
     parser.add_argument("--size", default="1M", help="TOLD size: tiny, 1M or 5M")
-    parser.add_argument("--preset", default="planet", help="RSSM preset: planet, dreamerv2 or tiny")
+    parser.add_argument("--preset", default=None,
+                        help="rssm: planet (default), dreamerv2 or tiny; dinowm: cpu (default), paper or tiny")
     parser.add_argument("--mode", default="planner", choices=ACT_MODES,
                         help="rssm: act with CEM, the Dreamer actor, or CEM with actor proposals")
     parser.add_argument("--plan-samples", type=int, default=None, help="rssm: CEM candidates (default PlaNet's 1000)")
+    parser.add_argument("--trajectories", type=int, default=3000, help="dinowm: trajectories to collect (DINO-WM: 3000)")
+    parser.add_argument("--trajectory-steps", type=int, default=100, help="dinowm: env steps per trajectory")
+    parser.add_argument("--policy", default="random", choices=["random", "noisy_planner"],
+                        help="dinowm: data collection policy (noisy_planner: iCEM over the physics plus noise)")
+    parser.add_argument("--epochs", type=int, default=100, help="dinowm: training epochs")
+    parser.add_argument("--encoder-weights", default=None, help="dinowm: DINOv2 weight file (default: random frozen encoder)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--eval-every", type=int, default=10_000, help="env steps between evaluations")
     parser.add_argument("--eval-episodes", type=int, default=10)
@@ -497,6 +552,13 @@ def train_main(argv: list[str]) -> int:
     try:
         if args.model not in TRAINABLE_MODELS:
             raise UserError(f"cannot train model {args.model!r} yet; trainable: {list(TRAINABLE_MODELS)}")
+        if args.model == "dinowm":
+            trainer, what = build_dinowm_trainer(args, progress=not args.no_progress and sys.stderr.isatty())
+            out = Path(trainer.out_dir)
+            print(f"training {what}; run folder {out}/", flush=True)
+            trainer.run()
+            print(f"model: {out / 'model.pt'}")
+            return 0
         if args.task not in envs.list_tasks("suite"):
             raise UserError(f"unknown task {args.task!r}; choose one of the DM Control tasks (see --list)")
         out = Path(args.out) if args.out else Path("runs") / f"{args.model}-{args.task}-{args.obs}-s{args.seed}"
@@ -505,7 +567,7 @@ def train_main(argv: list[str]) -> int:
             from training.planet_trainer import PlaNetTrainConfig, PlaNetTrainer
 
             config = PlaNetTrainConfig(
-                task=args.task, steps=args.steps, obs=args.obs, model=args.preset, seed=args.seed, mode=args.mode,
+                task=args.task, steps=args.steps, obs=args.obs, model=args.preset or "planet", seed=args.seed, mode=args.mode,
                 eval_every=args.eval_every, eval_episodes=args.eval_episodes, checkpoint_every=args.checkpoint_every,
                 plan_samples=args.plan_samples, plan_iterations=args.plan_iterations,
                 max_episode_steps=args.max_episode_steps,
@@ -513,13 +575,36 @@ def train_main(argv: list[str]) -> int:
                                      ("collect_interval", args.collect_interval)) if v is not None},
             )  # fmt: skip
             trainer: Any = PlaNetTrainer(config, out, device=str(resolve_device(args.device)), progress=progress)
-            what = f"rssm ({args.preset}, {args.obs}, {args.mode})"
+            what = f"rssm ({args.preset or 'planet'}, {args.obs}, {args.mode})"
         else:
             trainer, what = build_told_trainer(args, out, progress), f"told ({args.size}, {args.obs})"
     except (UserError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     return finish_training(args, trainer, out, what)
+
+
+def build_dinowm_trainer(args: argparse.Namespace, progress: bool) -> tuple[Any, str]:
+    """Collect the offline data set (resumable), then build the trainer over it."""
+    from models.dino_wm import DinoWMConfig
+    from training.dino_wm_trainer import DinoWMTrainConfig, DinoWMTrainer
+    from training.offline_data import CollectConfig, collect
+
+    if args.task not in envs.list_tasks("goal"):
+        raise UserError(f"dinowm trains on goal tasks {envs.list_tasks('goal')}, not {args.task!r}")
+    preset = args.preset or "cpu"
+    if preset not in ("cpu", "paper", "tiny"):
+        raise UserError(f"unknown dinowm preset {preset!r}; choose cpu, paper or tiny")
+    image_size = getattr(DinoWMConfig, preset)(1, 1).image_size
+    out = Path(args.out) if args.out else Path("runs") / f"dinowm-{args.task}-{preset}-s{args.seed}"
+    data = out / "data"
+    collect(CollectConfig(task=args.task, num_trajectories=args.trajectories, steps=args.trajectory_steps,
+                          image_size=image_size, policy=args.policy, seed=args.seed), data, progress=progress)
+    config = DinoWMTrainConfig(dataset=str(data), preset=preset, epochs=args.epochs, seed=args.seed,
+                               batch_size=args.batch_size or 32, encoder_weights=args.encoder_weights,
+                               device=str(resolve_device(args.device)))
+    trainer = DinoWMTrainer(config, out, progress=progress)
+    return trainer, f"dinowm ({preset}, {image_size} px) on {args.task} from {args.trajectories} trajectories"
 
 
 def build_told_trainer(args: argparse.Namespace, out: Path, progress: bool) -> Any:
