@@ -39,7 +39,7 @@ def test_toy_task_runs_and_writes_csv_and_json(tmp_path):
         (["--task", "cartpole-swongup"], "Did you mean 'cartpole-swingup'"),
         (["--planner", "mpi", "--task", "toy-pendulum"], "unknown planner 'mpi'"),
         (["--model", "dreamer"], "unknown model 'dreamer'; choose one of"),
-        (["--model", "dinowm"], "model 'dinowm' is not available in this version yet"),
+        (["--model", "dinowm", "--task", "reacher-pose"], "--model dinowm needs --checkpoint"),
         (["--model", "told", "--task", "walker-run"], "no TOLD checkpoint for walker-run"),
         (["--checkpoint", "nowhere.pt"], "the oracle model is the true physics and takes no --checkpoint"),
         (["--episodes", "0"], "--episodes 0 must be at least 1"),
