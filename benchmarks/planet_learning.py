@@ -1,0 +1,543 @@
+#!/usr/bin/env python
+"""PlaNet's RSSM learning online, acting by CEM, by the Dreamer actor, or by both.
+
+State observations, 100k env steps (the benchmark; ANCHORS sections 2-3):
+
+    python benchmarks/planet_learning.py run --task cartpole-swingup --mode planner        # train (resumes)
+    python benchmarks/planet_learning.py run --task cartpole-swingup --mode actor
+    python benchmarks/planet_learning.py run --task cartpole-swingup --mode planner+actor
+    python benchmarks/planet_learning.py run --task reacher-easy --mode planner            # ... and so on
+    python benchmarks/planet_learning.py report                                            # curves, table, speed
+    python benchmarks/planet_learning.py plan-time --run runs/rssm-cartpole-swingup-state-planner-s0
+
+`run` trains the PlaNet-sized RSSM with PlaNet's loop (`training.planet_trainer`: 5 random
+seed episodes, 100 updates on 50 x 50 chunks per collected episode, exploration noise 0.3,
+PlaNet's action repeats: cartpole 8, reacher 4) and evaluates 10 episodes every 10k env
+steps. Runs live in <runs-dir>/rssm-<task>-<obs>-<mode>-s<seed>/ and resume after a kill.
+--plan-samples / --plan-iterations shrink the CEM (used for collection and evaluation alike;
+the report records what each run used). --threads sets torch's threads.
+
+`report` reads every run there and writes <results-dir>/planet_learning.{csv,json,png}: one
+panel per task with one curve per mode, DreamerV3's published 100k state returns (677
+cartpole-swingup, 872 reacher-easy) as reference lines, the best mode's return at 100k
+against that target, training throughput (env steps per second of training wall time,
+evaluation excluded) and the trainer's wall-time split (env, act, update, eval, other), and
+the status of any pixel run (env steps, latest return, reconstruction loss first vs latest,
+pictures written) with its reconstruction-loss curve in an extra panel.
+
+`plan-time` times one planning step of PlaNet's CEM preset (1000 candidates x 10 iterations
+x horizon 12, whatever budget the run trained with) on a trained RSSM on this machine:
+the median over --steps steps of a real episode, after --warmup steps; stored under
+"plan_time" (keyed by run name, with `machine_info()`) in planet_learning.json.
+
+Pixels. PlaNet's reference is 1M env steps from 64x64 pixels (cartpole-swingup 821,
+reacher-easy 832; ANCHORS section 3). The full-budget command, for a GPU machine:
+
+    python benchmarks/planet_learning.py run --task cartpole-swingup --obs pixels --mode planner \
+        --steps 1000000 --device cuda
+    python benchmarks/planet_learning.py run --task reacher-easy --obs pixels --mode planner \
+        --steps 1000000 --device cuda
+
+On this CPU, a shorter pixel run shows the model learning: the reconstruction loss falling
+(train.csv, and the report's panel), the return rising (eval.csv), and the open-loop /
+reconstruction pictures the trainer writes every 10k env steps into <run>/pictures/:
+
+    python benchmarks/planet_learning.py run --task cartpole-swingup --obs pixels --mode planner \
+        --steps 50000 --plan-samples 500 --plan-iterations 5 --threads 2
+
+Quick checks of the machinery only (numbers meaningless; never into runs/):
+
+    python benchmarks/planet_learning.py run --task cartpole-swingup --mode planner+actor --model tiny \
+        --steps 400 --max-episode-steps 25 --chunk-length 10 --batch-size 4 --collect-interval 2 \
+        --seed-episodes 1 --eval-every 200 --eval-episodes 2 --plan-samples 20 --plan-iterations 2 \
+        --runs-dir /tmp/planet-smoke
+    python benchmarks/planet_learning.py report --runs-dir /tmp/planet-smoke --results-dir /tmp/planet-smoke/results
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import json
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+os.environ.setdefault("MUJOCO_GL", "egl")
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+from benchmarks.machine import machine_info  # noqa: E402
+
+RESULTS = ROOT / "benchmarks" / "results"
+RUNS = ROOT / "runs"
+NAME = "planet_learning"
+
+# DreamerV3's published state-based returns at 100k env steps (ANCHORS section 3): the targets.
+DREAMERV3_100K = {"cartpole-swingup": 677.0, "reacher-easy": 872.0}
+# PlaNet's published pixel returns at 1M env steps (ANCHORS section 3): the pixel references.
+PLANET_PIXELS_1M = {"cartpole-swingup": 821.0, "reacher-easy": 832.0}
+TASKS = tuple(DREAMERV3_100K)
+MODES = ("planner", "actor", "planner+actor")
+OBS = ("state", "pixels")
+TARGET_STEP = 100_000
+TIMER_NAMES = ("env", "act", "update", "eval")
+
+
+# -- files -------------------------------------------------------------------------------------
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """Write `text` to a temp file beside `path`, then rename over it."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", newline="") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def read_json(path: Path) -> dict[str, Any]:
+    if not path.is_file():
+        return {}
+    try:
+        data = json.loads(path.read_text())
+    except json.JSONDecodeError as error:
+        raise SystemExit(f"error: {path} is not valid JSON ({error}); move it away and rerun") from None
+    return data if isinstance(data, dict) else {}
+
+
+def run_dir(runs_dir: Path, task: str, obs: str, mode: str, seed: int) -> Path:
+    return runs_dir / f"rssm-{task}-{obs}-{mode}-s{seed}"
+
+
+def progress_wanted(args: argparse.Namespace) -> bool:
+    return not args.no_progress and sys.stderr.isatty()
+
+
+# -- run -----------------------------------------------------------------------------------------
+
+
+def run(args: argparse.Namespace) -> None:
+    from training.planet_trainer import PlaNetTrainConfig, PlaNetTrainer
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    quick = {k: getattr(args, k) for k in ("collect_interval", "batch_size", "chunk_length", "seed_episodes",
+                                            "max_episode_steps") if getattr(args, k) is not None}  # fmt: skip
+    try:
+        config = PlaNetTrainConfig(
+            task=args.task, steps=args.steps, obs=args.obs, model=args.model, seed=args.seed, mode=args.mode,
+            plan_samples=args.plan_samples, plan_iterations=args.plan_iterations, eval_every=args.eval_every,
+            eval_episodes=args.eval_episodes,
+            eval_at_start=False,  # the untrained agent's return is not worth a full evaluation here
+            **quick,
+        )  # fmt: skip
+        out = run_dir(Path(args.runs_dir), args.task, args.obs, args.mode, args.seed)
+        trainer = PlaNetTrainer(config, out, device=args.device, progress=progress_wanted(args))
+    except ValueError as error:
+        raise SystemExit(f"error: {error}") from None
+    samples, elites = config.planner_budget()
+    print(f"training rssm ({args.model}, {args.obs}, {args.mode}) on {args.task} to {args.steps} env steps "
+          f"(action repeat {trainer.action_repeat}, CEM {samples}/{elites} x "
+          f"{trainer.planner.config.iterations} it x horizon {config.plan_horizon}); run folder {out}/", flush=True)
+    rows = trainer.run()
+    if rows:
+        print(f"final evaluation: {rows[-1]['mean_return']:.1f} ± {rows[-1]['std_return']:.1f} at "
+              f"{rows[-1]['env_step']} env steps", flush=True)
+
+
+# -- reading runs ----------------------------------------------------------------------------
+
+
+def _read_csv(path: Path) -> list[dict[str, str]]:
+    if not path.is_file():
+        return []
+    with path.open(newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def _float(value: Any) -> float | None:
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return None
+
+
+def read_run(path: Path) -> dict[str, Any] | None:
+    """The eval curve, training curve and checkpoint facts of one run (None: nothing yet)."""
+    checkpoint = path / "checkpoint.pt"
+    evals = [{"env_step": int(r["env_step"]), "mean_return": float(r["mean_return"]),
+              "std_return": float(r["std_return"]), "returns": r["returns"], "wall_s": float(r["wall_s"])}
+             for r in _read_csv(path / "eval.csv")]  # fmt: skip
+    train = [{"env_step": int(r["env_step"]), "episode_return": float(r["episode_return"]),
+              "reconstruction": _float(r.get("reconstruction")), "loss": _float(r.get("loss"))}
+             for r in _read_csv(path / "train.csv")]  # fmt: skip
+    if not evals and not train and not checkpoint.is_file():
+        return None
+    info: dict[str, Any] = {"run": path.name, "evals": evals, "train": train}
+    if checkpoint.is_file():
+        # The replay buffer is a separate .npz; the checkpoint holds weights, optimisers and logs.
+        state = torch.load(checkpoint, map_location="cpu", weights_only=True)
+        config = dict(state["train_config"])
+        timers = {k: float(v) for k, v in dict(state["timers"]).items()}
+        wall = float(state["wall"])
+        train_rows = state.get("train_rows") or []
+        env_steps = int(train_rows[-1]["env_step"]) if train_rows else 0
+        action_repeat = config.get("action_repeat")
+        if action_repeat is None and train_rows and int(state["step"]) > 0:
+            action_repeat = env_steps // int(state["step"])
+        train_wall = max(wall - timers.get("eval", 0.0), 1e-9)
+        other = max(wall - sum(timers.values()), 0.0)
+        split = {**{k: round(v, 1) for k, v in timers.items()}, "other": round(other, 1)}
+        samples = config.get("plan_samples") or 1000
+        info.update(
+            config=config,
+            model=config.get("model"),
+            benchmark_configuration=config.get("model") == "planet",
+            action_repeat=action_repeat,
+            env_steps=env_steps,
+            episodes=int(state["episode"]),
+            updates=int(state["updates"]),
+            wall_h=round(wall / 3600, 3),
+            env_steps_per_s=round(env_steps / train_wall, 2),
+            split_s=split,
+            split_fraction={k: round(v / wall, 3) if wall > 0 else None for k, v in split.items()},
+            plan_budget={"samples": samples, "iterations": config.get("plan_iterations") or 10,
+                         "horizon": config.get("plan_horizon", 12)},
+        )
+    pictures = path / "pictures"
+    info["pictures"] = sorted(p.name for p in pictures.glob("*.png")) if pictures.is_dir() else []
+    return info
+
+
+def _at(rows: list[dict[str, Any]], step: int) -> dict[str, Any] | None:
+    return next((r for r in rows if r["env_step"] == step), None)
+
+
+def _recon_summary(train: list[dict[str, Any]]) -> dict[str, Any]:
+    values = [(r["env_step"], r["reconstruction"]) for r in train if r["reconstruction"] is not None]
+    if not values:
+        return {"first": None, "latest": None}
+    k = max(1, len(values) // 10)  # means over the first and last tenth of the logged episodes
+    return {"first": round(float(np.mean([v for _, v in values[:k]])), 3),
+            "latest": round(float(np.mean([v for _, v in values[-k:]])), 3),
+            "first_env_step": values[0][0], "latest_env_step": values[-1][0]}
+
+
+# -- report ----------------------------------------------------------------------------------
+
+
+def report(args: argparse.Namespace) -> None:
+    runs_dir, results = Path(args.runs_dir), Path(args.results_dir)
+    runs: dict[tuple[str, str, str], dict[str, Any]] = {}
+    for task in TASKS:
+        for obs in OBS:
+            for mode in MODES:
+                info = read_run(run_dir(runs_dir, task, obs, mode, args.seed))
+                if info is not None:
+                    runs[(task, obs, mode)] = info
+    if not runs:
+        raise SystemExit(f"error: no runs under {runs_dir} (looked for rssm-<task>-<obs>-<mode>-s{args.seed}/); "
+                         "start one with `python benchmarks/planet_learning.py run --task ... --mode ...`")
+
+    buffer = io.StringIO()
+    writer = csv.writer(buffer)
+    writer.writerow(["task", "obs", "mode", "env_step", "mean_return", "std_return", "returns", "wall_s"])
+    for (task, obs, mode), info in runs.items():
+        for r in info["evals"]:
+            writer.writerow([task, obs, mode, r["env_step"], r["mean_return"], r["std_return"], r["returns"],
+                             r["wall_s"]])
+
+    tasks: dict[str, Any] = {}
+    for task in TASKS:
+        modes: dict[str, Any] = {}
+        for mode in MODES:
+            info = runs.get((task, "state", mode))
+            if info is None:
+                continue
+            last = info["evals"][-1] if info["evals"] else None
+            at = _at(info["evals"], TARGET_STEP)
+            modes[mode] = {
+                "latest_env_step": None if last is None else last["env_step"],
+                "latest_return": None if last is None else round(last["mean_return"], 1),
+                "return_100k": None if at is None else round(at["mean_return"], 1),
+                **{k: v for k, v in info.items() if k not in ("evals", "train", "config", "pictures")},
+                "config": info.get("config"),
+            }
+        pixels: dict[str, Any] = {}
+        for mode in MODES:
+            info = runs.get((task, "pixels", mode))
+            if info is None:
+                continue
+            last = info["evals"][-1] if info["evals"] else None
+            pixels[mode] = {
+                "status": "finished" if info.get("config") and info.get("env_steps", 0) >= info["config"]["steps"]
+                else "in progress",
+                "env_steps": info.get("env_steps"),
+                "target_steps": (info.get("config") or {}).get("steps"),
+                "latest_return": None if last is None else round(last["mean_return"], 1),
+                "returns": [(r["env_step"], round(r["mean_return"], 1)) for r in info["evals"]],
+                "reconstruction_loss": _recon_summary(info["train"]),
+                "pictures": len(info["pictures"]),
+                "latest_pictures": info["pictures"][-2:],
+                "planet_1m_reference": PLANET_PIXELS_1M[task],
+                **{k: info.get(k) for k in ("env_steps_per_s", "wall_h", "split_fraction", "plan_budget")},
+            }
+        if not modes and not pixels:
+            continue
+        done = {m: s["return_100k"] for m, s in modes.items() if s["return_100k"] is not None}
+        best = max(done, key=lambda m: done[m]) if done else None
+        target = DREAMERV3_100K[task]
+        tasks[task] = {
+            "dreamerv3_100k": target,
+            "best_mode_100k": best,
+            "best_return_100k": None if best is None else done[best],
+            "fraction_of_dreamerv3": None if best is None else round(done[best] / target, 3),
+            "meets_dreamerv3": None if best is None else done[best] >= target,
+            "modes": modes,
+            "pixels": pixels,
+        }
+
+    results.mkdir(parents=True, exist_ok=True)
+    json_path = results / f"{NAME}.json"
+    previous = read_json(json_path)
+    out = {
+        "machine": machine_info(),
+        "benchmark": "PlaNet RSSM (state, 100k env steps) acting by CEM, Dreamer actor, or CEM + actor proposals",
+        "references": {"dreamerv3_state_100k": DREAMERV3_100K, "planet_pixels_1m": PLANET_PIXELS_1M},
+        "tasks": tasks,
+    }
+    if "plan_time" in previous:
+        out["plan_time"] = previous["plan_time"]  # written by `plan-time`; kept
+    atomic_write_text(results / f"{NAME}.csv", buffer.getvalue())
+    atomic_write_text(json_path, json.dumps(out, indent=2) + "\n")
+    picture = plot(runs, results / f"{NAME}.png")
+    for task, s in tasks.items():
+        for mode, m in s["modes"].items():
+            print(f"{task:17s} state  {mode:14s} {m['latest_return'] if m['latest_return'] is not None else '-':>7} "
+                  f"at {m['latest_env_step'] or 0:>6} env steps; {m.get('env_steps_per_s', '?')} env steps/s"
+                  f"{'' if m.get('benchmark_configuration', True) else ' (not the PlaNet-sized model)'}")
+        for mode, p in s["pixels"].items():
+            recon = p["reconstruction_loss"]
+            print(f"{task:17s} pixels {mode:14s} {p['latest_return'] if p['latest_return'] is not None else '-':>7} "
+                  f"at {p['env_steps']} of {p['target_steps']} env steps ({p['status']}); reconstruction "
+                  f"{recon['first']} -> {recon['latest']}; {p['pictures']} pictures")
+        best = s["best_mode_100k"]
+        verdict = "no run at 100k yet" if best is None else (
+            f"best {best} {s['best_return_100k']:.1f} = {s['fraction_of_dreamerv3']:.2f} x DreamerV3")
+        print(f"{task:17s} DreamerV3 at 100k: {s['dreamerv3_100k']:.0f}; {verdict}")
+    written = [f"{NAME}.csv", f"{NAME}.json"] + ([picture.name] if picture else [])
+    print(f"wrote {', '.join(written)} in {results}/")
+
+
+def plot(runs: dict[tuple[str, str, str], dict[str, Any]], path: Path) -> Path | None:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        print("matplotlib is not installed (pip install -e .[plots]); skipped the PNG")
+        return None
+    tasks = [t for t in TASKS if any(k[0] == t for k in runs)]
+    pixel_runs = {k: v for k, v in runs.items() if k[1] == "pixels" and any(r["reconstruction"] for r in v["train"])}
+    panels = len(tasks) + (1 if pixel_runs else 0)
+    fig, axes = plt.subplots(1, panels, figsize=(4.4 * panels, 3.5), squeeze=False)
+    colours = dict(zip(MODES, ("C0", "C1", "C2")))
+    for ax, task in zip(axes[0], tasks):
+        right = TARGET_STEP
+        for (t, obs, mode), info in runs.items():
+            if t != task or not info["evals"]:
+                continue
+            steps = [r["env_step"] / 1000 for r in info["evals"]]
+            means = [r["mean_return"] for r in info["evals"]]
+            right = max(right, info["evals"][-1]["env_step"])
+            style = "-" if obs == "state" else ":"
+            ax.plot(steps, means, style, marker="o", markersize=3, color=colours[mode],
+                    label=mode if obs == "state" else f"{mode} (pixels)")
+            if obs == "state":
+                stds = [r["std_return"] for r in info["evals"]]
+                ax.fill_between(steps, [m - s for m, s in zip(means, stds)], [m + s for m, s in zip(means, stds)],
+                                color=colours[mode], alpha=0.15)
+        ax.axhline(DREAMERV3_100K[task], color="k", linestyle="--", linewidth=1, label="DreamerV3 state, 100k")
+        if any(k[0] == task and k[1] == "pixels" for k in runs):
+            ax.axhline(PLANET_PIXELS_1M[task], color="grey", linestyle=":", linewidth=1, label="PlaNet pixels, 1M")
+        ax.set_title(f"{task} (PlaNet RSSM)")
+        ax.set_xlabel("env steps (thousands)")
+        ax.set_ylim(0, 1000)
+        ax.set_xlim(0, right / 1000)
+        ax.legend(loc="upper left", fontsize=7)
+    axes[0][0].set_ylabel("evaluation return (10 episodes)")
+    if pixel_runs:
+        ax = axes[0][-1]
+        for (task, _, mode), info in pixel_runs.items():
+            points = [(r["env_step"] / 1000, r["reconstruction"]) for r in info["train"] if r["reconstruction"]]
+            ax.plot(*zip(*points), marker=".", label=f"{task} {mode}")
+        ax.set_title("pixel runs: reconstruction loss")
+        ax.set_xlabel("env steps (thousands)")
+        ax.set_ylabel("per-episode mean of the updates")
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".png")
+    os.close(fd)
+    try:
+        fig.savefig(tmp, dpi=110)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    finally:
+        plt.close(fig)
+    return path
+
+
+# -- plan time -------------------------------------------------------------------------------
+
+
+def plan_time(args: argparse.Namespace) -> None:
+    import envs
+    from models.rssm import RSSM
+    from planners import CEM, MPCController
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    folder = Path(args.run)
+    checkpoint, model_path = folder / "checkpoint.pt", folder / "model.pt"
+    if not checkpoint.is_file() or not model_path.is_file():
+        raise SystemExit(f"error: {folder} has no checkpoint.pt and model.pt; give a run folder of "
+                         "`planet_learning.py run` (e.g. runs/rssm-cartpole-swingup-state-planner-s0)")
+    state = torch.load(checkpoint, map_location="cpu", weights_only=True)
+    if state.get("trainer") != "planet":
+        raise SystemExit(f"error: {checkpoint} is not a PlaNet training checkpoint (trainer={state.get('trainer')!r})")
+    config = dict(state["train_config"])
+    env = envs.make(config["task"], obs=config["obs"], seed=args.seed, action_repeat=config.get("action_repeat"),
+                    action_repeat_preset="planet")  # fmt: skip
+    action_dim = int(env.action_space.shape[0])
+    try:
+        model = RSSM.load(model_path, obs_shape=tuple(env.observation_space.shape), action_dim=action_dim)
+    except ValueError as error:
+        raise SystemExit(f"error: {model_path}: {error}") from None
+    model = model.eval()
+    planner = CEM.planet(action_dim)  # PlaNet's preset, whatever budget the run trained with
+    controller = MPCController(model, planner, objective="reward", discount=1.0, use_value=False, device="cpu",
+                               seed=args.seed)  # fmt: skip
+    obs, _ = env.reset(seed=args.seed)
+    controller.reset()
+    times: list[float] = []
+    bar = None
+    if progress_wanted(args):
+        from tqdm import tqdm
+
+        bar = tqdm(total=args.warmup + args.steps, unit="plan", desc="plan-time")
+    with torch.inference_mode():
+        for i in range(args.warmup + args.steps):
+            start = time.perf_counter()
+            action = controller.act(obs)
+            elapsed = time.perf_counter() - start
+            if i >= args.warmup:
+                times.append(elapsed)
+            obs, _, terminated, truncated, _ = env.step(action)
+            if terminated or truncated:
+                obs, _ = env.reset(seed=args.seed + i + 1)
+                controller.reset()
+            if bar is not None:
+                bar.update(1)
+    if bar is not None:
+        bar.close()
+    env.close()
+    c = planner.config
+    ms = sorted(1000 * t for t in times)
+    entry = {
+        "run": folder.name,
+        "task": config["task"],
+        "obs": config["obs"],
+        "model": config.get("model"),
+        "model_env_steps": int(state["train_rows"][-1]["env_step"]) if state.get("train_rows") else 0,
+        "planner": {"name": "CEM.planet", "num_samples": c.num_samples, "num_elites": c.num_elites,
+                    "iterations": c.iterations, "horizon": c.horizon},
+        "steps_timed": len(ms),
+        "median_ms": round(statistics.median(ms), 1),
+        "p10_ms": round(ms[len(ms) // 10], 1),
+        "p90_ms": round(ms[min(len(ms) - 1, (9 * len(ms)) // 10)], 1),
+        "mean_ms": round(float(np.mean(ms)), 1),
+        "machine": machine_info(),
+    }
+    results = Path(args.results_dir)
+    json_path = results / f"{NAME}.json"
+    data = read_json(json_path)
+    data.setdefault("plan_time", {})[folder.name] = entry
+    atomic_write_text(json_path, json.dumps(data, indent=2) + "\n")
+    print(f"{folder.name}: CEM {c.num_samples} x {c.iterations} it x horizon {c.horizon}: median "
+          f"{entry['median_ms']} ms per planning step over {len(ms)} steps (p10 {entry['p10_ms']}, p90 "
+          f"{entry['p90_ms']}; {entry['machine']['torch_threads']} threads); into {json_path}")
+
+
+# -- command line ------------------------------------------------------------------------------
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True)
+    fmt = argparse.ArgumentDefaultsHelpFormatter
+
+    p = sub.add_parser("run", help="train (or resume) one task, observation type and mode", formatter_class=fmt)
+    p.add_argument("--task", required=True, choices=TASKS)
+    p.add_argument("--mode", required=True, choices=MODES,
+                   help="act by CEM over the RSSM, by the Dreamer actor, or by CEM with the actor's proposals")
+    p.add_argument("--obs", default="state", choices=OBS)
+    p.add_argument("--steps", type=int, default=TARGET_STEP, help="env steps (action repeat included)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--plan-samples", type=int, default=None, help="CEM candidates (default PlaNet's 1000, top 10%%)")
+    p.add_argument("--plan-iterations", type=int, default=None, help="CEM iterations (default PlaNet's 10)")
+    p.add_argument("--eval-every", type=int, default=10_000, help="env steps between evaluations")
+    p.add_argument("--eval-episodes", type=int, default=10)
+    p.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    p.add_argument("--device", default="cpu", help="cpu or cuda")
+    p.add_argument("--runs-dir", default=str(RUNS), help="where run folders live")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar (it shows only on a terminal)")
+    quick = p.add_argument_group("quick checks only (the benchmark uses the defaults)")
+    quick.add_argument("--model", default="planet", choices=("planet", "dreamerv2", "tiny"), help="RSSM preset")
+    quick.add_argument("--max-episode-steps", type=int, default=None, help="cut episodes to this many agent steps")
+    quick.add_argument("--collect-interval", type=int, default=None, help="updates per episode (PlaNet: 100)")
+    quick.add_argument("--batch-size", type=int, default=None, help="sequences per batch (PlaNet: 50)")
+    quick.add_argument("--chunk-length", type=int, default=None, help="steps per sequence (PlaNet: 50)")
+    quick.add_argument("--seed-episodes", type=int, default=None, help="random episodes first (PlaNet: 5)")
+
+    p = sub.add_parser("report", help="curves, table, throughput and pixel-run status from the runs",
+                       formatter_class=fmt)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--runs-dir", default=str(RUNS))
+    p.add_argument("--results-dir", default=str(RESULTS))
+
+    p = sub.add_parser("plan-time", help="time PlaNet's CEM preset on a trained RSSM", formatter_class=fmt)
+    p.add_argument("--run", required=True, help="a run folder (with checkpoint.pt and model.pt)")
+    p.add_argument("--steps", type=int, default=20, help="planning steps timed")
+    p.add_argument("--warmup", type=int, default=2, help="planning steps run first and not timed")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    p.add_argument("--results-dir", default=str(RESULTS))
+    p.add_argument("--no-progress", action="store_true")
+
+    args = parser.parse_args()
+    for name in ("steps", "warmup", "plan_samples", "plan_iterations", "eval_every", "eval_episodes"):
+        value = getattr(args, name, None)
+        if value is not None and value < (0 if name == "warmup" else 1):
+            parser.error(f"--{name.replace('_', '-')} {value} must be at least {0 if name == 'warmup' else 1}")
+    {"run": run, "report": report, "plan-time": plan_time}[args.command](args)
+
+
+if __name__ == "__main__":
+    main()
