@@ -117,8 +117,8 @@ def test_cli_trains_then_plans_with_the_checkpoint(tmp_path, capsys):
 
 
 def test_cli_errors_are_one_line(tmp_path, capsys):
-    assert run_planning.main(["train", "--model", "dinowm", "--out", str(tmp_path)]) == 2
-    assert "cannot train model 'dinowm'" in capsys.readouterr().err
+    assert run_planning.main(["train", "--model", "oracle", "--out", str(tmp_path)]) == 2
+    assert "cannot train model 'oracle'" in capsys.readouterr().err
     assert run_planning.main(["train", "--task", "cartpole-swingupp", "--out", str(tmp_path)]) == 2
     assert "unknown task 'cartpole-swingupp'" in capsys.readouterr().err
     assert run_planning.main(["--model", "told", "--checkpoint", str(tmp_path / "nope.pt")]) == 2
