@@ -255,6 +255,27 @@ def run_dmc(args: argparse.Namespace) -> list[EpisodeRecord]:
     return records
 
 
+def run_episodes(args: argparse.Namespace, env: Any, controller: Any, steps: int) -> list[EpisodeRecord]:
+    """--episodes episodes from the env's own observations (learned models), a row each."""
+    progress = make_progress(args, steps * args.episodes)
+    records = []
+    print_header()
+    for episode in range(args.episodes):
+        frames = [] if args.video and episode == 0 else None
+        record = run_episode(env, controller, seed=args.seed + episode, episode=episode, max_steps=args.max_steps,
+                             frames=frames, progress=progress)
+        records.append(record)
+        if progress is not None:
+            progress.clear()
+        print_row(record)
+        if frames:
+            save_video(args.video, frames, env)
+    if progress is not None:
+        progress.close()
+    env.close()
+    return records
+
+
 def run_told(args: argparse.Namespace) -> list[EpisodeRecord]:
     """Plan with a trained TOLD model (value and policy proposals included)."""
     from training.told_agent import heuristic_discount
@@ -273,23 +294,7 @@ def run_told(args: argparse.Namespace) -> list[EpisodeRecord]:
     steps = min(env.max_episode_steps, args.max_steps or env.max_episode_steps)
     print(f"task {args.task} (action repeat {env.action_repeat}, {steps} agent steps), planner {args.planner} "
           f"{describe(planner)}, model told ({model.config.size}, {model.config.obs_type})", flush=True)
-    progress = make_progress(args, steps * args.episodes)
-    records = []
-    print_header()
-    for episode in range(args.episodes):
-        frames = [] if args.video and episode == 0 else None
-        record = run_episode(env, controller, seed=args.seed + episode, episode=episode, max_steps=args.max_steps,
-                             frames=frames, progress=progress)
-        records.append(record)
-        if progress is not None:
-            progress.clear()
-        print_row(record)
-        if frames:
-            save_video(args.video, frames, env)
-    if progress is not None:
-        progress.close()
-    env.close()
-    return records
+    return run_episodes(args, env, controller, steps)
 
 
 def rssm_controller(args: argparse.Namespace, env: Any, device: torch.device) -> Any:
@@ -343,23 +348,7 @@ def run_rssm(args: argparse.Namespace) -> list[EpisodeRecord]:
     what = "actor only" if args.mode == "actor" else f"planner {args.planner} {describe(controller.planner)}"
     print(f"task {args.task} (action repeat {env.action_repeat}, {steps} agent steps), {what}, model rssm "
           f"({args.mode})", flush=True)
-    progress = make_progress(args, steps * args.episodes)
-    records = []
-    print_header()
-    for episode in range(args.episodes):
-        frames = [] if args.video and episode == 0 else None
-        record = run_episode(env, controller, seed=args.seed + episode, episode=episode, max_steps=args.max_steps,
-                             frames=frames, progress=progress)
-        records.append(record)
-        if progress is not None:
-            progress.clear()
-        print_row(record)
-        if frames:
-            save_video(args.video, frames, env)
-    if progress is not None:
-        progress.close()
-    env.close()
-    return records
+    return run_episodes(args, env, controller, steps)
 
 
 def run_dinowm(args: argparse.Namespace) -> list[EpisodeRecord]:

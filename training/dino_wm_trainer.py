@@ -50,11 +50,9 @@ fs frameskip.
 
 from __future__ import annotations
 
-import csv
 import dataclasses
 import math
 import os
-import tempfile
 import time
 import warnings
 from collections.abc import Callable, Mapping
@@ -69,7 +67,7 @@ from models.dino_wm import DinoWM, DinoWMConfig
 from models.dinov2 import build_dinov2
 from planners.controller import resolve_device
 from training.offline_data import OfflineDataset, WindowSampler, cache_features
-from training.told_trainer import atomic_torch_save
+from training.run_files import append_csv, atomic_torch_save, rewrite_csv
 
 __all__ = [
     "CHECKPOINT_VERSION",
@@ -238,37 +236,6 @@ def load_trained_dinowm(
 
 
 # --------------------------------------------------------------------------------------
-# CSV logs
-# --------------------------------------------------------------------------------------
-
-
-def _append_csv(path: Path, row: Mapping[str, Any]) -> None:
-    new = not path.exists()
-    with path.open("a", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(row))
-        if new:
-            writer.writeheader()
-        writer.writerow(row)
-
-
-def _rewrite_csv(path: Path, rows: list[dict[str, Any]]) -> None:
-    """Rewrite a log from the checkpoint's rows (drops rows logged after the checkpoint)."""
-    if not rows:
-        path.unlink(missing_ok=True)
-        return
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=list(rows[0]))
-            writer.writeheader()
-            writer.writerows(rows)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-# --------------------------------------------------------------------------------------
 # The trainer
 # --------------------------------------------------------------------------------------
 
@@ -405,8 +372,8 @@ class DinoWMTrainer:
         self.val_rows = list(state["val_rows"])
         self.wall_before = float(state["wall"])
         # The CSV logs may hold rows written after this checkpoint; make them agree.
-        _rewrite_csv(self.out_dir / "train.csv", self.train_rows)
-        _rewrite_csv(self.out_dir / "val.csv", self.val_rows)
+        rewrite_csv(self.out_dir / "train.csv", self.train_rows)
+        rewrite_csv(self.out_dir / "val.csv", self.val_rows)
         self.log(f"resumed {self.out_dir} at step {self.step} (epoch {self.epoch})")
         return True
 
@@ -567,7 +534,7 @@ class DinoWMTrainer:
         row["wall_s"] = round(wall, 2)
         self._pending = {}
         self.train_rows.append(row)
-        _append_csv(self.out_dir / "train.csv", row)
+        append_csv(self.out_dir / "train.csv", row)
 
     def _log_val(self, wall: float) -> None:
         losses = self.evaluate()
@@ -575,5 +542,5 @@ class DinoWMTrainer:
         row.update({f"val_{k}": round(v, 6) for k, v in losses.items()})
         row["wall_s"] = round(wall, 2)
         self.val_rows.append(row)
-        _append_csv(self.out_dir / "val.csv", row)
+        append_csv(self.out_dir / "val.csv", row)
         self.log(f"step {self.step} (epoch {row['epoch']:.2f}): val loss {losses['loss']:.5f}")

@@ -65,7 +65,8 @@ from models.rssm import RSSM, RSSMConfig, sequences_from_transitions
 from planners import CEM, MPCController
 from planners.controller import resolve_device
 from training.replay import EpisodeReplay
-from training.told_trainer import _append_csv, _rewrite_csv, atomic_torch_save, evaluate_batched
+from training.run_files import append_csv, atomic_torch_save, evaluation_row, rewrite_csv
+from training.told_trainer import evaluate_batched
 
 __all__ = ["MODEL_PRESETS", "MODES", "PlaNetTrainConfig", "PlaNetTrainer"]
 
@@ -386,8 +387,8 @@ class PlaNetTrainer:
         self.timers = dict(state["timers"])
         self.wall_before = float(state["wall"])
         # The CSV logs may hold rows written after this checkpoint; make them agree.
-        _rewrite_csv(self.out_dir / "eval.csv", self.eval_rows)
-        _rewrite_csv(self.out_dir / "train.csv", self.train_rows)
+        rewrite_csv(self.out_dir / "eval.csv", self.eval_rows)
+        rewrite_csv(self.out_dir / "train.csv", self.train_rows)
         self.log(f"resumed {self.out_dir} at env step {self.step * self.action_repeat} (episode {self.episode})")
         return True
 
@@ -550,7 +551,7 @@ class PlaNetTrainer:
             **{k: round(metrics[k], 5) if k in metrics else "" for k in self.metric_names},
         }
         self.train_rows.append(row)
-        _append_csv(self.out_dir / "train.csv", row)
+        append_csv(self.out_dir / "train.csv", row)
         if bar is not None:
             bar.set_postfix(ep_return=f"{row['episode_return']:.0f}")
         return row["episode_return"]
@@ -571,15 +572,9 @@ class PlaNetTrainer:
         )  # fmt: skip
         self.timers["eval"] += time.perf_counter() - t0
         wall = self.wall_before + time.perf_counter() - start_wall
-        row = {
-            "env_step": env_step,
-            "mean_return": float(np.mean(returns)),
-            "std_return": float(np.std(returns)),
-            "returns": " ".join(f"{r:.1f}" for r in returns),
-            "wall_s": round(wall, 1),
-        }
+        row = evaluation_row(env_step, returns, wall)
         self.eval_rows.append(row)
-        _append_csv(self.out_dir / "eval.csv", row)
+        append_csv(self.out_dir / "eval.csv", row)
         self.log(f"eval @ {env_step} env steps: {row['mean_return']:.1f} ± {row['std_return']:.1f} ({wall / 60:.1f} min)")
         self.save_checkpoint(wall)
 

@@ -23,10 +23,7 @@ step count and buffer. Files in `out_dir`:
 
 from __future__ import annotations
 
-import csv
 import math
-import os
-import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, fields
@@ -39,6 +36,7 @@ import torch
 from models.told import TOLD, TOLDConfig
 from planners import MPPI
 from training.replay import EpisodeReplay
+from training.run_files import append_csv, atomic_torch_save, evaluation_row, rewrite_csv
 from training.told_agent import TOLDAgent, TOLDLossConfig, heuristic_discount
 
 __all__ = ["TOLDTrainConfig", "TOLDTrainer", "atomic_torch_save", "evaluate_batched"]
@@ -98,42 +96,6 @@ class TOLDTrainConfig:
     def from_dict(cls, d: dict[str, Any]) -> TOLDTrainConfig:
         known = {f.name for f in fields(cls)}
         return cls(**{k: v for k, v in d.items() if k in known})
-
-
-def atomic_torch_save(obj: Any, path: str | Path) -> None:
-    """torch.save to a temporary file beside `path`, then rename."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        torch.save(obj, tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def _append_csv(path: Path, row: dict[str, Any]) -> None:
-    new = not path.exists()
-    with path.open("a", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(row))
-        if new:
-            writer.writeheader()
-        writer.writerow(row)
-
-
-def _rewrite_csv(path: Path, rows: list[dict[str, Any]]) -> None:
-    """Rewrite a log from the checkpoint's rows (drops rows logged after the checkpoint)."""
-    if not rows:
-        path.unlink(missing_ok=True)
-        return
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    with os.fdopen(fd, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
-    os.replace(tmp, path)
 
 
 def evaluate_batched(agent: TOLDAgent, make_env: Callable[[], Any], episodes: int, seed: int, max_steps: int | None = None) -> list[float]:
@@ -253,8 +215,8 @@ class TOLDTrainer:
         self.timers = dict(state["timers"])
         self.wall_before = float(state["wall"])
         # The CSV logs may hold rows written after this checkpoint; make them agree.
-        _rewrite_csv(self.out_dir / "eval.csv", self.eval_rows)
-        _rewrite_csv(self.out_dir / "train.csv", self.train_rows)
+        rewrite_csv(self.out_dir / "eval.csv", self.eval_rows)
+        rewrite_csv(self.out_dir / "train.csv", self.train_rows)
         self.log(f"resumed {self.out_dir} at env step {self.step * self.action_repeat} (episode {self.episode})")
         return True
 
@@ -326,15 +288,9 @@ class TOLDTrainer:
             self.agent.controller.planner = self.agent.planner
         self.timers["eval"] += time.perf_counter() - t0
         wall = self.wall_before + time.perf_counter() - start_wall
-        row = {
-            "env_step": env_step,
-            "mean_return": float(np.mean(returns)),
-            "std_return": float(np.std(returns)),
-            "returns": " ".join(f"{r:.1f}" for r in returns),
-            "wall_s": round(wall, 1),
-        }
+        row = evaluation_row(env_step, returns, wall)
         self.eval_rows.append(row)
-        _append_csv(self.out_dir / "eval.csv", row)
+        append_csv(self.out_dir / "eval.csv", row)
         self.log(f"eval @ {env_step} env steps: {row['mean_return']:.1f} ± {row['std_return']:.1f} ({wall / 60:.1f} min)")
         self.save_checkpoint(wall)
 
@@ -394,6 +350,6 @@ class TOLDTrainer:
             **{k: round(losses[k], 5) if k in losses else "" for k in LOSS_NAMES},
         }
         self.train_rows.append(row)
-        _append_csv(self.out_dir / "train.csv", row)
+        append_csv(self.out_dir / "train.csv", row)
         if bar is not None:
             bar.set_postfix(ep_return=f"{row['episode_return']:.0f}")

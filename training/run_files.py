@@ -1,0 +1,72 @@
+"""The files every training run writes: atomic checkpoints and CSV logs that agree with them.
+
+A run appends a row to its CSV logs as it goes and saves a checkpoint now and then; after
+a kill it resumes from the checkpoint, so rows logged after that checkpoint are rewritten
+away (`rewrite_csv`) and the logs never show steps the resumed run will repeat.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+import tempfile
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+__all__ = ["atomic_torch_save", "append_csv", "rewrite_csv", "evaluation_row"]
+
+
+def atomic_torch_save(obj: Any, path: str | Path) -> None:
+    """torch.save to a temporary file beside `path`, then rename: never a half-written file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        torch.save(obj, tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def append_csv(path: Path, row: Mapping[str, Any]) -> None:
+    """Append one row, writing the header first when the file is new."""
+    new = not path.exists()
+    with path.open("a", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(row))
+        if new:
+            writer.writeheader()
+        writer.writerow(row)
+
+
+def rewrite_csv(path: Path, rows: Sequence[Mapping[str, Any]]) -> None:
+    """Replace a log by the checkpoint's rows, atomically (drops rows logged after it)."""
+    if not rows:
+        path.unlink(missing_ok=True)
+        return
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+            writer.writeheader()
+            writer.writerows(rows)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def evaluation_row(env_step: int, returns: Sequence[float], wall: float) -> dict[str, Any]:
+    """One eval.csv row: mean and std of the episode returns, the returns, wall time."""
+    return {
+        "env_step": env_step,
+        "mean_return": float(np.mean(returns)),
+        "std_return": float(np.std(returns)),
+        "returns": " ".join(f"{r:.1f}" for r in returns),
+        "wall_s": round(wall, 1),
+    }
