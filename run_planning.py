@@ -232,38 +232,27 @@ def run_dmc(args: argparse.Namespace) -> list[EpisodeRecord]:
     steps = min(env.max_episode_steps, args.max_steps or env.max_episode_steps)
     print(f"task {args.task} (action repeat {env.action_repeat}, {steps} agent steps), planner {args.planner} "
           f"{describe(planner)}, model {args.model}", flush=True)
+    return run_episodes(args, env, controller, steps, model_input=lambda e, obs: e.get_physics_state(),
+                        goal_frame=goal_image_frame if is_goal_task else None)
+
+
+def run_episodes(
+    args: argparse.Namespace,
+    env: Any,
+    controller: Any,
+    steps: int,
+    model_input: Any = lambda env, obs: obs,
+    goal_frame: Any = None,
+) -> list[EpisodeRecord]:
+    """--episodes episodes, a printed row each (model_input: what the model sees, e.g. the
+    physics state for the oracle; goal_frame: the goal image shown beside video frames)."""
     progress = make_progress(args, steps * args.episodes)
     records = []
     print_header()
     for episode in range(args.episodes):
         frames = [] if args.video and episode == 0 else None
-        record = run_episode(
-            env, controller, seed=args.seed + episode, episode=episode,
-            model_input=lambda e, obs: e.get_physics_state(),
-            max_steps=args.max_steps, frames=frames,
-            goal_frame=goal_image_frame if is_goal_task else None, progress=progress,
-        )
-        records.append(record)
-        if progress is not None:
-            progress.clear()
-        print_row(record)
-        if frames:
-            save_video(args.video, frames, env)
-    if progress is not None:
-        progress.close()
-    env.close()
-    return records
-
-
-def run_episodes(args: argparse.Namespace, env: Any, controller: Any, steps: int) -> list[EpisodeRecord]:
-    """--episodes episodes from the env's own observations (learned models), a row each."""
-    progress = make_progress(args, steps * args.episodes)
-    records = []
-    print_header()
-    for episode in range(args.episodes):
-        frames = [] if args.video and episode == 0 else None
-        record = run_episode(env, controller, seed=args.seed + episode, episode=episode, max_steps=args.max_steps,
-                             frames=frames, progress=progress)
+        record = run_episode(env, controller, seed=args.seed + episode, episode=episode, model_input=model_input,
+                             max_steps=args.max_steps, frames=frames, goal_frame=goal_frame, progress=progress)
         records.append(record)
         if progress is not None:
             progress.clear()
