@@ -62,12 +62,14 @@ def run(args: argparse.Namespace) -> None:
 
 def read_run(path: Path) -> dict | None:
     eval_csv = path / "eval.csv"
-    if not eval_csv.exists():
+    if not eval_csv.exists() and not (path / "checkpoint.pt").exists():
         return None
-    with eval_csv.open() as f:
-        rows = [{"env_step": int(r["env_step"]), "mean_return": float(r["mean_return"]),
-                 "std_return": float(r["std_return"]), "returns": r["returns"], "wall_s": float(r["wall_s"])}
-                for r in csv.DictReader(f)]  # fmt: skip
+    rows = []
+    if eval_csv.exists():
+        with eval_csv.open() as f:
+            rows = [{"env_step": int(r["env_step"]), "mean_return": float(r["mean_return"]),
+                     "std_return": float(r["std_return"]), "returns": r["returns"], "wall_s": float(r["wall_s"])}
+                    for r in csv.DictReader(f)]  # fmt: skip
     info: dict = {"rows": rows}
     checkpoint = path / "checkpoint.pt"
     if checkpoint.exists():
@@ -85,6 +87,11 @@ def read_run(path: Path) -> dict | None:
             split_s={k: round(v, 1) for k, v in timers.items()},
             split_fraction={k: round(v / wall, 3) for k, v in timers.items()},
             updates=int(state["updates"]),
+            evaluations=len(state["eval_rows"]),
+            eval_s_per_evaluation=round(timers["eval"] / len(state["eval_rows"]), 1) if state["eval_rows"] else None,
+            update_ms=round(1000 * timers["update"] / max(int(state["updates"]), 1), 1),
+            plan_ms_per_agent_step=round(1000 * timers["plan"] / max(int(state["step"]) - int(
+                state["train_config"].get("seed_steps") or 2500), 1), 1),
         )
     return info
 
@@ -106,13 +113,13 @@ def report(args: argparse.Namespace) -> None:
                 writer.writerow([task, r["env_step"], r["mean_return"], r["std_return"], r["returns"], r["wall_s"]])
     summary = {}
     for task, info in runs.items():
-        last = info["rows"][-1]
+        last = info["rows"][-1] if info["rows"] else None
         at_100k = next((r for r in info["rows"] if r["env_step"] == 100_000), None)
         published = PUBLISHED_100K[task]
         summary[task] = {
             "published_100k": published,
-            "latest_env_step": last["env_step"],
-            "latest_return": round(last["mean_return"], 1),
+            "latest_eval_env_step": None if last is None else last["env_step"],
+            "latest_return": None if last is None else round(last["mean_return"], 1),
             "return_100k": None if at_100k is None else round(at_100k["mean_return"], 1),
             "fraction_of_published": None if at_100k is None else round(at_100k["mean_return"] / published, 3),
             **{k: v for k, v in info.items() if k != "rows"},
@@ -121,8 +128,10 @@ def report(args: argparse.Namespace) -> None:
     (RESULTS / "told_learning.json").write_text(json.dumps(out, indent=2))
     plot(runs)
     for task, s in summary.items():
-        print(f"{task:18s} {s['latest_return']:7.1f} at {s['latest_env_step']:>6} env steps "
-              f"(TD-MPC2 at 100k: {s['published_100k']:.0f}); {s.get('env_steps_per_s', '?')} env steps/s")
+        latest = "no evaluation yet" if s["latest_return"] is None else (
+            f"{s['latest_return']:.1f} at {s['latest_eval_env_step']} env steps")
+        print(f"{task:18s} {latest} (TD-MPC2 at 100k: {s['published_100k']:.0f}); trained to "
+              f"{s.get('env_steps', '?')} env steps at {s.get('env_steps_per_s', '?')} env steps/s")
 
 
 def plot(runs: dict) -> None:
