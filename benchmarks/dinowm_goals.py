@@ -66,9 +66,7 @@ import csv
 import io
 import json
 import os
-import shutil
 import sys
-import tempfile
 import time
 from dataclasses import fields
 from pathlib import Path
@@ -82,6 +80,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from benchmarks.machine import machine_info  # noqa: E402
+from benchmarks.results_io import atomic_copy, atomic_write_text, read_json  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results"
 RUNS = ROOT / "runs"
@@ -101,41 +100,6 @@ PUBLISHED = {"reacher-pose": {"dinowm": 0.92, "dreamerv3": 0.64}}
 
 
 # -- files -------------------------------------------------------------------------------------
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write `text` to a temp file beside `path`, then rename over it."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", newline="") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def atomic_copy(source: Path, target: Path) -> None:
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.stem}.", suffix=target.suffix)
-    os.close(fd)
-    try:
-        shutil.copyfile(source, tmp)
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def read_json(path: Path) -> dict[str, Any]:
-    if not path.is_file():
-        return {}
-    try:
-        data = json.loads(path.read_text())
-    except json.JSONDecodeError as error:
-        raise SystemExit(f"error: {path} is not valid JSON ({error}); move it away and rerun") from None
-    return data if isinstance(data, dict) else {}
 
 
 def run_dir(args: argparse.Namespace) -> Path:

@@ -489,7 +489,7 @@ class DinoWM(nn.Module):
         return enc
 
     def _apply(self, fn: Callable[[Tensor], Tensor], recurse: bool = True) -> DinoWM:  # type: ignore[override]
-        # .to()/.cuda()/.float() go through _apply; move the unregistered encoder too.
+        # Device and dtype moves (.to(), .float(), ...) go through _apply; move the unregistered encoder too.
         super()._apply(fn, recurse)
         enc = self.__dict__.get("_encoder")
         if enc is not None:
