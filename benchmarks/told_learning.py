@@ -1,12 +1,17 @@
 #!/usr/bin/env python
 """TD-MPC2 learning curves with our TOLD, MPPI and trainer, beside the published returns.
 
-    python benchmarks/told_learning.py run --task cartpole-swingup   # train (resumes)
-    python benchmarks/told_learning.py report                        # curves, table, speed
+    python benchmarks/told_learning.py run --task cartpole-swingup       # train (resumes)
+    python benchmarks/told_learning.py evaluate --task cartpole-swingup  # its evaluations
+    python benchmarks/told_learning.py report                            # curves, table, speed
     python benchmarks/told_learning.py ship --task cartpole-swingup  # copy the model to checkpoints/
 
 `run` trains state-based TOLD (1M size) for 100k env steps with TD-MPC2's settings and
-evaluates 10 episodes every 10k env steps (ANCHORS sections 2-3). Runs live in
+evaluates 10 episodes every 10k env steps (ANCHORS sections 2-3). Evaluation is deferred:
+`run` saves the model at each 10k point and `evaluate` runs the 10 evaluation episodes
+with the full MPPI preset on those files, whenever (and wherever) there is compute for it;
+on this CPU one evaluation costs about as much as 10k env steps of training, so this lets
+training reach 100k sooner. The protocol is the same as evaluating inline. Runs live in
 runs/told-<task>-state-s<seed>/ and resume after a kill. `report` reads every run there
 and writes benchmarks/results/told_learning.{csv,json,png}: the curves, the return at
 100k against TD-MPC2's published 100k returns (839, 937, 962), training throughput in env
@@ -53,6 +58,7 @@ def run(args: argparse.Namespace) -> None:
     config = TOLDTrainConfig(
         task=args.task, steps=args.steps, size=args.size, seed=args.seed, plan_iterations=args.collect_iterations,
         eval_at_start=False,  # the untrained agent's return is not worth a full evaluation here
+        defer_evaluation=True,
     )
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -60,17 +66,34 @@ def run(args: argparse.Namespace) -> None:
     trainer.run()
 
 
+def evaluate(args: argparse.Namespace) -> None:
+    from training.told_trainer import evaluate_snapshots
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    for task in args.task:
+        if not (run_dir(task, args.seed) / "checkpoint.pt").exists():
+            print(f"{task}: no run under {run_dir(task, args.seed)}; skipped")
+            continue
+        evaluate_snapshots(run_dir(task, args.seed))
+
+
 def read_run(path: Path) -> dict | None:
-    eval_csv = path / "eval.csv"
-    if not eval_csv.exists() and not (path / "checkpoint.pt").exists():
+    from training.told_trainer import DEFERRED_EVAL_CSV
+
+    if not (path / "checkpoint.pt").exists():
         return None
     rows = []
-    if eval_csv.exists():
-        with eval_csv.open() as f:
-            rows = [{"env_step": int(r["env_step"]), "mean_return": float(r["mean_return"]),
-                     "std_return": float(r["std_return"]), "returns": r["returns"], "wall_s": float(r["wall_s"])}
-                    for r in csv.DictReader(f)]  # fmt: skip
-    info: dict = {"rows": rows}
+    for name in ("eval.csv", DEFERRED_EVAL_CSV):  # inline and deferred evaluations
+        if (path / name).exists():
+            with (path / name).open() as f:
+                rows += [{"env_step": int(r["env_step"]), "mean_return": float(r["mean_return"]),
+                          "std_return": float(r["std_return"]), "returns": r["returns"], "wall_s": float(r["wall_s"]),
+                          "eval_s": float(r["eval_s"]) if r.get("eval_s") else None}
+                         for r in csv.DictReader(f)]  # fmt: skip
+    rows.sort(key=lambda r: r["env_step"])
+    snapshots = sorted(int(p.stem.split("-")[1]) for p in (path / "snapshots").glob("model-*.pt"))
+    info: dict = {"rows": rows, "snapshots_not_evaluated": [s for s in snapshots if s not in {r["env_step"] for r in rows}]}
     checkpoint = path / "checkpoint.pt"
     if checkpoint.exists():
         state = torch.load(checkpoint, map_location="cpu", weights_only=True)
@@ -87,13 +110,21 @@ def read_run(path: Path) -> dict | None:
             split_s={k: round(v, 1) for k, v in timers.items()},
             split_fraction={k: round(v / wall, 3) for k, v in timers.items()},
             updates=int(state["updates"]),
-            evaluations=len(state["eval_rows"]),
-            eval_s_per_evaluation=round(timers["eval"] / len(state["eval_rows"]), 1) if state["eval_rows"] else None,
+            evaluations=len(rows),
+            eval_s_per_evaluation=_mean_eval_s(rows, timers["eval"], len(state["eval_rows"])),
             update_ms=round(1000 * timers["update"] / max(int(state["updates"]), 1), 1),
             plan_ms_per_agent_step=round(1000 * timers["plan"] / max(int(state["step"]) - int(
                 state["train_config"].get("seed_steps") or 2500), 1), 1),
         )
     return info
+
+
+def _mean_eval_s(rows: list[dict], inline_eval_s: float, inline_count: int) -> float | None:
+    """Wall seconds per evaluation: from the deferred rows' own timings, else the trainer's."""
+    timed = [r["eval_s"] for r in rows if r["eval_s"] is not None]
+    if timed:
+        return round(sum(timed) / len(timed), 1)
+    return round(inline_eval_s / inline_count, 1) if inline_count else None
 
 
 def report(args: argparse.Namespace) -> None:
@@ -186,6 +217,10 @@ def main() -> None:
     p_run.add_argument("--seed", type=int, default=0)
     p_run.add_argument("--collect-iterations", type=int, default=COLLECT_ITERATIONS)
     p_run.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    p_eval = sub.add_parser("evaluate", help="evaluate the saved 10k-point models that have no result yet")
+    p_eval.add_argument("--task", nargs="+", default=list(TASKS), choices=TASKS)
+    p_eval.add_argument("--seed", type=int, default=0)
+    p_eval.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     p_report = sub.add_parser("report", help="curves, table and throughput from the runs")
     p_report.add_argument("--seed", type=int, default=0)
     p_ship = sub.add_parser("ship", help="copy a finished run's model to checkpoints/")
@@ -193,7 +228,7 @@ def main() -> None:
     p_ship.add_argument("--seed", type=int, default=0)
     p_ship.add_argument("--partial", action="store_true", help="ship a run that has not reached 100k")
     args = parser.parse_args()
-    {"run": run, "report": report, "ship": ship}[args.command](args)
+    {"run": run, "evaluate": evaluate, "report": report, "ship": ship}[args.command](args)
 
 
 if __name__ == "__main__":

@@ -11,7 +11,7 @@ import torch
 import run_planning
 from models.told import load_told
 from training.told_agent import TOLDAgent
-from training.told_trainer import TOLDTrainConfig, TOLDTrainer
+from training.told_trainer import TOLDTrainConfig, TOLDTrainer, evaluate_snapshots
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
 
@@ -138,3 +138,30 @@ def test_evaluation_seeds_are_reproducible(tmp_path):
 
     first, second = returns(), returns()
     assert first == second and len(first) == 2 and np.isfinite(first).all()
+
+
+def test_deferred_evaluation_saves_the_models_and_evaluates_them_later(tmp_path):
+    trainer = TOLDTrainer(quick_config(defer_evaluation=True), tmp_path, progress=False, log=lambda _: None)
+    assert trainer.run() == []  # nothing evaluated inline
+    assert not (tmp_path / "eval.csv").exists()
+    names = sorted(p.name for p in (tmp_path / "snapshots").glob("*.pt"))
+    assert names == ["model-0000000.pt", "model-0000040.pt", "model-0000080.pt"]
+    at_40 = torch.load(tmp_path / "snapshots" / "model-0000040.pt", weights_only=True)
+    at_80 = torch.load(tmp_path / "snapshots" / "model-0000080.pt", weights_only=True)
+    final = torch.load(tmp_path / "model.pt", weights_only=True)
+    assert at_40["train_steps"] == 40 and at_80["train_steps"] == 80
+    key = next(k for k in final["state_dict"] if k.startswith("dynamics"))
+    assert torch.equal(at_80["state_dict"][key], final["state_dict"][key])
+    assert not torch.equal(at_40["state_dict"][key], final["state_dict"][key])  # trained in between
+
+    messages: list[str] = []
+    rows = evaluate_snapshots(tmp_path, log=messages.append)
+    assert [r["env_step"] for r in rows] == [0, 40, 80] and len(messages) == 3
+    assert all(len(str(r["returns"]).split()) == 2 for r in rows)  # eval_episodes=2
+    again = evaluate_snapshots(tmp_path, log=messages.append)  # nothing left to evaluate
+    assert len(messages) == 3 and [r["mean_return"] for r in again] == [r["mean_return"] for r in rows]
+
+
+def test_deferred_evaluation_of_a_missing_run_names_the_folder(tmp_path):
+    with pytest.raises(FileNotFoundError, match="checkpoint.pt is missing"):
+        evaluate_snapshots(tmp_path / "nothing")

@@ -8,7 +8,11 @@ The loop (Hansen et al., 2024, appendix; ANCHORS section 2):
 - episodes enter the replay buffer when they end; subsequences of 3 transitions are
   sampled for updates;
 - every `eval_every` env steps (and at step 0), `eval_episodes` episodes are run without
-  exploration noise, all at once as a batch of planning problems.
+  exploration noise, all at once as a batch of planning problems. With
+  `defer_evaluation` the loop only saves the model at those points
+  (snapshots/model-<env step>.pt) and `evaluate_snapshots` runs the same evaluation later,
+  in another process or on another machine: on a CPU an evaluation with the full MPPI
+  preset costs as much as 10k env steps of training, and it need not hold training up.
 
 Everything needed to continue is saved every `checkpoint_every` episodes and at every
 evaluation: the model, optimisers, running scale, random generators, step counters, logs
@@ -19,10 +23,13 @@ step count and buffer. Files in `out_dir`:
     replay-e<N>.npz        the buffer after N episodes (the one checkpoint.pt names)
     model.pt               the model alone, the file to ship and to plan with
     eval.csv, train.csv    evaluation returns; per-episode training statistics
+    snapshots/             deferred evaluation: the model at each evaluation point
+    eval-deferred.csv      deferred evaluation: the returns of the snapshots
 """
 
 from __future__ import annotations
 
+import csv
 import math
 import time
 from collections.abc import Callable
@@ -33,15 +40,16 @@ from typing import Any
 import numpy as np
 import torch
 
-from models.told import TOLD, TOLDConfig
+from models.told import TOLD, TOLDConfig, load_told
 from planners import MPPI
 from training.replay import EpisodeReplay
 from training.run_files import append_csv, atomic_torch_save, evaluation_row, rewrite_csv
 from training.told_agent import TOLDAgent, TOLDLossConfig, heuristic_discount
 
-__all__ = ["TOLDTrainConfig", "TOLDTrainer", "atomic_torch_save", "evaluate_batched"]
+__all__ = ["TOLDTrainConfig", "TOLDTrainer", "atomic_torch_save", "evaluate_batched", "evaluate_snapshots"]
 
 CHECKPOINT_VERSION = 1
+DEFERRED_EVAL_CSV = "eval-deferred.csv"
 LOSS_NAMES = ("consistency_loss", "reward_loss", "value_loss", "policy_loss", "total_loss", "grad_norm")
 
 
@@ -66,6 +74,8 @@ class TOLDTrainConfig:
         max_episode_steps: cut episodes short (tests); None: the task's limit.
         eval_at_start: also evaluate the untrained agent at step 0 (TD-MPC2 does; it
             costs as much as any other evaluation).
+        defer_evaluation: save the model at each evaluation point instead of evaluating;
+            `evaluate_snapshots` evaluates those files later with the same protocol.
     """
 
     task: str = "cartpole-swingup"
@@ -84,6 +94,7 @@ class TOLDTrainConfig:
     horizon: int = 3
     max_episode_steps: int | None = None
     eval_at_start: bool = True
+    defer_evaluation: bool = False
 
     def __post_init__(self) -> None:
         if self.obs not in ("state", "pixels"):
@@ -125,6 +136,22 @@ def evaluate_batched(agent: TOLDAgent, make_env: Callable[[], Any], episodes: in
     return returns.tolist()
 
 
+def make_task_env(config: TOLDTrainConfig) -> Any:
+    """The run's environment (pixel runs stack 3 frames; no time limit beyond the task's)."""
+    import envs  # here, not at import: the CLI picks MUJOCO_GL before dm_control loads
+
+    return envs.make(
+        config.task, obs=config.obs, seed=config.seed, action_repeat=config.action_repeat,
+        frame_stack=3 if config.obs == "pixels" else 1, time_limit=None,
+    )  # fmt: skip
+
+
+def evaluation_seed(config: TOLDTrainConfig, env_step: int) -> int:
+    """Seed of the first evaluation episode at `env_step` (the others follow it): fresh
+    start states at every evaluation point, the same ones for inline and deferred runs."""
+    return 10_000 * (config.seed + 1) + env_step
+
+
 class TOLDTrainer:
     """Builds env, model, agent and buffer for a config; `run()` trains (or resumes).
 
@@ -144,19 +171,13 @@ class TOLDTrainer:
         progress: bool = True,
         log: Callable[[str], None] = print,
     ) -> None:
-        import envs  # here, not at import: the CLI picks MUJOCO_GL before dm_control loads
-
         self.config = config
         self.out_dir = Path(out_dir)
         self.out_dir.mkdir(parents=True, exist_ok=True)
         self.device = device
         self.progress = progress
         self.log = log
-        frame_stack = 3 if config.obs == "pixels" else 1
-        self._make_env = lambda: envs.make(
-            config.task, obs=config.obs, seed=config.seed, action_repeat=config.action_repeat,
-            frame_stack=frame_stack, time_limit=None,
-        )  # fmt: skip
+        self._make_env = lambda: make_task_env(config)
         self.env = self._make_env()
         self.action_repeat = int(self.env.action_repeat)
         self.episode_length = int(self.env.max_episode_steps)
@@ -269,19 +290,29 @@ class TOLDTrainer:
                 bar.close()
         return self.eval_rows
 
+    def snapshot_path(self, env_step: int) -> Path:
+        return self.out_dir / "snapshots" / f"model-{env_step:07d}.pt"
+
     def _maybe_evaluate(self, start_wall: float, final: bool = False) -> None:
         env_step = self.step * self.action_repeat
-        done = {row["env_step"] for row in self.eval_rows}
         due = env_step // self.config.eval_every * self.config.eval_every
-        if due in done and not (final and env_step not in done):
-            return
         if due == 0 and not final and not self.config.eval_at_start:
+            return
+        if self.config.defer_evaluation:
+            point = env_step if final else due
+            if not self.snapshot_path(point).exists():
+                wall = self.wall_before + time.perf_counter() - start_wall
+                snapshot = self.agent.model.checkpoint(train_steps=env_step, train_wall_s=round(wall, 1))
+                atomic_torch_save(snapshot, self.snapshot_path(point))
+            return
+        done = {row["env_step"] for row in self.eval_rows}
+        if due in done and not (final and env_step not in done):
             return
         t0 = time.perf_counter()
         self.agent.controller.planner = self.eval_agent_planner
         try:
             returns = evaluate_batched(
-                self.agent, self._make_env, self.config.eval_episodes, seed=10_000 * (self.config.seed + 1) + env_step,
+                self.agent, self._make_env, self.config.eval_episodes, seed=evaluation_seed(self.config, env_step),
                 max_steps=self.config.max_episode_steps,
             )  # fmt: skip
         finally:
@@ -353,3 +384,40 @@ class TOLDTrainer:
         append_csv(self.out_dir / "train.csv", row)
         if bar is not None:
             bar.set_postfix(ep_return=f"{row['episode_return']:.0f}")
+
+
+def evaluate_snapshots(out_dir: str | Path, log: Callable[[str], None] = print) -> list[dict[str, Any]]:
+    """Evaluate a deferred run's snapshots that have no result yet (resumable: a killed call
+    loses only the evaluation in progress). Same protocol as inline evaluation: the full
+    TD-MPC2 MPPI preset, `eval_episodes` episodes as one batch, the same episode seeds.
+    Appends to `eval-deferred.csv` and returns all its rows, sorted by env step."""
+    out_dir = Path(out_dir)
+    checkpoint = out_dir / "checkpoint.pt"
+    if not checkpoint.exists():
+        raise FileNotFoundError(f"no training run at {out_dir} (checkpoint.pt is missing)")
+    state = torch.load(checkpoint, map_location="cpu", weights_only=True)
+    config = TOLDTrainConfig.from_dict(state["train_config"])
+    results = out_dir / DEFERRED_EVAL_CSV
+    rows: list[dict[str, Any]] = []
+    if results.exists():
+        with results.open() as f:
+            rows = [{**r, "env_step": int(r["env_step"]), "mean_return": float(r["mean_return"]),
+                     "std_return": float(r["std_return"])} for r in csv.DictReader(f)]  # fmt: skip
+    done = {r["env_step"] for r in rows}
+    for path in sorted((out_dir / "snapshots").glob("model-*.pt")):
+        env_step = int(path.stem.split("-")[1])
+        if env_step in done:
+            continue
+        snapshot = torch.load(path, map_location="cpu", weights_only=True)
+        model = load_told(path, task=config.task)
+        agent = TOLDAgent(model, planner=MPPI.tdmpc2(model.config.action_dim), seed=config.seed)
+        t0 = time.perf_counter()
+        returns = evaluate_batched(agent, lambda: make_task_env(config), config.eval_episodes, evaluation_seed(config, env_step),
+                                   max_steps=config.max_episode_steps)  # fmt: skip
+        row = {**evaluation_row(env_step, returns, float(snapshot.get("train_wall_s", 0.0))),
+               "eval_s": round(time.perf_counter() - t0, 1)}  # fmt: skip
+        append_csv(results, row)
+        rows.append(row)
+        log(f"{out_dir.name}: eval @ {env_step} env steps: {row['mean_return']:.1f} ± {row['std_return']:.1f} "
+            f"({row['eval_s'] / 60:.1f} min)")  # fmt: skip
+    return sorted(rows, key=lambda r: r["env_step"])
