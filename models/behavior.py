@@ -46,7 +46,6 @@ import copy
 import dataclasses
 import math
 import os
-import tempfile
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -57,6 +56,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from models.checkpoints import atomic_torch_save, model_checkpoint, read_header
 from models.rssm import RSSM, RSSMState
 from models.told import soft_cross_entropy, two_hot_inverse
 
@@ -674,14 +674,10 @@ class ActorCritic(nn.Module):
         state_dict[, optimizers]}: tensors and primitives only, so it loads with
         `torch.load(..., weights_only=True)`. The state_dict holds the actor, critic,
         slow critic and the return normaliser's EMA."""
-        ckpt: dict[str, Any] = {
-            "format_version": BEHAVIOR_FORMAT_VERSION,
-            "model": _MODEL_NAME,
-            "config": self.config.to_dict(),
-            "feature_size": self.feature_size,
-            "action_dim": self.action_dim,
-            "state_dict": {k: v.detach().cpu() for k, v in self.state_dict().items()},
-        }
+        ckpt = model_checkpoint(
+            self, _MODEL_NAME, BEHAVIOR_FORMAT_VERSION, self.config.to_dict(),
+            feature_size=self.feature_size, action_dim=self.action_dim,
+        )  # fmt: skip
         if include_optimizers:
             ckpt["optimizers"] = {
                 "actor": self.actor_optimizer.state_dict(),
@@ -690,17 +686,8 @@ class ActorCritic(nn.Module):
         return ckpt
 
     def save(self, path: str | os.PathLike[str], include_optimizers: bool = False) -> None:
-        """Writes `checkpoint()` atomically (a temp file in the same folder, then rename)."""
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-        try:
-            with os.fdopen(fd, "wb") as f:
-                torch.save(self.checkpoint(include_optimizers), f)
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        """Writes `checkpoint()` atomically."""
+        atomic_torch_save(self.checkpoint(include_optimizers), path)
 
     @classmethod
     def from_checkpoint(
@@ -716,18 +703,11 @@ class ActorCritic(nn.Module):
             ValueError: not a behaviour checkpoint, another format version, or a feature
                 size / action size other than the caller's (both named).
         """
-        if not isinstance(ckpt, Mapping) or "model" not in ckpt:
-            raise ValueError("not a checkpoint: expected a dict with format_version, model, config, state_dict")
-        if ckpt["model"] != _MODEL_NAME:
-            raise ValueError(f"checkpoint is for model {ckpt['model']!r}, not {_MODEL_NAME!r}")
-        if ckpt.get("format_version") != BEHAVIOR_FORMAT_VERSION:
-            raise ValueError(
-                f"checkpoint format_version={ckpt.get('format_version')!r}; this code reads {BEHAVIOR_FORMAT_VERSION}"
-            )
+        config = BehaviorConfig.from_dict(read_header(ckpt, _MODEL_NAME, BEHAVIOR_FORMAT_VERSION))
         for name, want in (("feature_size", feature_size), ("action_dim", action_dim)):
             if want is not None and ckpt[name] != want:
                 raise ValueError(f"checkpoint has {name} {ckpt[name]}, but the caller needs {want}")
-        ac = cls(BehaviorConfig.from_dict(ckpt["config"]), int(ckpt["feature_size"]), int(ckpt["action_dim"]))
+        ac = cls(config, int(ckpt["feature_size"]), int(ckpt["action_dim"]))
         ac.load_state_dict(ckpt["state_dict"])
         ac = ac.to(device)
         if "optimizers" in ckpt:

@@ -52,7 +52,6 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import tempfile
 import warnings
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass
@@ -63,6 +62,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from models.checkpoints import atomic_torch_save, model_checkpoint, read_header
 from models.dinov2 import (
     DINOV2_CONFIGS,
     DINOv2Config,
@@ -779,42 +779,23 @@ class DinoWM(nn.Module):
         """{format_version, model, config, state_dict, encoder}: tensors and primitives only
         (`torch.load(weights_only=True)`). The frozen encoder is not stored: `encoder`
         names it and the weight file it was built from."""
-        return {
-            "format_version": FORMAT_VERSION,
-            "model": _MODEL_NAME,
-            "config": self.config.to_dict(),
-            "state_dict": {k: v.detach().cpu() for k, v in self.state_dict().items()},
-            "encoder": {
+        return model_checkpoint(
+            self, _MODEL_NAME, FORMAT_VERSION, self.config.to_dict(),
+            encoder={
                 "name": self.config.encoder_name,
                 "weights": self.encoder_weights,
                 "note": "frozen DINOv2, not stored here; load it with encoder_weights=<official weight file>",
             },
             **extra,
-        }
+        )  # fmt: skip
 
     def save(self, path: str | os.PathLike[str]) -> None:
-        """Writes `checkpoint()` atomically (a temp file in the same folder, then rename)."""
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-        try:
-            with os.fdopen(fd, "wb") as f:
-                torch.save(self.checkpoint(), f)
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        """Writes `checkpoint()` atomically."""
+        atomic_torch_save(self.checkpoint(), path)
 
     @staticmethod
     def _read_config(ckpt: Mapping[str, Any]) -> DinoWMConfig:
-        if not isinstance(ckpt, Mapping) or "model" not in ckpt:
-            raise ValueError("not a checkpoint: expected a dict with format_version, model, config, state_dict")
-        if ckpt["model"] != _MODEL_NAME:
-            raise ValueError(f"checkpoint holds a {ckpt['model']!r} model, not a {_MODEL_NAME!r} model")
-        version = ckpt.get("format_version")
-        if version != FORMAT_VERSION:
-            raise ValueError(f"checkpoint format_version={version!r}; this code reads version {FORMAT_VERSION}")
-        return DinoWMConfig.from_dict(ckpt["config"])
+        return DinoWMConfig.from_dict(read_header(ckpt, _MODEL_NAME, FORMAT_VERSION))
 
     @classmethod
     def from_checkpoint(

@@ -34,7 +34,6 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
-import tempfile
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -43,6 +42,8 @@ from typing import Any, NamedTuple
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+
+from models.checkpoints import atomic_torch_save, model_checkpoint, read_header
 
 __all__ = [
     "CHECKPOINT_FORMAT_VERSION",
@@ -838,38 +839,15 @@ class RSSM(nn.Module):
     def checkpoint(self) -> dict[str, Any]:
         """{format_version, model, config, state_dict}: tensors and primitives only, so it
         loads with `torch.load(..., weights_only=True)`."""
-        return {
-            "format_version": CHECKPOINT_FORMAT_VERSION,
-            "model": _MODEL_NAME,
-            "config": asdict(self.config),
-            "state_dict": {k: v.detach().cpu() for k, v in self.state_dict().items()},
-        }
+        return model_checkpoint(self, _MODEL_NAME, CHECKPOINT_FORMAT_VERSION, asdict(self.config))
 
     def save(self, path: str | os.PathLike[str]) -> None:
-        """Writes `checkpoint()` atomically (a temp file in the same folder, then rename)."""
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-        try:
-            with os.fdopen(fd, "wb") as f:
-                torch.save(self.checkpoint(), f)
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        """Writes `checkpoint()` atomically."""
+        atomic_torch_save(self.checkpoint(), path)
 
     @staticmethod
     def _check_checkpoint(ckpt: Mapping[str, Any]) -> RSSMConfig:
-        if not isinstance(ckpt, Mapping) or "model" not in ckpt:
-            raise ValueError("not a checkpoint: expected a dict with format_version, model, config, state_dict")
-        if ckpt["model"] != _MODEL_NAME:
-            raise ValueError(f"checkpoint is for model {ckpt['model']!r}, not {_MODEL_NAME!r}")
-        version = ckpt.get("format_version")
-        if version != CHECKPOINT_FORMAT_VERSION:
-            raise ValueError(
-                f"checkpoint format_version={version!r}; this code reads version {CHECKPOINT_FORMAT_VERSION}"
-            )
-        return RSSMConfig.from_dict(ckpt["config"])
+        return RSSMConfig.from_dict(read_header(ckpt, _MODEL_NAME, CHECKPOINT_FORMAT_VERSION))
 
     @classmethod
     def from_checkpoint(

@@ -25,6 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from models.checkpoints import model_checkpoint, read_header
 from models.layers import MLP, LinearEnsemble, simnorm, symexp, symlog
 
 __all__ = [
@@ -353,13 +354,7 @@ class TOLD(nn.Module):
 
     def checkpoint(self, **extra: Any) -> dict[str, Any]:
         """A dict of tensors and primitives that `torch.load(weights_only=True)` accepts."""
-        return {
-            "format_version": FORMAT_VERSION,
-            "model": "told",
-            "config": self.config.to_dict(),
-            "state_dict": {k: v.detach().cpu() for k, v in self.state_dict().items()},
-            **extra,
-        }
+        return model_checkpoint(self, "told", FORMAT_VERSION, self.config.to_dict(), **extra)
 
     @classmethod
     def from_checkpoint(
@@ -370,13 +365,7 @@ class TOLD(nn.Module):
         action_dim: int | None = None,
     ) -> TOLD:
         """Rebuild a model, checking that it fits the task it is about to be used on."""
-        kind = checkpoint.get("model")
-        if kind != "told":
-            raise ValueError(f"checkpoint holds a {kind!r} model, not a 'told' model")
-        version = checkpoint.get("format_version")
-        if version != FORMAT_VERSION:
-            raise ValueError(f"checkpoint format_version={version!r}; this code reads version {FORMAT_VERSION}")
-        config = TOLDConfig.from_dict(dict(checkpoint["config"]))
+        config = TOLDConfig.from_dict(read_header(checkpoint, "told", FORMAT_VERSION))
         if task is not None and config.task is not None and task != config.task:
             raise ValueError(f"checkpoint was trained on task {config.task!r}, but the task is {task!r}")
         if obs_shape is not None and tuple(obs_shape) != config.obs_shape:

@@ -15,23 +15,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
+
+from models.checkpoints import atomic_torch_save  # one writer for models and runs
 
 __all__ = ["atomic_torch_save", "append_csv", "rewrite_csv", "evaluation_row"]
-
-
-def atomic_torch_save(obj: Any, path: str | Path) -> None:
-    """torch.save to a temporary file beside `path`, then rename: never a half-written file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        torch.save(obj, tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def append_csv(path: Path, row: Mapping[str, Any]) -> None:

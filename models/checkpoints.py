@@ -1,0 +1,67 @@
+"""Model checkpoint files: one layout for every model, atomic writes, checked reads.
+
+Every model's `checkpoint()` is a dict of tensors and primitives (so
+`torch.load(path, weights_only=True)` reads it) with at least
+
+    format_version   int, bumped when the layout of that model's state_dict changes
+    model            "told", "rssm", "dinowm", "behavior", ...
+    config           the model's config as a dict
+    state_dict       CPU tensors
+
+and any extra keys the model adds. `read_header` checks the first two before anything is
+built, so loading the wrong file fails with a message that names what the file holds.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+__all__ = ["atomic_torch_save", "model_checkpoint", "read_header"]
+
+
+def atomic_torch_save(obj: Any, path: str | os.PathLike[str]) -> None:
+    """torch.save to a temporary file beside `path`, then rename: never a half-written file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        torch.save(obj, tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def model_checkpoint(model: nn.Module, name: str, version: int, config: Mapping[str, Any], **extra: Any) -> dict[str, Any]:
+    """The common checkpoint dict of `model` (weights moved to the CPU), plus `extra` keys."""
+    return {
+        "format_version": version,
+        "model": name,
+        "config": dict(config),
+        "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+        **extra,
+    }
+
+
+def read_header(checkpoint: Any, name: str, version: int) -> dict[str, Any]:
+    """Check that `checkpoint` holds a `name` model of layout `version`; returns its config dict.
+
+    Raises:
+        ValueError: not a checkpoint dict, another model (both named), or another version.
+    """
+    if not isinstance(checkpoint, Mapping) or "model" not in checkpoint or "config" not in checkpoint:
+        raise ValueError("not a model checkpoint: expected a dict with format_version, model, config, state_dict")
+    if checkpoint["model"] != name:
+        raise ValueError(f"checkpoint holds a {checkpoint['model']!r} model, not a {name!r} model")
+    found = checkpoint.get("format_version")
+    if found != version:
+        raise ValueError(f"checkpoint format_version={found!r}; this code reads version {version} of {name!r} checkpoints")
+    return dict(checkpoint["config"])
