@@ -838,21 +838,9 @@ class ActorController:
     @torch.no_grad()
     def act(self, obs: np.ndarray | Tensor) -> np.ndarray:
         """obs [*obs] or [B, *obs] (numpy or torch) -> numpy float32 action [A] or [B, A]."""
-        t = torch.as_tensor(np.asarray(obs) if not isinstance(obs, Tensor) else obs)
-        if t.is_floating_point():
-            t = t.float()
-        t = t.to(self.device)
-        if t.ndim == self.obs_ndim:
-            t, batched = t.unsqueeze(0), False
-        elif t.ndim == self.obs_ndim + 1:
-            batched = True
-        else:
-            raise ValueError(
-                f"obs has shape {tuple(t.shape)}; expected {self.obs_ndim} dimensions for one observation "
-                f"or {self.obs_ndim + 1} for a batch"
-            )
-        if t.is_floating_point() and not bool(torch.isfinite(t).all()):
-            raise ValueError("obs contains NaN or inf")
+        from planners.controller import as_observation_batch
+
+        t, batched = as_observation_batch(obs, "obs", self.obs_ndim, torch.float32, self.device)
         if self._batch_size is not None and t.shape[0] != self._batch_size:
             raise ValueError(
                 f"batch size changed from {self._batch_size} to {t.shape[0]} within an episode; call reset() first"

@@ -18,7 +18,7 @@ from planners.base import Objective, PlanResult, SamplingPlanner, WarmStart
 from planners.compile import compile_model
 from planners.objectives import goal_objective, policy_proposals, reward_objective
 
-__all__ = ["MPCController", "resolve_device"]
+__all__ = ["MPCController", "as_observation_batch", "resolve_device"]
 
 # A custom objective: (model, z [B, *Z], z_goal [B, *Z] or None) -> objective.
 ObjectiveFactory = Callable[[Any, Tensor, "Tensor | None"], Objective]
@@ -29,6 +29,35 @@ def resolve_device(device: str | torch.device) -> torch.device:
     if str(device) == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(device)
+
+
+def as_observation_batch(
+    x: np.ndarray | Tensor, name: str, obs_ndim: int, dtype: torch.dtype, device: torch.device
+) -> tuple[Tensor, bool]:
+    """One observation [*obs] or a batch [B, *obs] (numpy or torch) -> ([B, *obs] tensor on
+    `device`, whether the input was batched). Floating inputs become `dtype` (float32 at the
+    boundary unless the model asks for more: the physics model plans from the exact float64
+    state); uint8 images stay uint8 for the encoder.
+
+    Raises:
+        ValueError: a shape with neither `obs_ndim` nor `obs_ndim` + 1 dimensions, or NaN/inf.
+    """
+    t = torch.as_tensor(np.asarray(x) if not isinstance(x, Tensor) else x)
+    if t.is_floating_point():
+        t = t.to(dtype)
+    t = t.to(device)
+    if t.ndim == obs_ndim:
+        t, batched = t.unsqueeze(0), False
+    elif t.ndim == obs_ndim + 1:
+        batched = True
+    else:
+        raise ValueError(
+            f"{name} has shape {tuple(t.shape)}; expected {obs_ndim} dimensions for one "
+            f"observation or {obs_ndim + 1} for a batch (obs_ndim={obs_ndim})"
+        )
+    if t.is_floating_point() and not bool(torch.isfinite(t).all()):
+        raise ValueError(f"{name} contains NaN or inf")
+    return t, batched
 
 
 class MPCController:
@@ -151,25 +180,7 @@ class MPCController:
     # -- pieces of act ------------------------------------------------------------------
 
     def _as_batch(self, x: np.ndarray | Tensor, name: str) -> tuple[Tensor, bool]:
-        """To a tensor on the controller's device with a leading batch dimension."""
-        t = torch.as_tensor(np.asarray(x) if not isinstance(x, Tensor) else x)
-        if t.is_floating_point():
-            # float32 at the boundary unless the model asks for more (the physics model
-            # plans from the exact float64 state); uint8 images stay uint8 for the encoder.
-            t = t.to(self.obs_dtype)
-        t = t.to(self.device)
-        if t.ndim == self.obs_ndim:
-            t, batched = t.unsqueeze(0), False
-        elif t.ndim == self.obs_ndim + 1:
-            batched = True
-        else:
-            raise ValueError(
-                f"{name} has shape {tuple(t.shape)}; expected {self.obs_ndim} dimensions for one "
-                f"observation or {self.obs_ndim + 1} for a batch (obs_ndim={self.obs_ndim})"
-            )
-        if t.is_floating_point() and not bool(torch.isfinite(t).all()):
-            raise ValueError(f"{name} contains NaN or inf")
-        return t, batched
+        return as_observation_batch(x, name, self.obs_ndim, self.obs_dtype, self.device)
 
     def _encode(self, obs: Tensor) -> Tensor:
         """The latent [B, *Z] of this step; filtering models also see the last action."""
