@@ -253,7 +253,7 @@ def test_trainer_errors_name_the_bad_value(tmp_path):
 
 def test_resuming_with_another_task_names_both(tmp_path):
     quiet(quick_config(steps=80, eval_at_start=False, eval_episodes=1), tmp_path).run()
-    with pytest.raises(ValueError, match="task='cartpole-swingup'.*task='cartpole-balance'"):
+    with pytest.raises(ValueError, match=r"task='cartpole-swingup' \(checkpoint\) vs 'cartpole-balance' \(this run\)"):
         quiet(quick_config(task="cartpole-balance"), tmp_path)
-    with pytest.raises(ValueError, match="mode='planner'.*mode='actor'"):
+    with pytest.raises(ValueError, match=r"mode='planner' \(checkpoint\) vs 'actor'"):
         quiet(quick_config(mode="actor"), tmp_path)

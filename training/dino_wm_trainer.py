@@ -67,7 +67,7 @@ from models.dino_wm import DinoWM, DinoWMConfig
 from models.dinov2 import build_dinov2
 from planners.controller import resolve_device
 from training.offline_data import OfflineDataset, WindowSampler, cache_features
-from training.run_files import append_csv, atomic_torch_save, rewrite_csv
+from training.run_files import append_csv, atomic_torch_save, check_same_run, restore_logs
 
 __all__ = [
     "CHECKPOINT_VERSION",
@@ -356,12 +356,7 @@ class DinoWMTrainer:
         state = torch.load(self.checkpoint_path, map_location="cpu", weights_only=True)
         if not isinstance(state, Mapping) or state.get("kind") != "dinowm-train" or state.get("version") != CHECKPOINT_VERSION:
             raise ValueError(f"{self.checkpoint_path} is not a DINO-WM training checkpoint of version {CHECKPOINT_VERSION}")
-        saved, ours = state["run"], self._run_facts()
-        differ = [k for k in _RUN_DEFINING if saved.get(k) != ours.get(k)]
-        if differ:
-            pairs = "; ".join(f"{k}={saved.get(k)!r} (checkpoint) vs {ours.get(k)!r} (this run)" for k in differ)
-            raise ValueError(f"{self.checkpoint_path} is a run with other settings: {pairs}; use another out_dir "
-                             "or the same settings")
+        check_same_run(self.checkpoint_path, state["run"], self._run_facts(), _RUN_DEFINING)
         self.model.load_checkpoint(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.step = int(state["step"])
@@ -371,9 +366,7 @@ class DinoWMTrainer:
         self.train_rows = list(state["train_rows"])
         self.val_rows = list(state["val_rows"])
         self.wall_before = float(state["wall"])
-        # The CSV logs may hold rows written after this checkpoint; make them agree.
-        rewrite_csv(self.out_dir / "train.csv", self.train_rows)
-        rewrite_csv(self.out_dir / "val.csv", self.val_rows)
+        restore_logs(self.out_dir, {"train.csv": self.train_rows, "val.csv": self.val_rows})
         self.log(f"resumed {self.out_dir} at step {self.step} (epoch {self.epoch})")
         return True
 

@@ -65,7 +65,7 @@ from models.rssm import RSSM, RSSMConfig, sequences_from_transitions
 from planners import CEM, MPCController
 from planners.controller import resolve_device
 from training.replay import EpisodeReplay
-from training.run_files import append_csv, atomic_torch_save, evaluation_row, rewrite_csv
+from training.run_files import append_csv, atomic_torch_save, check_same_run, evaluation_row, restore_logs
 from training.told_trainer import evaluate_batched
 
 __all__ = ["MODEL_PRESETS", "MODES", "PlaNetTrainConfig", "PlaNetTrainer"]
@@ -361,13 +361,7 @@ class PlaNetTrainer:
                 f"{self.checkpoint_path} is not a PlaNet training checkpoint of version {CHECKPOINT_VERSION} "
                 f"(trainer={state.get('trainer')!r}, version={state.get('version')!r}); use another --out folder"
             )
-        saved = PlaNetTrainConfig.from_dict(state["train_config"])
-        for name in _RUN_IDENTITY:
-            if getattr(saved, name) != getattr(self.config, name):
-                raise ValueError(
-                    f"{self.checkpoint_path} is a run with {name}={getattr(saved, name)!r}, but this run has "
-                    f"{name}={getattr(self.config, name)!r}; use another --out folder or the same settings"
-                )
+        check_same_run(self.checkpoint_path, state["train_config"], asdict(self.config), _RUN_IDENTITY)
         self.model.load_checkpoint(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         if self.behavior is not None:
@@ -386,9 +380,7 @@ class PlaNetTrainer:
         self.train_rows = list(state["train_rows"])
         self.timers = dict(state["timers"])
         self.wall_before = float(state["wall"])
-        # The CSV logs may hold rows written after this checkpoint; make them agree.
-        rewrite_csv(self.out_dir / "eval.csv", self.eval_rows)
-        rewrite_csv(self.out_dir / "train.csv", self.train_rows)
+        restore_logs(self.out_dir, {"eval.csv": self.eval_rows, "train.csv": self.train_rows})
         self.log(f"resumed {self.out_dir} at env step {self.step * self.action_repeat} (episode {self.episode})")
         return True
 

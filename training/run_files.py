@@ -18,7 +18,7 @@ import numpy as np
 
 from models.checkpoints import atomic_torch_save  # one writer for models and runs
 
-__all__ = ["atomic_torch_save", "append_csv", "rewrite_csv", "evaluation_row"]
+__all__ = ["atomic_torch_save", "append_csv", "rewrite_csv", "restore_logs", "check_same_run", "evaluation_row"]
 
 
 def append_csv(path: Path, row: Mapping[str, Any]) -> None:
@@ -46,6 +46,25 @@ def rewrite_csv(path: Path, rows: Sequence[Mapping[str, Any]]) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def restore_logs(out_dir: Path, logs: Mapping[str, Sequence[Mapping[str, Any]]]) -> None:
+    """On resume: each log file (name -> the checkpoint's rows) is rewritten to hold exactly
+    the rows the checkpoint knows, so the logs never show steps the resumed run repeats."""
+    for name, rows in logs.items():
+        rewrite_csv(out_dir / name, rows)
+
+
+def check_same_run(checkpoint: Path, saved: Mapping[str, Any], ours: Mapping[str, Any], keys: Sequence[str]) -> None:
+    """Refuse to resume a run whose defining settings differ from this one's.
+
+    Raises:
+        ValueError: naming every differing setting with both values, and the way out.
+    """
+    differ = [k for k in keys if saved.get(k) != ours.get(k)]
+    if differ:
+        pairs = "; ".join(f"{k}={saved.get(k)!r} (checkpoint) vs {ours.get(k)!r} (this run)" for k in differ)
+        raise ValueError(f"{checkpoint} is a run with other settings: {pairs}; use another --out folder or the same settings")
 
 
 def evaluation_row(env_step: int, returns: Sequence[float], wall: float) -> dict[str, Any]:

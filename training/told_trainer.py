@@ -43,13 +43,14 @@ import torch
 from models.told import TOLD, TOLDConfig, load_told
 from planners import MPPI
 from training.replay import EpisodeReplay
-from training.run_files import append_csv, atomic_torch_save, evaluation_row, rewrite_csv
+from training.run_files import append_csv, atomic_torch_save, check_same_run, evaluation_row, restore_logs
 from training.told_agent import TOLDAgent, TOLDLossConfig, heuristic_discount
 
 __all__ = ["TOLDTrainConfig", "TOLDTrainer", "atomic_torch_save", "evaluate_batched", "evaluate_snapshots"]
 
 CHECKPOINT_VERSION = 1
 DEFERRED_EVAL_CSV = "eval-deferred.csv"
+_RUN_IDENTITY = ("task", "obs", "size", "seed", "action_repeat")  # settings a resumed run must share
 LOSS_NAMES = ("consistency_loss", "reward_loss", "value_loss", "policy_loss", "total_loss", "grad_norm")
 
 
@@ -220,13 +221,7 @@ class TOLDTrainer:
         state = torch.load(self.checkpoint_path, map_location="cpu", weights_only=True)
         if state.get("version") != CHECKPOINT_VERSION:
             raise ValueError(f"{self.checkpoint_path} has version {state.get('version')!r}; expected {CHECKPOINT_VERSION}")
-        saved = TOLDTrainConfig.from_dict(state["train_config"])
-        for name in ("task", "obs", "size", "seed", "action_repeat"):
-            if getattr(saved, name) != getattr(self.config, name):
-                raise ValueError(
-                    f"{self.checkpoint_path} is a run with {name}={getattr(saved, name)!r}, but this run has "
-                    f"{name}={getattr(self.config, name)!r}; use another --out folder or the same settings"
-                )
+        check_same_run(self.checkpoint_path, state["train_config"], asdict(self.config), _RUN_IDENTITY)
         self.agent.load_state(state["agent_state"])
         self.buffer = EpisodeReplay.load(self.out_dir / state["replay_file"], seed=self.config.seed)
         self.step, self.episode, self.updates = int(state["step"]), int(state["episode"]), int(state["updates"])
@@ -235,9 +230,7 @@ class TOLDTrainer:
         self.train_rows = list(state["train_rows"])
         self.timers = dict(state["timers"])
         self.wall_before = float(state["wall"])
-        # The CSV logs may hold rows written after this checkpoint; make them agree.
-        rewrite_csv(self.out_dir / "eval.csv", self.eval_rows)
-        rewrite_csv(self.out_dir / "train.csv", self.train_rows)
+        restore_logs(self.out_dir, {"eval.csv": self.eval_rows, "train.csv": self.train_rows})
         self.log(f"resumed {self.out_dir} at env step {self.step * self.action_repeat} (episode {self.episode})")
         return True
 
