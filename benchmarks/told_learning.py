@@ -24,7 +24,6 @@ import argparse
 import csv
 import json
 import os
-import shutil
 import sys
 from pathlib import Path
 
@@ -35,6 +34,7 @@ sys.path.insert(0, str(ROOT))
 import torch  # noqa: E402
 
 from benchmarks.machine import machine_info  # noqa: E402
+from benchmarks.results_io import atomic_copy  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results"
 RUNS = ROOT / "runs"
@@ -75,7 +75,7 @@ def evaluate(args: argparse.Namespace) -> None:
         if not (run_dir(task, args.seed) / "checkpoint.pt").exists():
             print(f"{task}: no run under {run_dir(task, args.seed)}; skipped")
             continue
-        evaluate_snapshots(run_dir(task, args.seed))
+        evaluate_snapshots(run_dir(task, args.seed), precision=args.precision)
 
 
 def read_run(path: Path) -> dict | None:
@@ -203,7 +203,7 @@ def ship(args: argparse.Namespace) -> None:
         raise SystemExit(f"the {args.task} run is at {info.get('env_steps')} env steps; pass --partial to ship it anyway")
     CHECKPOINTS.mkdir(exist_ok=True)
     target = CHECKPOINTS / f"told-{args.task}.pt"
-    shutil.copyfile(source, target)
+    atomic_copy(source, target)
     print(f"{target} ({target.stat().st_size / 1e6:.1f} MB) from {source}")
 
 
@@ -221,6 +221,8 @@ def main() -> None:
     p_eval.add_argument("--task", nargs="+", default=list(TASKS), choices=TASKS)
     p_eval.add_argument("--seed", type=int, default=0)
     p_eval.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    p_eval.add_argument("--precision", default="float32", choices=("float32", "bfloat16"),
+                        help="the model's precision while planning (float32 is TD-MPC2's protocol)")
     p_report = sub.add_parser("report", help="curves, table and throughput from the runs")
     p_report.add_argument("--seed", type=int, default=0)
     p_ship = sub.add_parser("ship", help="copy a finished run's model to checkpoints/")

@@ -348,7 +348,10 @@ class TOLD(nn.Module):
             target.lerp_(online, tau)
 
     def _decode(self, logits: Tensor) -> Tensor:
-        return symexp(F.softmax(logits, dim=-1) @ self.support)
+        """Two-hot logits [..., K] -> scalars [...], always in float32: under bfloat16
+        autocast the expectation over 101 bins would otherwise round values to ~3 digits."""
+        with torch.autocast(logits.device.type, enabled=False):
+            return symexp(F.softmax(logits.float(), dim=-1) @ self.support)
 
     # -- checkpoints ---------------------------------------------------------------------
 

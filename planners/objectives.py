@@ -124,10 +124,13 @@ def reward_objective(model: Any, z0: Tensor, discount: float = 0.99, use_value: 
                 step_rewards.append(_checked_reward(model, z, flat_actions[:, t]))
                 z = model.next(z, flat_actions[:, t])
             rewards, last = torch.stack(step_rewards, dim=1), z  # [M, H], [M, *Z]
+        # Sums in float32 even when the model ran in bfloat16 (MPCController precision):
+        # the planner ranks candidates by small differences of these returns.
+        rewards = rewards.float()
         weights = discount ** torch.arange(h, device=rewards.device, dtype=rewards.dtype)  # [H]
         returns = (rewards * weights).sum(dim=1)  # [M]
         if value_fn is not None:
-            returns = returns + discount**h * value_fn(last).reshape(b * n)
+            returns = returns + discount**h * value_fn(last).reshape(b * n).float()
         return returns.view(b, n)
 
     return objective
@@ -158,7 +161,7 @@ def goal_objective(model: Any, z0: Tensor, z_goal: Tensor, mode: GoalMode = "las
         goal = _expand_to_candidates(z_goal, n).unsqueeze(1)  # [M, 1, *Z]
         if mode == "last":
             latents = latents[:, -1:]
-        distance = (latents - goal).pow(2).flatten(2).mean(dim=2)  # [M, H or 1]
+        distance = (latents.float() - goal.float()).pow(2).flatten(2).mean(dim=2)  # [M, H or 1], float32
         return -distance.mean(dim=1).view(b, n)
 
     return objective

@@ -250,3 +250,43 @@ def test_controller_gives_the_model_its_declared_observation_dtype():
     MPCController(linear_model(), CEM(action_dim=2, horizon=2, num_samples=8, num_elites=2, iterations=1),
                   device="cpu", obs_ndim=1).act(np.array([0.1, 0.2], dtype=np.float64))
     assert seen == [torch.float64]
+
+
+class MLPDynamics(torch.nn.Module):
+    """A learned-model stand-in whose matrix products autocast can lower to bfloat16."""
+
+    obs_shape = (2,)
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.net = torch.nn.Linear(4, 2)
+        with torch.no_grad():  # z' = z + a exactly, through a matmul
+            self.net.weight.copy_(torch.tensor([[1.0, 0.0, 1.0, 0.0], [0.0, 1.0, 0.0, 1.0]]))
+            self.net.bias.zero_()
+
+    def next(self, z, a):
+        return self.net(torch.cat([z, a], dim=-1))
+
+    def reward(self, z, a):
+        return -self.next(z, a).pow(2).sum(dim=1)
+
+
+def test_bfloat16_planning_keeps_the_planner_in_float32_and_still_solves():
+    model = MLPDynamics()
+    # bfloat16 keeps ~3 significant digits, so this asks for 0.1 of the origin, not 0.01.
+    ctrl = MPCController(model, MPPI(action_dim=2, horizon=5, num_samples=128, num_elites=16),
+                         discount=1.0, seed=0, precision="bfloat16")
+    z = np.array([3.0, -2.0], dtype=np.float32)
+    for _ in range(12):
+        z = z + ctrl.act(z)
+    assert np.abs(z).max() < 0.1  # driven to the origin
+    candidates = torch.rand(1, 8, 5, 2)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert model.next(torch.zeros(1, 2), torch.zeros(1, 2)).dtype == torch.bfloat16  # autocast does lower it
+    exact = reward_objective(model, torch.tensor([[3.0, -2.0]]), discount=1.0, use_value=False)(candidates)
+    reduced = ctrl._in_model_precision(reward_objective(model, torch.tensor([[3.0, -2.0]]), discount=1.0))(candidates)
+    assert reduced.dtype == torch.float32  # the planner sees float32 returns
+    torch.testing.assert_close(reduced, exact, rtol=2e-2, atol=0.05)
+    with pytest.raises(ValueError, match="precision='float16' must be one of"):
+        MPCController(model, CEM(action_dim=2), precision="float16")

@@ -297,3 +297,23 @@ def test_running_scale_has_a_floor_of_one():
     for _ in range(40):
         scale.update(torch.linspace(0, 100, 101))  # spread 90
     assert scale.value == pytest.approx(90.0, rel=1e-3)
+
+
+def test_reward_and_value_stay_float32_under_bfloat16_autocast():
+    model = tiny_model().eval()
+    with torch.no_grad():  # the reward and Q output layers start at zero: give them something to say
+        for p in model.parameters():
+            p.add_(0.3 * torch.randn_like(p))
+    z = model.encode(torch.randn(64, 4))
+    action = torch.rand(64, 2) * 2 - 1
+    exact_reward, exact_value = model.reward(z, action), model.q_value(z, action, members=torch.tensor([0, 1]))
+    assert exact_reward.std() > 0.05 and exact_value.std() > 0.05
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        reward = model.reward(z, action)
+        value = model.q_value(z, action, members=torch.tensor([0, 1]))
+    assert reward.dtype == torch.float32 and value.dtype == torch.float32
+    # Only the layers' products are rounded (bfloat16 keeps ~3 digits of each logit), not
+    # the 101-bin expectation: a few percent here, with large random logits.
+    torch.testing.assert_close(reward, exact_reward, rtol=0.1, atol=0.05)
+    torch.testing.assert_close(value, exact_value, rtol=0.1, atol=0.05)
+    assert float((reward - exact_reward).abs().mean() / exact_reward.abs().mean()) < 0.05

@@ -160,6 +160,9 @@ def test_deferred_evaluation_saves_the_models_and_evaluates_them_later(tmp_path)
     assert all(len(str(r["returns"]).split()) == 2 for r in rows)  # eval_episodes=2
     again = evaluate_snapshots(tmp_path, log=messages.append)  # nothing left to evaluate
     assert len(messages) == 3 and [r["mean_return"] for r in again] == [r["mean_return"] for r in rows]
+    reduced = evaluate_snapshots(tmp_path, precision="bfloat16", log=messages.append)  # beside, not instead
+    assert [r["precision"] for r in reduced] == ["bfloat16"] * 3 and (tmp_path / "eval-deferred-bfloat16.csv").is_file()
+    assert [r["precision"] for r in evaluate_snapshots(tmp_path, log=messages.append)] == ["float32"] * 3
 
 
 def test_deferred_evaluation_of_a_missing_run_names_the_folder(tmp_path):

@@ -67,6 +67,7 @@ from torch import Tensor
 
 from envs.goals import GOAL_TASKS
 from planners import PLANNERS, MPCController, make_planner
+from planners.controller import PRECISIONS
 from training.offline_data import GoalSet, OfflineDataset
 
 __all__ = [
@@ -119,6 +120,8 @@ class GoalEvalConfig:
             None: the env's preset).
         oracle_horizon: the oracle planner's horizon in agent steps.
         oracle_threads: MuJoCo rollout threads of the oracle.
+        precision: "float32" or "bfloat16" (the predictor's matrix products in bfloat16
+            autocast while planning; see `MPCController`). The oracle ignores it.
     """
 
     task: str = "reacher-pose"
@@ -139,8 +142,11 @@ class GoalEvalConfig:
     action_repeat: int | None = None
     oracle_horizon: int = 25
     oracle_threads: int = 1
+    precision: str = "float32"
 
     def __post_init__(self) -> None:
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"precision={self.precision!r} must be one of {PRECISIONS}")
         if self.task not in GOAL_TASKS:
             raise ValueError(f"task={self.task!r} is not a goal task; accepted: {sorted(GOAL_TASKS)}")
         if str(self.planner).lower() not in PLANNERS:
@@ -465,7 +471,8 @@ def evaluate_goals(
         records = []
         for k in range(count):
             controller = MPCController(plan_model, planner, objective=factory, replan_every=config.replan_every,
-                                       device=device, seed=config.seed + k)
+                                       device=device, seed=config.seed + k,
+                                       precision="float32" if oracle else config.precision)
             records.append(_one_goal(base, controller, plan_model if not oracle else None, goals, k, int(seeds[k]),
                                      config, action_dim, frameskip, frames_dir, bar))
     finally:

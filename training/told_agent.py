@@ -93,6 +93,8 @@ class TOLDAgent:
         seed: seeds planning (actions) and the model's sampling.
         compile: run the update's loss functions through `torch.compile` (the first
             updates pay the compile time).
+        precision: of the model while planning ("float32" or "bfloat16"; see
+            `MPCController`). Updates always run in float32.
     """
 
     def __init__(
@@ -103,6 +105,7 @@ class TOLDAgent:
         device: str | torch.device = "cpu",
         seed: int = 0,
         compile: bool = False,
+        precision: str = "float32",
     ) -> None:
         self.device = torch.device(device)
         self.model = model.to(self.device)
@@ -126,7 +129,8 @@ class TOLDAgent:
         self.scale = RunningScale(c.tau)
         self.planner = planner or MPPI.tdmpc2(model.config.action_dim)
         self.controller = MPCController(
-            model, self.planner, objective="reward", discount=c.discount, use_value=True, device=self.device, seed=seed
+            model, self.planner, objective="reward", discount=c.discount, use_value=True, device=self.device, seed=seed,
+            precision=precision,
         )
         self.generator = torch.Generator(device=self.device).manual_seed(seed + 1)
         self.model.generator = self.generator

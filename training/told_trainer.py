@@ -43,7 +43,7 @@ import torch
 from models.told import TOLD, TOLDConfig, load_told
 from planners import MPPI
 from training.replay import EpisodeReplay
-from training.run_files import append_csv, atomic_torch_save, check_same_run, evaluation_row, restore_logs
+from training.run_files import append_csv, atomic_torch_save, check_same_run, evaluation_row, restore_logs, rewrite_csv
 from training.told_agent import TOLDAgent, TOLDLossConfig, heuristic_discount
 
 __all__ = ["TOLDTrainConfig", "TOLDTrainer", "atomic_torch_save", "evaluate_batched", "evaluate_snapshots"]
@@ -379,23 +379,30 @@ class TOLDTrainer:
             bar.set_postfix(ep_return=f"{row['episode_return']:.0f}")
 
 
-def evaluate_snapshots(out_dir: str | Path, log: Callable[[str], None] = print) -> list[dict[str, Any]]:
+def evaluate_snapshots(
+    out_dir: str | Path, precision: str = "float32", log: Callable[[str], None] = print
+) -> list[dict[str, Any]]:
     """Evaluate a deferred run's snapshots that have no result yet (resumable: a killed call
     loses only the evaluation in progress). Same protocol as inline evaluation: the full
-    TD-MPC2 MPPI preset, `eval_episodes` episodes as one batch, the same episode seeds.
-    Appends to `eval-deferred.csv` and returns all its rows, sorted by env step."""
+    TD-MPC2 MPPI preset, `eval_episodes` episodes as one batch, the same episode seeds and
+    discount. `precision` is the model's while planning (see `MPCController`). Writes
+    `eval-deferred.csv` (float32; `eval-deferred-bfloat16.csv` for bfloat16) and returns
+    all its rows, sorted by env step."""
     out_dir = Path(out_dir)
     checkpoint = out_dir / "checkpoint.pt"
     if not checkpoint.exists():
         raise FileNotFoundError(f"no training run at {out_dir} (checkpoint.pt is missing)")
     state = torch.load(checkpoint, map_location="cpu", weights_only=True)
     config = TOLDTrainConfig.from_dict(state["train_config"])
-    results = out_dir / DEFERRED_EVAL_CSV
+    # float32 results are the run's curve; other precisions go beside it, for comparison.
+    results = out_dir / (DEFERRED_EVAL_CSV if precision == "float32" else DEFERRED_EVAL_CSV.replace(".csv", f"-{precision}.csv"))
     rows: list[dict[str, Any]] = []
     if results.exists():
         with results.open() as f:
+            # Rows written before the precision column existed were float32 evaluations.
             rows = [{**r, "env_step": int(r["env_step"]), "mean_return": float(r["mean_return"]),
-                     "std_return": float(r["std_return"])} for r in csv.DictReader(f)]  # fmt: skip
+                     "std_return": float(r["std_return"]), "precision": r.get("precision") or "float32"}
+                    for r in csv.DictReader(f)]  # fmt: skip
     done = {r["env_step"] for r in rows}
     for path in sorted((out_dir / "snapshots").glob("model-*.pt")):
         env_step = int(path.stem.split("-")[1])
@@ -403,14 +410,20 @@ def evaluate_snapshots(out_dir: str | Path, log: Callable[[str], None] = print) 
             continue
         snapshot = torch.load(path, map_location="cpu", weights_only=True)
         model = load_told(path, task=config.task)
-        agent = TOLDAgent(model, planner=MPPI.tdmpc2(model.config.action_dim), seed=config.seed)
+        env = make_task_env(config)
+        episode_length = int(env.max_episode_steps)
+        env.close()
+        if config.max_episode_steps is not None:
+            episode_length = min(episode_length, config.max_episode_steps)
+        loss = TOLDLossConfig(discount=heuristic_discount(episode_length))  # the planner's discount, as in training
+        agent = TOLDAgent(model, loss, MPPI.tdmpc2(model.config.action_dim), seed=config.seed, precision=precision)
         t0 = time.perf_counter()
         returns = evaluate_batched(agent, lambda: make_task_env(config), config.eval_episodes, evaluation_seed(config, env_step),
                                    max_steps=config.max_episode_steps)  # fmt: skip
         row = {**evaluation_row(env_step, returns, float(snapshot.get("train_wall_s", 0.0))),
-               "eval_s": round(time.perf_counter() - t0, 1)}  # fmt: skip
-        append_csv(results, row)
+               "eval_s": round(time.perf_counter() - t0, 1), "precision": precision}  # fmt: skip
         rows.append(row)
+        rewrite_csv(results, sorted(rows, key=lambda r: r["env_step"]))  # atomic, one header for all rows
         log(f"{out_dir.name}: eval @ {env_step} env steps: {row['mean_return']:.1f} ± {row['std_return']:.1f} "
             f"({row['eval_s'] / 60:.1f} min)")  # fmt: skip
     return sorted(rows, key=lambda r: r["env_step"])
