@@ -163,7 +163,8 @@ def train(args: argparse.Namespace) -> None:
     try:
         config = DinoWMTrainConfig(dataset=str(dataset.root), preset=args.preset, epochs=args.epochs,
                                    steps=args.train_steps, batch_size=args.batch_size, seed=args.seed,
-                                   encoder_weights=args.encoder_weights, device=args.device)  # fmt: skip
+                                   encoder_weights=args.encoder_weights, device=args.device,
+                                   encoder_precision=args.encoder_precision)  # fmt: skip
         trainer = DinoWMTrainer(config, out, progress=progress_wanted(args))
     except (FileNotFoundError, ValueError) as error:
         raise SystemExit(f"error: {error}") from None
@@ -266,7 +267,7 @@ def evaluate(args: argparse.Namespace) -> None:
     try:
         model = load_trained_dinowm(model_path, encoder_weights=args.encoder_weights, device=args.device)
         config = GoalEvalConfig.for_dataset(
-            dataset, planner=args.planner, env_steps=args.env_steps, seed=args.seed,
+            dataset, planner=args.planner, env_steps=args.env_steps, seed=args.seed, precision=args.precision,
             **{k: getattr(args, k) for k in ("horizon", "num_samples", "num_elites", "iterations")
                if getattr(args, k) is not None},
         )  # fmt: skip
@@ -434,6 +435,8 @@ def main() -> None:
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--encoder-weights", default=None,
                    help="local dinov2_vits14_pretrain.pth (default: a random frozen encoder, not DINOv2's features)")
+    p.add_argument("--encoder-precision", default="float32", choices=("float32", "bfloat16"),
+                   help="run the frozen encoder in bfloat16 autocast when caching features (~2.5x faster on AMX CPUs)")
     p.add_argument("--device", default="auto", help="auto, cpu or cuda")
     p.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
 
@@ -449,6 +452,8 @@ def main() -> None:
     p.add_argument("--include-reached", action="store_true",
                    help="keep goals already met at the start (the paper's unfiltered draw)")
     p.add_argument("--no-oracle", action="store_true", help="skip the oracle baseline")
+    p.add_argument("--precision", default="float32", choices=("float32", "bfloat16"),
+                   help="the predictor's precision while planning (bfloat16 autocast; the oracle is unaffected)")
     p.add_argument("--encoder-weights", default=None, help="the weight file the model was trained with, if moved")
     p.add_argument("--device", default="cpu", help="cpu or cuda")
     p.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")

@@ -34,7 +34,7 @@ sys.path.insert(0, str(ROOT))
 import torch  # noqa: E402
 
 from benchmarks.machine import machine_info  # noqa: E402
-from benchmarks.results_io import atomic_copy  # noqa: E402
+from benchmarks.results_io import atomic_copy, atomic_write_text  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results"
 RUNS = ROOT / "runs"
@@ -156,13 +156,37 @@ def report(args: argparse.Namespace) -> None:
             **{k: v for k, v in info.items() if k != "rows"},
         }
     out = {"machine": machine_info(), "collect_iterations": COLLECT_ITERATIONS, "tasks": summary}
-    (RESULTS / "told_learning.json").write_text(json.dumps(out, indent=2))
+    atomic_write_text(RESULTS / "told_learning.json", json.dumps(out, indent=2) + "\n")
+    table = markdown_table(runs, summary)
+    atomic_write_text(RESULTS / "told_learning.md", table + "\n")
+    print(table)
     plot(runs)
     for task, s in summary.items():
         latest = "no evaluation yet" if s["latest_return"] is None else (
             f"{s['latest_return']:.1f} at {s['latest_eval_env_step']} env steps")
         print(f"{task:18s} {latest} (TD-MPC2 at 100k: {s['published_100k']:.0f}); trained to "
               f"{s.get('env_steps', '?')} env steps at {s.get('env_steps_per_s', '?')} env steps/s")
+
+
+def markdown_table(runs: dict, summary: dict) -> str:
+    """Evaluation returns (mean +- std over 10 episodes) at each 10k point, as the README shows them."""
+    points = list(range(10_000, 100_001, 10_000))
+    lines = ["| task | " + " | ".join(f"{p // 1000}k" for p in points) + " | TD-MPC2 100k | trained to | train h |",
+             "|---|" + "---|" * len(points) + "---|---|---|"]  # fmt: skip
+    for task, info in runs.items():
+        by_step = {r["env_step"]: r for r in info["rows"]}
+        cells = []
+        for point in points:
+            if point in by_step:
+                cells.append(f"{by_step[point]['mean_return']:.0f} +- {by_step[point]['std_return']:.0f}")
+            elif point in info["snapshots_not_evaluated"]:
+                cells.append("saved")  # the model at this point is saved, its evaluation not run yet
+            else:
+                cells.append("-")
+        s = summary[task]
+        train_h = "?" if s.get("wall_h") is None else f"{s['wall_h']:.1f}"
+        lines.append(f"| {task} | " + " | ".join(cells) + f" | {s['published_100k']:.0f} | {s.get('env_steps', '?')} | {train_h} |")
+    return "\n".join(lines)
 
 
 def plot(runs: dict) -> None:

@@ -218,8 +218,19 @@ def test_feature_cache_round_trips_resumes_and_refuses_another_encoder(tmp_path,
     info = json.loads((folder / "features.json").read_text())
     assert info["encoder"]["name"] == "tiny" and info["encoder"]["weights"] == "random-init"
 
+    # bfloat16 encoding: its own folder (identity names the precision), features within ~1%
+    reduced = cache_features(noisy, model, batch_size=4, precision="bfloat16")
+    assert reduced.folder != folder and reduced.folder.name.endswith("-bfloat16")
+    assert json.loads((reduced.folder / "features.json").read_text())["encoder"]["precision"] == "bfloat16"
+    got = np.stack([reduced.trajectory(i).astype(np.float32) for i in range(3)])
+    assert np.abs(got - expected).mean() < 0.02 * np.abs(expected).mean()
+    with pytest.raises(ValueError, match=r"made by encoder \[.*bfloat16\], not by this encoder \[.*float32\]"):
+        cache_features(noisy, model, out_dir=reduced.folder)
+    with pytest.raises(ValueError, match="precision='float16' must be one of"):
+        cache_features(noisy, model, precision="float16")
+
     other = tiny_model(seed=1)  # the same architecture, other random weights
-    with pytest.raises(ValueError, match=r"made by encoder \[tiny .*fingerprint [0-9a-f]+\], not by this encoder \[tiny"):
+    with pytest.raises(ValueError, match=r"made by encoder \[tiny .*fingerprint [0-9a-f]+, float32\], not by this encoder \[tiny"):
         cache_features(noisy, other, out_dir=folder)
     with pytest.raises(ValueError, match="not by this encoder"):
         load_cached_features(noisy, folder, encoder=other)

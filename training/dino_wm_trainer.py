@@ -66,7 +66,7 @@ import torch
 from models.dino_wm import DinoWM, DinoWMConfig
 from models.dinov2 import build_dinov2
 from planners.controller import resolve_device
-from training.offline_data import OfflineDataset, WindowSampler, cache_features
+from training.offline_data import ENCODER_PRECISIONS, OfflineDataset, WindowSampler, cache_features
 from training.run_files import append_csv, atomic_torch_save, check_same_run, restore_logs
 
 __all__ = [
@@ -84,7 +84,7 @@ PRESETS = ("cpu", "paper", "tiny")
 # (length of the run, logging cadence, device) may change between restarts.
 _RUN_DEFINING = (
     "dataset", "preset", "batch_size", "lr", "decoder_lr", "weight_decay", "grad_clip", "seed", "val_fraction",
-    "val_windows", "decoder", "encoder_weights", "model_overrides",
+    "val_windows", "decoder", "encoder_weights", "model_overrides", "encoder_precision",
 )
 # Config fields a preset fixes from the data set or from other training settings.
 _NOT_OVERRIDABLE = ("action_dim", "proprio_dim", "decoder")
@@ -120,6 +120,9 @@ class DinoWMTrainConfig:
             or None for a randomly initialised frozen encoder (seeded by `seed`; a warning
             says its features are not DINOv2's: for tests and smoke runs only).
         feature_batch_size: frames per encoder call when caching features.
+        encoder_precision: "float32", or "bfloat16" to cache the features with the encoder
+            in bfloat16 autocast (~2.5x faster for ViT-S/14 on CPUs with AMX; features
+            within ~0.3%). Planning encodes in float32 either way.
         device: "auto" (CUDA when present), "cpu", "cuda", ...
         model_overrides: `DinoWMConfig` fields set on top of the preset (e.g.
             {"history": 2}); not action_dim, proprio_dim (from the data) or decoder.
@@ -143,12 +146,15 @@ class DinoWMTrainConfig:
     decoder: bool = False
     encoder_weights: str | None = None
     feature_batch_size: int = 64
+    encoder_precision: str = "float32"
     device: str = "auto"
     model_overrides: Mapping[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.preset not in PRESETS:
             raise ValueError(f"unknown preset {self.preset!r}; accepted: {list(PRESETS)}")
+        if self.encoder_precision not in ENCODER_PRECISIONS:
+            raise ValueError(f"encoder_precision={self.encoder_precision!r} must be one of {ENCODER_PRECISIONS}")
         for name in ("epochs", "batch_size", "val_windows", "eval_every", "checkpoint_every", "log_every",
                      "feature_batch_size"):
             value = getattr(self, name)
@@ -292,7 +298,7 @@ class DinoWMTrainer:
 
         # 1. Encode every frame once; a finished cache is only checked, not recomputed.
         self.features = cache_features(self.dataset, self.model, batch_size=config.feature_batch_size,
-                                       progress=progress)
+                                       progress=progress, precision=config.encoder_precision)
         train_traj, val_traj = self.dataset.split(config.val_fraction)
         self.train_trajectories, self.val_trajectories = train_traj, val_traj
         self.train_sampler = WindowSampler.for_model(self.dataset, self.features, model_config,
