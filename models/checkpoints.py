@@ -42,6 +42,9 @@ def atomic_torch_save(obj: Any, path: str | os.PathLike[str]) -> None:
 
 def model_checkpoint(model: nn.Module, name: str, version: int, config: Mapping[str, Any], **extra: Any) -> dict[str, Any]:
     """The common checkpoint dict of `model` (weights moved to the CPU), plus `extra` keys."""
+    clash = sorted(set(extra) & {"format_version", "model", "config", "state_dict"})
+    if clash:
+        raise ValueError(f"extra checkpoint keys {clash} would overwrite the header; use other names")
     return {
         "format_version": version,
         "model": name,

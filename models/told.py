@@ -392,7 +392,9 @@ def load_told(path: str | Path, **checks: Any) -> TOLD:
     if not path.is_file():
         raise FileNotFoundError(f"no TOLD checkpoint at {path}")
     checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    if "agent" in checkpoint:  # a training checkpoint wraps the model's own checkpoint
+    if isinstance(checkpoint, dict) and isinstance(checkpoint.get("agent_state"), dict):
+        checkpoint = checkpoint["agent_state"]["agent"]  # a training checkpoint.pt holds the model's own
+    elif isinstance(checkpoint, dict) and "agent" in checkpoint:  # an agent's state() saved alone
         checkpoint = checkpoint["agent"]
     model = TOLD.from_checkpoint(checkpoint, **checks)
     return model.eval()

@@ -39,3 +39,8 @@ def test_a_failed_write_keeps_the_old_file(tmp_path):
         atomic_torch_save({"bad": lambda: None}, path)  # a lambda cannot be pickled
     assert torch.load(path, weights_only=True) == {"old": 1}
     assert [p.name for p in tmp_path.iterdir()] == ["model.pt"]
+
+
+def test_extra_keys_cannot_overwrite_the_header():
+    with pytest.raises(ValueError, match=r"extra checkpoint keys \['format_version', 'state_dict'\] would overwrite"):
+        model_checkpoint(nn.Linear(1, 1), "probe", 1, {}, format_version=7, state_dict={})

@@ -281,12 +281,17 @@ def test_bfloat16_planning_keeps_the_planner_in_float32_and_still_solves():
     for _ in range(12):
         z = z + ctrl.act(z)
     assert np.abs(z).max() < 0.1  # driven to the origin
+    # The objective sums in float32: bfloat16 rewards 256, 1, 1 add up to 258, where a
+    # bfloat16 sum would round 256 + 1 back to 256 (spacing 2 there).
+    bf16_rewards = FunctionModel(next=lambda z, a: z, reward=lambda z, a: (256.0 * (z[:, 0] == 0) + 1.0 * (z[:, 0] != 0)).to(torch.bfloat16))
+    stepping = FunctionModel(next=lambda z, a: z + 1, reward=bf16_rewards.reward)
+    total = reward_objective(stepping, torch.zeros(1, 1), discount=1.0, use_value=False)(torch.zeros(1, 1, 3, 1))
+    assert total.dtype == torch.float32 and float(total) == 258.0
     candidates = torch.rand(1, 8, 5, 2)
     with torch.autocast("cpu", dtype=torch.bfloat16):
         assert model.next(torch.zeros(1, 2), torch.zeros(1, 2)).dtype == torch.bfloat16  # autocast does lower it
     exact = reward_objective(model, torch.tensor([[3.0, -2.0]]), discount=1.0, use_value=False)(candidates)
     reduced = ctrl._in_model_precision(reward_objective(model, torch.tensor([[3.0, -2.0]]), discount=1.0))(candidates)
-    assert reduced.dtype == torch.float32  # the planner sees float32 returns
     torch.testing.assert_close(reduced, exact, rtol=2e-2, atol=0.05)
     with pytest.raises(ValueError, match="precision='float16' must be one of"):
         MPCController(model, CEM(action_dim=2), precision="float16")

@@ -67,7 +67,7 @@ from models.dino_wm import DinoWM, DinoWMConfig
 from models.dinov2 import build_dinov2
 from planners.controller import resolve_device
 from training.offline_data import ENCODER_PRECISIONS, OfflineDataset, WindowSampler, cache_features
-from training.run_files import append_csv, atomic_torch_save, check_same_run, restore_logs
+from training.run_files import append_csv, atomic_torch_save, check_same_run, config_defaults, restore_logs
 
 __all__ = [
     "CHECKPOINT_VERSION",
@@ -362,7 +362,8 @@ class DinoWMTrainer:
         state = torch.load(self.checkpoint_path, map_location="cpu", weights_only=True)
         if not isinstance(state, Mapping) or state.get("kind") != "dinowm-train" or state.get("version") != CHECKPOINT_VERSION:
             raise ValueError(f"{self.checkpoint_path} is not a DINO-WM training checkpoint of version {CHECKPOINT_VERSION}")
-        check_same_run(self.checkpoint_path, state["run"], self._run_facts(), _RUN_DEFINING)
+        check_same_run(self.checkpoint_path, state["run"], self._run_facts(), _RUN_DEFINING,
+                       defaults=config_defaults(DinoWMTrainConfig))
         self.model.load_checkpoint(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.step = int(state["step"])

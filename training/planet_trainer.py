@@ -65,7 +65,7 @@ from models.rssm import RSSM, RSSMConfig, sequences_from_transitions
 from planners import CEM, MPCController
 from planners.controller import resolve_device
 from training.replay import EpisodeReplay
-from training.run_files import append_csv, atomic_torch_save, check_same_run, evaluation_row, restore_logs
+from training.run_files import append_csv, atomic_torch_save, check_same_run, config_defaults, evaluation_row, restore_logs
 from training.told_trainer import evaluate_batched
 
 __all__ = ["MODEL_PRESETS", "MODES", "PlaNetTrainConfig", "PlaNetTrainer"]
@@ -361,7 +361,8 @@ class PlaNetTrainer:
                 f"{self.checkpoint_path} is not a PlaNet training checkpoint of version {CHECKPOINT_VERSION} "
                 f"(trainer={state.get('trainer')!r}, version={state.get('version')!r}); use another --out folder"
             )
-        check_same_run(self.checkpoint_path, state["train_config"], asdict(self.config), _RUN_IDENTITY)
+        check_same_run(self.checkpoint_path, state["train_config"], asdict(self.config), _RUN_IDENTITY,
+                       defaults=config_defaults(PlaNetTrainConfig))
         self.model.load_checkpoint(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         if self.behavior is not None:

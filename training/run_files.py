@@ -8,6 +8,7 @@ away (`rewrite_csv`) and the logs never show steps the resumed run will repeat.
 from __future__ import annotations
 
 import csv
+import dataclasses
 import os
 import tempfile
 from collections.abc import Mapping, Sequence
@@ -18,7 +19,7 @@ import numpy as np
 
 from models.checkpoints import atomic_torch_save  # one writer for models and runs
 
-__all__ = ["atomic_torch_save", "append_csv", "rewrite_csv", "restore_logs", "check_same_run", "evaluation_row"]
+__all__ = ["atomic_torch_save", "append_csv", "rewrite_csv", "restore_logs", "check_same_run", "config_defaults", "evaluation_row"]
 
 
 def append_csv(path: Path, row: Mapping[str, Any]) -> None:
@@ -55,16 +56,38 @@ def restore_logs(out_dir: Path, logs: Mapping[str, Sequence[Mapping[str, Any]]])
         rewrite_csv(out_dir / name, rows)
 
 
-def check_same_run(checkpoint: Path, saved: Mapping[str, Any], ours: Mapping[str, Any], keys: Sequence[str]) -> None:
+def check_same_run(
+    checkpoint: Path,
+    saved: Mapping[str, Any],
+    ours: Mapping[str, Any],
+    keys: Sequence[str],
+    defaults: Mapping[str, Any] | None = None,
+) -> None:
     """Refuse to resume a run whose defining settings differ from this one's.
+
+    A setting the checkpoint does not record (it predates the setting) counts as
+    `defaults[key]`, the value runs had before the setting existed.
 
     Raises:
         ValueError: naming every differing setting with both values, and the way out.
     """
-    differ = [k for k in keys if saved.get(k) != ours.get(k)]
+    defaults = defaults or {}
+    before = {k: saved.get(k, defaults.get(k)) for k in keys}
+    differ = [k for k in keys if before[k] != ours.get(k)]
     if differ:
-        pairs = "; ".join(f"{k}={saved.get(k)!r} (checkpoint) vs {ours.get(k)!r} (this run)" for k in differ)
+        pairs = "; ".join(f"{k}={before[k]!r} (checkpoint) vs {ours.get(k)!r} (this run)" for k in differ)
         raise ValueError(f"{checkpoint} is a run with other settings: {pairs}; use another --out folder or the same settings")
+
+
+def config_defaults(config_class: type) -> dict[str, Any]:
+    """Field name -> default value of a config dataclass (fields without one are left out)."""
+    out: dict[str, Any] = {}
+    for f in dataclasses.fields(config_class):
+        if f.default is not dataclasses.MISSING:
+            out[f.name] = f.default
+        elif f.default_factory is not dataclasses.MISSING:
+            out[f.name] = f.default_factory()
+    return out
 
 
 def evaluation_row(env_step: int, returns: Sequence[float], wall: float) -> dict[str, Any]:

@@ -43,7 +43,7 @@ import torch
 from models.told import TOLD, TOLDConfig, load_told
 from planners import MPPI
 from training.replay import EpisodeReplay
-from training.run_files import append_csv, atomic_torch_save, check_same_run, evaluation_row, restore_logs, rewrite_csv
+from training.run_files import append_csv, atomic_torch_save, check_same_run, config_defaults, evaluation_row, restore_logs, rewrite_csv
 from training.told_agent import TOLDAgent, TOLDLossConfig, heuristic_discount
 
 __all__ = ["TOLDTrainConfig", "TOLDTrainer", "atomic_torch_save", "evaluate_batched", "evaluate_snapshots"]
@@ -221,7 +221,8 @@ class TOLDTrainer:
         state = torch.load(self.checkpoint_path, map_location="cpu", weights_only=True)
         if state.get("version") != CHECKPOINT_VERSION:
             raise ValueError(f"{self.checkpoint_path} has version {state.get('version')!r}; expected {CHECKPOINT_VERSION}")
-        check_same_run(self.checkpoint_path, state["train_config"], asdict(self.config), _RUN_IDENTITY)
+        check_same_run(self.checkpoint_path, state["train_config"], asdict(self.config), _RUN_IDENTITY,
+                       defaults=config_defaults(TOLDTrainConfig))
         self.agent.load_state(state["agent_state"])
         self.buffer = EpisodeReplay.load(self.out_dir / state["replay_file"], seed=self.config.seed)
         self.step, self.episode, self.updates = int(state["step"]), int(state["episode"]), int(state["updates"])
@@ -292,11 +293,18 @@ class TOLDTrainer:
         if due == 0 and not final and not self.config.eval_at_start:
             return
         if self.config.defer_evaluation:
-            point = env_step if final else due
-            if not self.snapshot_path(point).exists():
-                wall = self.wall_before + time.perf_counter() - start_wall
-                snapshot = self.agent.model.checkpoint(train_steps=env_step, train_wall_s=round(wall, 1))
-                atomic_torch_save(snapshot, self.snapshot_path(point))
+            # Named by the evaluation point it stands for; it records the exact env step
+            # (the evaluation's row and seeds use that, as inline evaluation does).
+            point = due if not final or due == env_step else env_step
+            if self.snapshot_path(point).exists():
+                return
+            wall = self.wall_before + time.perf_counter() - start_wall
+            snapshot = self.agent.model.checkpoint(
+                train_steps=env_step, train_wall_s=round(wall, 1), train_config=asdict(self.config)
+            )
+            atomic_torch_save(snapshot, self.snapshot_path(point))
+            # As after an inline evaluation: a resumed run never re-lives a saved point.
+            self.save_checkpoint(wall)
             return
         done = {row["env_step"] for row in self.eval_rows}
         if due in done and not (final and env_step not in done):
@@ -385,30 +393,23 @@ def evaluate_snapshots(
     """Evaluate a deferred run's snapshots that have no result yet (resumable: a killed call
     loses only the evaluation in progress). Same protocol as inline evaluation: the full
     TD-MPC2 MPPI preset, `eval_episodes` episodes as one batch, the same episode seeds and
-    discount. `precision` is the model's while planning (see `MPCController`). Writes
-    `eval-deferred.csv` (float32; `eval-deferred-bfloat16.csv` for bfloat16) and returns
-    all its rows, sorted by env step."""
+    discount, all taken from the env step and run settings stored in each snapshot (so
+    `snapshots/` alone can be evaluated elsewhere). `precision` is the model's while
+    planning (see `MPCController`). Writes `eval-deferred.csv` (float32;
+    `eval-deferred-bfloat16.csv` for bfloat16) and returns all its rows, sorted by env step."""
     out_dir = Path(out_dir)
-    checkpoint = out_dir / "checkpoint.pt"
-    if not checkpoint.exists():
-        raise FileNotFoundError(f"no training run at {out_dir} (checkpoint.pt is missing)")
-    state = torch.load(checkpoint, map_location="cpu", weights_only=True)
-    config = TOLDTrainConfig.from_dict(state["train_config"])
+    paths = sorted((out_dir / "snapshots").glob("model-*.pt"))
+    if not paths and not (out_dir / "checkpoint.pt").exists():
+        raise FileNotFoundError(f"no training run at {out_dir} (no snapshots/ and checkpoint.pt is missing)")
     # float32 results are the run's curve; other precisions go beside it, for comparison.
-    results = out_dir / (DEFERRED_EVAL_CSV if precision == "float32" else DEFERRED_EVAL_CSV.replace(".csv", f"-{precision}.csv"))
-    rows: list[dict[str, Any]] = []
-    if results.exists():
-        with results.open() as f:
-            # Rows written before the precision column existed were float32 evaluations.
-            rows = [{**r, "env_step": int(r["env_step"]), "mean_return": float(r["mean_return"]),
-                     "std_return": float(r["std_return"]), "precision": r.get("precision") or "float32"}
-                    for r in csv.DictReader(f)]  # fmt: skip
-    done = {r["env_step"] for r in rows}
-    for path in sorted((out_dir / "snapshots").glob("model-*.pt")):
-        env_step = int(path.stem.split("-")[1])
-        if env_step in done:
-            continue
+    name = DEFERRED_EVAL_CSV if precision == "float32" else DEFERRED_EVAL_CSV.replace(".csv", f"-{precision}.csv")
+    results = out_dir / name
+    for path in paths:
         snapshot = torch.load(path, map_location="cpu", weights_only=True)
+        env_step = int(snapshot.get("train_steps", int(path.stem.split("-")[1])))
+        if env_step in {r["env_step"] for r in _read_deferred_rows(results)}:
+            continue
+        config = _snapshot_run_config(snapshot, out_dir)
         model = load_told(path, task=config.task)
         env = make_task_env(config)
         episode_length = int(env.max_episode_steps)
@@ -422,8 +423,29 @@ def evaluate_snapshots(
                                    max_steps=config.max_episode_steps)  # fmt: skip
         row = {**evaluation_row(env_step, returns, float(snapshot.get("train_wall_s", 0.0))),
                "eval_s": round(time.perf_counter() - t0, 1), "precision": precision}  # fmt: skip
-        rows.append(row)
+        # Re-read before writing: another process may have added rows meanwhile.
+        rows = [r for r in _read_deferred_rows(results) if r["env_step"] != env_step] + [row]
         rewrite_csv(results, sorted(rows, key=lambda r: r["env_step"]))  # atomic, one header for all rows
         log(f"{out_dir.name}: eval @ {env_step} env steps: {row['mean_return']:.1f} ± {row['std_return']:.1f} "
             f"({row['eval_s'] / 60:.1f} min)")  # fmt: skip
-    return sorted(rows, key=lambda r: r["env_step"])
+    return sorted(_read_deferred_rows(results), key=lambda r: r["env_step"])
+
+
+def _read_deferred_rows(path: Path) -> list[dict[str, Any]]:
+    if not path.exists():
+        return []
+    with path.open() as f:
+        # Rows written before the precision column existed were float32 evaluations.
+        return [{**r, "env_step": int(r["env_step"]), "mean_return": float(r["mean_return"]),
+                 "std_return": float(r["std_return"]), "precision": r.get("precision") or "float32"}
+                for r in csv.DictReader(f)]  # fmt: skip
+
+
+def _snapshot_run_config(snapshot: dict[str, Any], out_dir: Path) -> TOLDTrainConfig:
+    """The run settings a snapshot was saved with (older snapshots: from the run's checkpoint)."""
+    if "train_config" in snapshot:
+        return TOLDTrainConfig.from_dict(snapshot["train_config"])
+    checkpoint = out_dir / "checkpoint.pt"
+    if not checkpoint.exists():
+        raise FileNotFoundError(f"{out_dir}/snapshots holds models without their run settings and checkpoint.pt is missing")
+    return TOLDTrainConfig.from_dict(torch.load(checkpoint, map_location="cpu", weights_only=True)["train_config"])
