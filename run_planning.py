@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Plan on a task from the command line and report what was achieved.
 
-    python run_planning.py                                   # the default: a DM Control task
+    python run_planning.py                                   # the default: TOLD + MPPI on cartpole-swingup
     python run_planning.py --task reacher-easy --planner icem --episodes 5
     python run_planning.py --task point_mass-goal --video runs/goal.mp4
     python run_planning.py --list                            # tasks, planners, models
@@ -30,11 +30,14 @@ import torch  # noqa: E402
 import envs  # noqa: E402  (does not import dm_control until an env is made)
 from models import TOY_SYSTEMS  # noqa: E402
 from planners import PLANNERS, PRESETS, MPCController, make_planner, resolve_device  # noqa: E402
+from planners.controller import PRECISIONS  # noqa: E402
 from training import EpisodeRecord, run_episode, summarise, write_video  # noqa: E402
 from training.oracle_presets import matched_planner, oracle_settings  # noqa: E402
 
 DEFAULT_TASK = "cartpole-swingup"
-DEFAULT_PLANNER = "icem"
+# With no --planner, each model gets the planner its paper uses: MPPI (TD-MPC2) over TOLD,
+# CEM over PlaNet's RSSM and DINO-WM, and iCEM over the physics (our measured best).
+DEFAULT_PLANNERS = {"told": "mppi", "rssm": "cem", "dinowm": "cem", "oracle": "icem"}
 MODELS = ("oracle", "told", "rssm", "dinowm")
 AVAILABLE_MODELS = ("oracle", "told", "rssm", "dinowm")
 ACT_MODES = ("planner", "actor", "planner+actor")
@@ -64,9 +67,12 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     parser.add_argument("--task", default=DEFAULT_TASK, help="task name (see --list)")
-    parser.add_argument("--planner", default=DEFAULT_PLANNER, help=f"one of {sorted(PLANNERS)}")
+    parser.add_argument("--planner", default="auto",
+                        help=f"one of {sorted(PLANNERS)}; auto: the model's own ({DEFAULT_PLANNERS})")
     parser.add_argument("--preset", default=None, help=f"published planner settings: {sorted(PRESETS)}")
-    parser.add_argument("--model", default="oracle", help=f"world model: {list(MODELS)}")
+    parser.add_argument("--model", default="auto",
+                        help=f"world model: {list(MODELS)}; auto: the one --checkpoint holds, else TOLD where a "
+                             "checkpoint for the task ships in checkpoints/, else the oracle")
     parser.add_argument("--checkpoint", default=None, help="weights file of a learned model")
     parser.add_argument("--mode", default="planner", choices=ACT_MODES,
                         help="rssm: plan, act with the Dreamer actor, or plan with the actor's proposals")
@@ -82,6 +88,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--action-repeat", type=int, default=None, help="physics steps per agent step")
     parser.add_argument("--max-steps", type=int, default=None, help="cut episodes after this many agent steps")
     parser.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    parser.add_argument("--precision", default="float32", choices=PRECISIONS,
+                        help="learned models: run the model's matrix products in bfloat16 while planning "
+                             "(faster on CPUs with AMX/AVX512-BF16 and on GPUs)")
     parser.add_argument("--obs", default="state", choices=["state", "pixels"], help="observation type")
     parser.add_argument("--goal", default=None, help="goal-image file (.png/.npy) for goal-conditioned models")
     parser.add_argument("--video", default=None, help="write the first episode to this .mp4 or .gif")
@@ -132,6 +141,49 @@ def oracle_planner(args: argparse.Namespace, action_dim: int) -> Any:
         raise UserError(str(error)) from None
 
 
+def resolve_model_and_planner(args: argparse.Namespace) -> None:
+    """Fill in --model auto and --planner auto (see their help), saying what was chosen."""
+    args.model_flag = args.model  # as given, for messages
+    if args.model == "auto":
+        if args.checkpoint is not None:
+            args.model = model_in_checkpoint(Path(args.checkpoint))
+            reason = f"from {args.checkpoint}"
+        elif args.task not in TOY_TASKS and args.goal is None and shipped_checkpoint("told", args.task, args.obs).is_file():
+            args.model = "told"
+            reason = f"the shipped checkpoint checkpoints/{shipped_checkpoint('told', args.task, args.obs).name}"
+        else:
+            args.model = "oracle"
+            reason = f"no learned checkpoint ships for {args.task}; the true physics"
+        print(f"model {args.model} ({reason}; choose with --model)", flush=True)
+    if args.planner == "auto":
+        args.planner = DEFAULT_PLANNERS.get(args.model, "icem")
+
+
+def model_in_checkpoint(path: Path) -> str:
+    """Which model a checkpoint file holds: a model file's `model` field, or a TOLD training
+    checkpoint (which `load_told` reads too). Other training checkpoints are refused with
+    the model file to use instead."""
+    import torch
+
+    if not path.is_file():
+        raise UserError(f"checkpoint not found: {path}")
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # a file torch cannot read: say which and why, in one line
+        raise UserError(f"cannot read checkpoint {path}: {str(error).splitlines()[0]}") from None
+    if isinstance(ckpt, dict):
+        name = ckpt.get("model")
+        if isinstance(name, str) and name in MODELS:
+            return name
+        agent_state = ckpt.get("agent_state")
+        if isinstance(agent_state, dict) and isinstance(agent_state.get("agent"), dict):
+            return "told"
+        if ckpt.get("trainer") == "planet" or ckpt.get("kind") == "dinowm-train":
+            raise UserError(f"{path} is a training checkpoint (the state to resume training); plan with the model "
+                            f"file beside it: {path.with_name('model.pt')}")
+    raise UserError(f"cannot tell which model {path} holds; pass --model ({', '.join(m for m in MODELS if m != 'oracle')})")
+
+
 def check_model(args: argparse.Namespace) -> None:
     if args.model not in MODELS:
         raise UserError(f"unknown model {args.model!r}; choose one of {list(MODELS)}")
@@ -141,6 +193,9 @@ def check_model(args: argparse.Namespace) -> None:
         raise UserError("the oracle model is the true physics and takes no --checkpoint")
     if args.checkpoint is not None and not Path(args.checkpoint).is_file():
         raise UserError(f"checkpoint not found: {args.checkpoint}")
+    if args.precision != "float32" and args.model == "oracle":
+        raise UserError(f"--precision {args.precision} is for learned models; the oracle (--model {args.model_flag}) "
+                        "plans with MuJoCo in float64")
     if args.goal is not None and args.model == "oracle":
         raise UserError("--goal images need a goal-conditioned learned model; the oracle plans to the task's own goal")
 
@@ -279,7 +334,8 @@ def run_told(args: argparse.Namespace) -> list[EpisodeRecord]:
     planner = told_planner(args, env.action_space.shape[0])
     discount = heuristic_discount(env.max_episode_steps)
     model.generator = torch.Generator(device=device).manual_seed(args.seed)
-    controller = MPCController(model, planner, discount=discount, use_value=True, seed=args.seed, device=device)
+    controller = MPCController(model, planner, discount=discount, use_value=True, seed=args.seed, device=device,
+                               precision=args.precision)
     steps = min(env.max_episode_steps, args.max_steps or env.max_episode_steps)
     print(f"task {args.task} (action repeat {env.action_repeat}, {steps} agent steps), planner {args.planner} "
           f"{describe(planner)}, model told ({model.config.size}, {model.config.obs_type})", flush=True)
@@ -312,8 +368,9 @@ def rssm_controller(args: argparse.Namespace, env: Any, device: torch.device) ->
     if args.mode == "planner+actor":
         proposals = max(1, planner.config.num_samples // 20)
         return MPCController(ActorGuidedModel(model, actor), planner, discount=1.0, use_value=False,
-                             num_proposals=proposals, seed=args.seed, device=device)
-    return MPCController(model, planner, discount=1.0, use_value=False, seed=args.seed, device=device)
+                             num_proposals=proposals, seed=args.seed, device=device, precision=args.precision)
+    return MPCController(model, planner, discount=1.0, use_value=False, seed=args.seed, device=device,
+                         precision=args.precision)
 
 
 def run_rssm(args: argparse.Namespace) -> list[EpisodeRecord]:
@@ -358,7 +415,8 @@ def run_dinowm(args: argparse.Namespace) -> list[EpisodeRecord]:
         model = load_trained_dinowm(args.checkpoint, encoder_weights=args.encoder_weights, device=device)
         overrides = {k: v for k, v in flag_overrides(args).items()}
         config = GoalEvalConfig(task=args.task, planner=args.planner, image_size=model.config.image_size,
-                                env_steps=args.env_steps, num_goals=args.episodes, seed=args.seed, **overrides)
+                                env_steps=args.env_steps, num_goals=args.episodes, seed=args.seed,
+                                precision=args.precision, **overrides)
     except (ValueError, FileNotFoundError, TypeError) as error:
         raise UserError(str(error)) from None
     env = make_goal_env(config)
@@ -509,6 +567,8 @@ def build_train_parser() -> argparse.ArgumentParser:
                         help="dinowm: data collection policy (noisy_planner: iCEM over the physics plus noise)")
     parser.add_argument("--epochs", type=int, default=100, help="dinowm: training epochs")
     parser.add_argument("--encoder-weights", default=None, help="dinowm: DINOv2 weight file (default: random frozen encoder)")
+    parser.add_argument("--encoder-precision", default="float32", choices=("float32", "bfloat16"),
+                        help="dinowm: run the frozen encoder in bfloat16 autocast when caching features")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--eval-every", type=int, default=10_000, help="env steps between evaluations")
     parser.add_argument("--eval-episodes", type=int, default=10)
@@ -580,7 +640,7 @@ def build_dinowm_trainer(args: argparse.Namespace, progress: bool) -> tuple[Any,
                           image_size=image_size, policy=args.policy, seed=args.seed), data, progress=progress)
     config = DinoWMTrainConfig(dataset=str(data), preset=preset, epochs=args.epochs, seed=args.seed,
                                batch_size=args.batch_size or 32, encoder_weights=args.encoder_weights,
-                               device=str(resolve_device(args.device)))
+                               encoder_precision=args.encoder_precision, device=str(resolve_device(args.device)))
     trainer = DinoWMTrainer(config, out, progress=progress)
     return trainer, f"dinowm ({preset}, {image_size} px) on {args.task} from {args.trajectories} trajectories"
 
@@ -618,6 +678,7 @@ def main(argv: list[str] | None = None) -> int:
             value = getattr(args, flag)
             if value is not None and value < 1:
                 raise UserError(f"--{flag.replace('_', '-')} {value} must be at least 1")
+        resolve_model_and_planner(args)
         records = run_toy(args) if args.task in TOY_TASKS else run_dmc(args)
     except UserError as error:
         print(f"error: {error}", file=sys.stderr)

@@ -20,7 +20,7 @@ def test_train_then_reach_goals(tmp_path, capsys):
     code = run_planning.main([
         "--model", "dinowm", "--checkpoint", str(out / "model.pt"), "--task", "reacher-pose", "--episodes", "1",
         "--samples", "8", "--elites", "2", "--iterations", "1", "--horizon", "2", "--env-steps", "5",
-        "--out", str(tmp_path / "eval"), "--no-progress",
+        "--precision", "bfloat16", "--out", str(tmp_path / "eval"), "--no-progress",
     ])  # fmt: skip
     assert code == 0
     printed = capsys.readouterr().out
