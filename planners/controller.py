@@ -215,7 +215,9 @@ class MPCController:
         proposals = None
         if self.num_proposals > 0:
             with self._model_precision():
-                proposals = policy_proposals(self.model, z, self.planner.config.horizon, self.num_proposals).float()
+                proposals = policy_proposals(self.model, z, self.planner.config.horizon, self.num_proposals)
+            if self.precision != "float32":
+                proposals = proposals.float()
         if self.precision != "float32":
             objective = self._in_model_precision(objective)
         result = self.planner.plan(

@@ -65,6 +65,11 @@ def _checked_reward(model: Any, z: Tensor, action: Tensor) -> Tensor:
     return rewards
 
 
+def _at_least_float32(t: Tensor) -> Tensor:
+    """bfloat16/float16 -> float32; float32 and float64 unchanged."""
+    return t.float() if t.is_floating_point() and t.element_size() < 4 else t
+
+
 def _check_actions(actions: Tensor, z0: Tensor) -> None:
     if actions.ndim != 4 or actions.shape[0] != z0.shape[0]:
         raise ValueError(
@@ -124,13 +129,14 @@ def reward_objective(model: Any, z0: Tensor, discount: float = 0.99, use_value: 
                 step_rewards.append(_checked_reward(model, z, flat_actions[:, t]))
                 z = model.next(z, flat_actions[:, t])
             rewards, last = torch.stack(step_rewards, dim=1), z  # [M, H], [M, *Z]
-        # Sums in float32 even when the model ran in bfloat16 (MPCController precision):
-        # the planner ranks candidates by small differences of these returns.
-        rewards = rewards.float()
+        # Sums in at least float32 even when the model ran in bfloat16 (MPCController
+        # precision): the planner ranks candidates by small differences of these returns.
+        # float64 (the physics model) stays float64.
+        rewards = _at_least_float32(rewards)
         weights = discount ** torch.arange(h, device=rewards.device, dtype=rewards.dtype)  # [H]
         returns = (rewards * weights).sum(dim=1)  # [M]
         if value_fn is not None:
-            returns = returns + discount**h * value_fn(last).reshape(b * n).float()
+            returns = returns + discount**h * _at_least_float32(value_fn(last).reshape(b * n))
         return returns.view(b, n)
 
     return objective
@@ -161,7 +167,7 @@ def goal_objective(model: Any, z0: Tensor, z_goal: Tensor, mode: GoalMode = "las
         goal = _expand_to_candidates(z_goal, n).unsqueeze(1)  # [M, 1, *Z]
         if mode == "last":
             latents = latents[:, -1:]
-        distance = (latents.float() - goal.float()).pow(2).flatten(2).mean(dim=2)  # [M, H or 1], float32
+        distance = (_at_least_float32(latents) - _at_least_float32(goal)).pow(2).flatten(2).mean(dim=2)  # [M, H or 1]
         return -distance.mean(dim=1).view(b, n)
 
     return objective
