@@ -7,38 +7,23 @@ file is always replaced whole (temp file, then rename) and never left half-writt
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
+
+from models.checkpoints import atomic_write
 
 __all__ = ["atomic_write_text", "atomic_copy", "read_json"]
 
 
 def atomic_write_text(path: Path, text: str) -> None:
     """Write `text` to a temp file beside `path`, then rename over it."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", newline="") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write(path, lambda tmp: Path(tmp).write_text(text, newline=""))
 
 
 def atomic_copy(source: Path, target: Path) -> None:
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.stem}.", suffix=target.suffix)
-    os.close(fd)
-    try:
-        shutil.copyfile(source, tmp)
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    """Copy `source` to `target` atomically (see `models.checkpoints.atomic_write`)."""
+    atomic_write(target, lambda tmp: shutil.copyfile(source, tmp))
 
 
 def read_json(path: Path) -> dict[str, Any]:

@@ -16,28 +16,33 @@ from __future__ import annotations
 
 import os
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
-__all__ = ["atomic_torch_save", "model_checkpoint", "read_header"]
+__all__ = ["atomic_write", "atomic_torch_save", "model_checkpoint", "read_header"]
 
 
-def atomic_torch_save(obj: Any, path: str | os.PathLike[str]) -> None:
-    """torch.save to a temporary file beside `path`, then rename: never a half-written file."""
+def atomic_write(path: str | os.PathLike[str], write: Callable[[str], None]) -> None:
+    """`write(temporary_path)` beside `path`, then rename over it: never a half-written file."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     os.close(fd)
     try:
-        torch.save(obj, tmp)
+        write(tmp)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def atomic_torch_save(obj: Any, path: str | os.PathLike[str]) -> None:
+    """torch.save, atomically (see `atomic_write`)."""
+    atomic_write(path, lambda tmp: torch.save(obj, tmp))
 
 
 def model_checkpoint(model: nn.Module, name: str, version: int, config: Mapping[str, Any], **extra: Any) -> dict[str, Any]:
