@@ -26,11 +26,13 @@ from torch import nn
 __all__ = ["atomic_write", "atomic_torch_save", "model_checkpoint", "read_header"]
 
 
-def atomic_write(path: str | os.PathLike[str], write: Callable[[str], None]) -> None:
-    """`write(temporary_path)` beside `path`, then rename over it: never a half-written file."""
+def atomic_write(path: str | os.PathLike[str], write: Callable[[str], None], suffix: str = ".tmp") -> None:
+    """`write(temporary_path)` beside `path`, then rename over it: never a half-written file.
+
+    `suffix` of the temporary name, for writers that pick the format from it (".png")."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=suffix)
     os.close(fd)
     try:
         write(tmp)

@@ -24,8 +24,6 @@ Shapes:
 
 from __future__ import annotations
 
-import os
-import tempfile
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
@@ -33,6 +31,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from models.checkpoints import atomic_write
 from models.rssm import RSSM
 
 __all__ = ["image_grid", "predict_sequences", "write_model_pictures"]
@@ -41,16 +40,9 @@ _GAP = 2  # white pixels between frames and between rows of a grid
 
 
 def _atomic_write(path: Path, write: Callable[[str], None]) -> None:
-    """Runs `write(tmp)` on a temporary .png beside `path`, then renames it to `path`."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".png")
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    """Runs `write(tmp)` on a temporary .png beside `path` (imageio reads the format from
+    the suffix), then renames it to `path`."""
+    atomic_write(path, write, suffix=".png")
 
 
 @torch.no_grad()
