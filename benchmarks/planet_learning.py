@@ -118,7 +118,7 @@ def run(args: argparse.Namespace) -> None:
         config = PlaNetTrainConfig(
             task=args.task, steps=args.steps, obs=args.obs, model=args.model, seed=args.seed, mode=args.mode,
             plan_samples=args.plan_samples, plan_iterations=args.plan_iterations, eval_every=args.eval_every,
-            eval_episodes=args.eval_episodes,
+            eval_episodes=args.eval_episodes, precision=args.precision, imagine_starts=args.imagine_starts,
             eval_at_start=False,  # the untrained agent's return is not worth a full evaluation here
             **quick,
         )  # fmt: skip
@@ -129,7 +129,9 @@ def run(args: argparse.Namespace) -> None:
     samples, elites = config.planner_budget()
     print(f"training rssm ({args.model}, {args.obs}, {args.mode}) on {args.task} to {args.steps} env steps "
           f"(action repeat {trainer.action_repeat}, CEM {samples}/{elites} x "
-          f"{trainer.planner.config.iterations} it x horizon {config.plan_horizon}); run folder {out}/", flush=True)
+          f"{trainer.planner.config.iterations} it x horizon {config.plan_horizon}; {config.precision}"
+          f"{'' if not config.uses_actor else f', imagining from {config.imagine_starts or config.batch_size * config.chunk_length} starts'}"
+          f"); run folder {out}/", flush=True)
     rows = trainer.run()
     if rows:
         print(f"final evaluation: {rows[-1]['mean_return']:.1f} ± {rows[-1]['std_return']:.1f} at "
@@ -194,6 +196,9 @@ def read_run(path: Path) -> dict[str, Any] | None:
             split_fraction={k: round(v / wall, 3) if wall > 0 else None for k, v in split.items()},
             plan_budget={"samples": samples, "iterations": config.get("plan_iterations") or 10,
                          "horizon": config.get("plan_horizon", 12)},
+            # Budget settings that differ from the papers' (older runs predate them: defaults).
+            precision=config.get("precision", "float32"),
+            imagine_starts=config.get("imagine_starts"),
         )
     pictures = path / "pictures"
     info["pictures"] = sorted(p.name for p in pictures.glob("*.png")) if pictures.is_dir() else []
@@ -215,6 +220,16 @@ def _recon_summary(train: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 # -- report ----------------------------------------------------------------------------------
+
+
+def budget_note(info: dict[str, Any]) -> str:
+    """'' for the papers' settings, else what the run changed (precision, imagination starts)."""
+    notes = []
+    if info.get("precision", "float32") != "float32":
+        notes.append(f"{info['precision']} actor-critic/planning")
+    if info.get("imagine_starts") is not None:
+        notes.append(f"{info['imagine_starts']} imagination starts")
+    return f" [{', '.join(notes)}]" if notes else ""
 
 
 def report(args: argparse.Namespace) -> None:
@@ -306,7 +321,8 @@ def report(args: argparse.Namespace) -> None:
         for mode, m in s["modes"].items():
             print(f"{task:17s} state  {mode:14s} {m['latest_return'] if m['latest_return'] is not None else '-':>7} "
                   f"at {m['latest_env_step'] or 0:>6} env steps; {m.get('env_steps_per_s', '?')} env steps/s"
-                  f"{'' if m.get('benchmark_configuration', True) else ' (not the PlaNet-sized model)'}")
+                  f"{'' if m.get('benchmark_configuration', True) else ' (not the PlaNet-sized model)'}"
+                  f"{budget_note(m)}")
         for mode, p in s["pixels"].items():
             recon = p["reconstruction_loss"]
             print(f"{task:17s} pixels {mode:14s} {p['latest_return'] if p['latest_return'] is not None else '-':>7} "
@@ -480,6 +496,10 @@ def main() -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--plan-samples", type=int, default=None, help="CEM candidates (default PlaNet's 1000, top 10%%)")
     p.add_argument("--plan-iterations", type=int, default=None, help="CEM iterations (default PlaNet's 10)")
+    p.add_argument("--precision", default="float32", choices=("float32", "bfloat16"),
+                   help="actor-critic updates and CEM model calls (the world model trains in float32)")
+    p.add_argument("--imagine-starts", type=int, default=None,
+                   help="actor-critic imagination starts per update (default all 2500, Dreamer v1; DreamerV3: 1024)")
     p.add_argument("--eval-every", type=int, default=10_000, help="env steps between evaluations")
     p.add_argument("--eval-episodes", type=int, default=10)
     p.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")

@@ -138,6 +138,8 @@ def test_tanh_normal_log_prob_and_entropy() -> None:
         ("activation", "tanh"),
         ("return_norm_high", 0.01),
         ("actor_hidden", (32, 0)),
+        ("imagine_starts", 0),
+        ("precision", "float16"),
     ],
 )
 def test_config_rejects_bad_values(field: str, value: object) -> None:
@@ -235,6 +237,66 @@ def test_actor_critic_learns_the_rewarded_action() -> None:
     assert float((last - TARGET).abs().max()) < 0.15
     # Imagined rewards approach the optimum of 0 (they are -(a - 0.5)^2 per step).
     assert metrics["reward_mean"] > -0.01
+
+
+def test_imagine_starts_draws_that_many_distinct_start_states() -> None:
+    model = tiny_rssm()
+    model.requires_grad_(False)
+    start = posterior(model, batch=8, steps=4).detach().flatten_batch()  # 32 states
+    ac = ActorCritic.for_model(model, BehaviorConfig.tiny(imagine_starts=7))
+    traj = ac.imagine(model, start)
+    assert traj["features"].shape[1] == 7
+    chosen = traj["features"][0, :, : model.config.deter]  # s_0 of each trajectory
+    matches = (chosen[:, None, :] == start.deter[None, :, :]).all(-1)  # [7, 32]
+    assert bool((matches.sum(1) == 1).all()), "every start is one of the batch's states"
+    assert len(set(matches.float().argmax(1).tolist())) == 7, "drawn without replacement"
+    # More starts than states keeps them all.
+    all_starts = ActorCritic.for_model(model, BehaviorConfig.tiny(imagine_starts=100)).imagine(model, start)
+    assert all_starts["features"].shape[1] == 32
+
+
+def test_critic_loss_reuses_given_slow_values_exactly() -> None:
+    torch.manual_seed(0)
+    ac = ActorCritic(BehaviorConfig.tiny(), feature_size=8, action_dim=1)
+    # Both critics random (the output layer starts at zero, which makes every target cost
+    # the same), and different from each other.
+    for p in [*ac.critic.parameters(), *ac.slow_critic.parameters()]:
+        p.data.normal_(0.0, 0.3)
+    features, returns = torch.randn(16, 8), torch.randn(16)
+    with torch.no_grad():
+        slow = ac.slow_critic(features)
+    torch.testing.assert_close(ac.critic_loss(features, returns, slow_values=slow), ac.critic_loss(features, returns))
+    assert not torch.allclose(ac.critic_loss(features, returns, slow_values=slow + 5.0), ac.critic_loss(features, returns))
+
+
+def test_bfloat16_update_matches_float32_and_keeps_sums_in_float32() -> None:
+    model = bandit_rssm()
+    model.requires_grad_(False)
+    start = posterior(model, batch=8).detach().flatten_batch()
+    learners = {}
+    for precision in ("float32", "bfloat16"):
+        torch.manual_seed(1)
+        learners[precision] = ActorCritic.for_model(model, BehaviorConfig.tiny(precision=precision))
+    torch.manual_seed(2)
+    traj = learners["bfloat16"].imagine(model, start)
+    for key in ("rewards", "values", "returns", "log_probs", "entropies"):
+        assert traj[key].dtype == torch.float32, key
+    metrics = {}
+    for precision, ac in learners.items():
+        torch.manual_seed(2)  # the same imagination noise for both
+        metrics[precision] = ac.update(model, start)
+    for key in ("actor_loss", "critic_loss", "return_mean"):
+        a, b = metrics["float32"][key], metrics["bfloat16"][key]
+        assert math.isfinite(b)
+        assert abs(a - b) <= 0.03 * abs(a) + 1e-3, (key, a, b)
+    assert metrics["float32"]["actor_loss"] != metrics["bfloat16"]["actor_loss"], "autocast did not run"
+    # And a bfloat16 learner still learns the bandit's action.
+    ac = ActorCritic.for_model(model, BehaviorConfig.tiny(actor_lr=3e-3, critic_lr=3e-3, precision="bfloat16"))
+    for _ in range(150):
+        ac.update(model, start)
+    with torch.no_grad():
+        last = ac.policy(start.feature(), deterministic=True)
+    assert float((last - TARGET).abs().mean()) < 0.05
 
 
 # ---------------------------------------------------------------------------- control

@@ -237,6 +237,8 @@ def test_state_pictures_and_the_missing_library_note(tmp_path, monkeypatch):
         ({"lr": float("nan")}, r"lr=nan"),
         ({"plan_samples": 20, "plan_elites": 30}, r"plan_elites=30 exceeds plan_samples=20"),
         ({"mode": "planner+actor", "plan_samples": 20, "num_proposals": 20}, r"num_proposals=20 must be below plan_samples=20"),
+        ({"precision": "float16"}, r"precision='float16' is not one of \('float32', 'bfloat16'\)"),
+        ({"imagine_starts": 0}, r"imagine_starts=0 must be an int >= 1"),
     ],
 )
 def test_config_errors_name_the_bad_value(overrides, message):
@@ -257,3 +259,16 @@ def test_resuming_with_another_task_names_both(tmp_path):
         quiet(quick_config(task="cartpole-balance"), tmp_path)
     with pytest.raises(ValueError, match=r"mode='planner' \(checkpoint\) vs 'actor'"):
         quiet(quick_config(mode="actor"), tmp_path)
+    with pytest.raises(ValueError, match=r"precision='float32' \(checkpoint\) vs 'bfloat16'"):
+        quiet(quick_config(precision="bfloat16"), tmp_path)
+
+
+def test_the_budget_settings_reach_the_learner_and_the_planner(tmp_path):
+    config = quick_config(mode="planner+actor", precision="bfloat16", imagine_starts=16, steps=160, seed_episodes=1,
+                          collect_interval=2, eval_at_start=False, eval_episodes=1)  # fmt: skip
+    trainer = quiet(config, tmp_path)
+    assert trainer.behavior.config.precision == "bfloat16" and trainer.behavior.config.imagine_starts == 16
+    assert trainer.controller.precision == "bfloat16" and trainer.eval_controller.precision == "bfloat16"
+    rows = trainer.run()
+    assert math.isfinite(rows[-1]["mean_return"])
+    assert math.isfinite(float(read_csv(tmp_path / "train.csv")[-1]["actor_loss"]))

@@ -63,7 +63,7 @@ from torch import Tensor
 from models.behavior import ActorController, ActorCritic, ActorGuidedModel, BehaviorConfig
 from models.rssm import RSSM, RSSMConfig, sequences_from_transitions
 from planners import CEM, MPCController
-from planners.controller import resolve_device
+from planners.controller import PRECISIONS, resolve_device
 from training.replay import EpisodeReplay
 from training.run_files import append_csv, atomic_torch_save, check_same_run, config_defaults, evaluation_row, restore_logs
 from training.told_trainer import evaluate_batched
@@ -75,7 +75,7 @@ MODEL_PRESETS: tuple[str, ...] = ("planet", "dreamerv2", "tiny")
 MODES: tuple[str, ...] = ("planner", "actor", "planner+actor")
 OBS_TYPES: tuple[str, ...] = ("state", "pixels")
 # Settings that define a run: resuming with any of them changed is refused.
-_RUN_IDENTITY = ("task", "obs", "model", "seed", "action_repeat", "mode")
+_RUN_IDENTITY = ("task", "obs", "model", "seed", "action_repeat", "mode", "precision", "imagine_starts")
 _BEHAVIOR_NAMES = ("actor_loss", "critic_loss", "entropy", "return_mean", "value_mean")
 
 
@@ -116,6 +116,13 @@ class PlaNetTrainConfig:
         buffer_capacity: replay slots; None keeps the whole run (as PlaNet).
         max_episode_steps: cut episodes to this many agent steps (tests); None: the
             task's limit (1000 env steps).
+        precision: "float32", or "bfloat16" for the actor-critic's updates
+            (`BehaviorConfig.precision`, as DreamerV3 computes) and the CEM's model calls
+            (`MPCController(precision=)`). The world model always trains in float32
+            (bfloat16 saved only ~15% there on this CPU; benchmarks/behavior_speed.py).
+        imagine_starts: posterior states the actor-critic imagines from per update
+            (`BehaviorConfig.imagine_starts`); None: all batch_size x chunk_length of
+            them (Dreamer v1's 2500). DreamerV3 uses 1024.
     """
 
     task: str = "cartpole-swingup"
@@ -145,6 +152,8 @@ class PlaNetTrainConfig:
     picture_every: int = 10_000
     buffer_capacity: int | None = None
     max_episode_steps: int | None = None
+    precision: str = "float32"
+    imagine_starts: int | None = None
 
     def __post_init__(self) -> None:
         for name, accepted in (("obs", OBS_TYPES), ("model", MODEL_PRESETS), ("mode", MODES)):
@@ -161,6 +170,10 @@ class PlaNetTrainConfig:
                 _check_int(name, getattr(self, name), 1)
         if self.num_proposals is not None:
             _check_int("num_proposals", self.num_proposals, 1)
+        if self.imagine_starts is not None:
+            _check_int("imagine_starts", self.imagine_starts, 1)
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"precision={self.precision!r} is not one of {PRECISIONS}")
         for name in ("lr", "adam_eps", "grad_clip"):
             value = getattr(self, name)
             if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
@@ -294,7 +307,8 @@ class PlaNetTrainer:
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=c.lr, eps=c.adam_eps)
         self.behavior: ActorCritic | None = None
         if c.uses_actor:
-            behavior_config = BehaviorConfig.tiny() if c.model == "tiny" else BehaviorConfig()
+            behavior_settings = {"precision": c.precision, "imagine_starts": c.imagine_starts}
+            behavior_config = (BehaviorConfig.tiny if c.model == "tiny" else BehaviorConfig)(**behavior_settings)
             self.behavior = ActorCritic.for_model(self.model, behavior_config)
 
         samples, elites = c.planner_budget()
@@ -344,7 +358,10 @@ class PlaNetTrainer:
             assert self.behavior is not None
             model = ActorGuidedModel(model, self.behavior)
         # PlaNet's objective: the undiscounted sum of predicted rewards, no terminal value.
-        return MPCController(model, self.planner, objective="reward", discount=1.0, use_value=False, device=self.device)
+        return MPCController(
+            model, self.planner, objective="reward", discount=1.0, use_value=False, device=self.device,
+            precision=c.precision,
+        )  # fmt: skip
 
     # -- paths and checkpoints -------------------------------------------------------------
 
