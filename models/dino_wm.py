@@ -124,6 +124,11 @@ class DinoWMConfig:
         decoder: add a `PatchDecoder` for pictures of latents (trained on detached
             features; it never shapes the latent).
         decoder_channels: width of the decoder.
+        patch_pool: average k x k neighbouring patch features into one token after the
+            frozen encoder (1: none, the paper's). Ours, for CPUs: the encoder still sees
+            the full image (small objects stay visible), while the predictor, whose cost
+            grows with the token count, sees k^2 times fewer tokens
+            (benchmarks/dinowm_plan_time.py). Must divide the encoder's patch grid.
     """
 
     action_dim: int
@@ -142,6 +147,7 @@ class DinoWMConfig:
     dropout: float = 0.1
     decoder: bool = False
     decoder_channels: int = 64
+    patch_pool: int = 1
 
     def __post_init__(self) -> None:
         if isinstance(self.encoder, str):
@@ -156,7 +162,7 @@ class DinoWMConfig:
                 f"{patch} (e.g. 196 or 224)"
             )
         for name in ("action_dim", "frameskip", "history", "action_emb_dim", "depth", "num_heads", "head_dim", "mlp_dim",
-                     "decoder_channels"):
+                     "decoder_channels", "patch_pool"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise ValueError(f"{name}={value!r} must be a positive int")
@@ -168,6 +174,11 @@ class DinoWMConfig:
             raise ValueError(f"proprio_emb_dim={self.proprio_emb_dim} must be 0 when proprio_dim=0 (nothing to embed)")
         if self.proprio_dim > 0 and self.proprio_emb_dim == 0:
             raise ValueError(f"proprio_emb_dim=0 would ignore proprio_dim={self.proprio_dim}; give it a width (10)")
+        if self.encoder_grid_size % self.patch_pool:
+            raise ValueError(
+                f"patch_pool={self.patch_pool} must divide the encoder's patch grid of {self.encoder_grid_size} x "
+                f"{self.encoder_grid_size} (image_size={self.image_size} / patch size {patch})"
+            )
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"dropout={self.dropout!r} must be in [0, 1)")
         if self.normalization not in ("minus_one_one", "imagenet"):
@@ -188,13 +199,18 @@ class DinoWMConfig:
         return self.encoder_config.patch_size
 
     @property
-    def grid_size(self) -> int:
-        """Patches per side: image_size / patch_size (14 at 196 px)."""
+    def encoder_grid_size(self) -> int:
+        """The encoder's patches per side: image_size / patch_size (14 at 196 px)."""
         return self.image_size // self.patch_size
 
     @property
+    def grid_size(self) -> int:
+        """The model's tokens per side: encoder_grid_size / patch_pool."""
+        return self.encoder_grid_size // self.patch_pool
+
+    @property
     def num_patches(self) -> int:
-        """P = grid_size ** 2 (196 at 196 px, 64 at 112 px)."""
+        """P = grid_size ** 2 (196 at 196 px, 64 at 112 px, 16 at 112 px with patch_pool 2)."""
         return self.grid_size**2
 
     @property
@@ -278,6 +294,20 @@ class DinoWMConfig:
 # --------------------------------------------------------------------------------------
 # Predictor
 # --------------------------------------------------------------------------------------
+
+
+def pool_patches(features: Tensor, grid_size: int, pool: int) -> Tensor:
+    """Average each pool x pool block of a row-major patch grid (`DinoWMConfig.patch_pool`).
+
+    Shapes: features [M, g * g, D] -> [M, (g / pool)^2, D], still row-major.
+    """
+    if pool == 1:
+        return features
+    m, p, d = features.shape
+    if p != grid_size * grid_size or grid_size % pool:
+        raise ValueError(f"features with {p} patches are not a {grid_size} x {grid_size} grid divisible by pool={pool}")
+    grid = features.transpose(1, 2).reshape(m, d, grid_size, grid_size)  # [M, D, g, g]
+    return F.avg_pool2d(grid, pool).flatten(2).transpose(1, 2)
 
 
 def frame_causal_mask(num_frames: int, num_patches: int) -> Tensor:
@@ -451,7 +481,10 @@ class DinoWM(nn.Module):
         self.action_encoder = nn.Linear(c.action_chunk_dim, c.action_emb_dim)
         self.proprio_encoder = nn.Linear(c.proprio_dim, c.proprio_emb_dim) if c.proprio_dim > 0 else None
         self.predictor = FrameCausalPredictor(c)
-        self.decoder = PatchDecoder(c.embed_dim, c.grid_size, c.patch_size, c.decoder_channels) if c.decoder else None
+        # A pooled token covers patch_pool x patch_pool patches: the decoder paints that many pixels.
+        self.decoder = (
+            PatchDecoder(c.embed_dim, c.grid_size, c.patch_size * c.patch_pool, c.decoder_channels) if c.decoder else None
+        )
         # Data-set statistics for z-scoring (the paper normalises actions and proprio);
         # saved with the model because the embeddings were trained on them.
         self.register_buffer("action_mean", torch.zeros(c.action_dim))
@@ -512,7 +545,8 @@ class DinoWM(nn.Module):
             images.reshape(-1, *images.shape[-3:]), size=self.config.image_size,
             normalization=self.config.normalization, patch_size=self.config.patch_size,
         )
-        features = encoder.patch_features(x.to(encoder.pos_embed.device, encoder.pos_embed.dtype))  # [M, P, D]
+        features = encoder.patch_features(x.to(encoder.pos_embed.device, encoder.pos_embed.dtype))  # [M, Pe, D]
+        features = pool_patches(features, self.config.encoder_grid_size, self.config.patch_pool)  # [M, P, D]
         return features.reshape(*lead, self.config.num_patches, self.config.embed_dim)
 
     # -- embeddings ------------------------------------------------------------------

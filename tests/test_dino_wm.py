@@ -17,6 +17,7 @@ from models.dino_wm import (
     dino_goal_objective,
     frame_causal_mask,
     make_goal_objective,
+    pool_patches,
 )
 from models.dinov2 import build_dinov2
 from planners import CEM, MPCController
@@ -53,6 +54,36 @@ def test_config_rejects_bad_values_by_name():
         DinoWMConfig.cpu(2, 0, dropout=1.5)
     with pytest.raises(ValueError, match="history=0"):
         DinoWMConfig.tiny(2, 0, history=0)
+
+
+def test_pool_patches_averages_each_block_of_the_grid():
+    # A 4 x 4 grid, row-major, feature value = patch index; 2 x 2 blocks -> 4 tokens.
+    features = torch.arange(16, dtype=torch.float32).view(1, 16, 1)
+    pooled = pool_patches(features, grid_size=4, pool=2)
+    expected = torch.tensor([(0 + 1 + 4 + 5) / 4, (2 + 3 + 6 + 7) / 4, (8 + 9 + 12 + 13) / 4, (10 + 11 + 14 + 15) / 4])
+    torch.testing.assert_close(pooled.view(4), expected)
+    assert pool_patches(features, 4, 1) is features
+    with pytest.raises(ValueError, match="15 patches"):
+        pool_patches(features[:, :15], grid_size=4, pool=2)
+
+
+def test_patch_pool_gives_the_predictor_fewer_tokens_of_the_same_image():
+    with pytest.raises(ValueError, match=r"patch_pool=3 must divide the encoder's patch grid of 4 x 4"):
+        DinoWMConfig.tiny(2, 3, image_size=56, patch_pool=3)
+    full = tiny_model(image_size=56, decoder=True)
+    pooled = tiny_model(image_size=56, patch_pool=2, decoder=True)
+    assert (full.config.num_patches, pooled.config.num_patches) == (16, 4)
+    frames = images(3, seed=1, size=56)
+    f_full, f_pooled = full.encode_features(frames), pooled.encode_features(frames)  # same frozen encoder
+    assert f_pooled.shape == (3, 4, full.config.embed_dim)
+    grid = f_full.view(3, 4, 4, -1)
+    torch.testing.assert_close(f_pooled[:, 0], grid[:, :2, :2].mean(dim=(1, 2)))  # top-left block
+    torch.testing.assert_close(f_pooled[:, 3], grid[:, 2:, 2:].mean(dim=(1, 2)))  # bottom-right block
+    # The whole model works on the pooled grid: observe, rollout, and pictures of full size.
+    z = pooled.encode(frames.float() / 255.0)
+    assert z.shape == (3, *pooled.config.latent_shape)
+    assert pooled.rollout(z, torch.zeros(3, 2, 2)).shape == (3, 2, *pooled.config.latent_shape)
+    assert pooled.decoder(f_pooled).shape[-2:] == (56, 56)
 
 
 def test_presets_have_the_paper_sizes():

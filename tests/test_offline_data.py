@@ -229,6 +229,16 @@ def test_feature_cache_round_trips_resumes_and_refuses_another_encoder(tmp_path,
     with pytest.raises(ValueError, match="precision='float16' must be one of"):
         cache_features(noisy, model, precision="float16")
 
+    # pooled patches (DinoWMConfig.patch_pool): a cache of their own, the model's pooled features
+    pooled_model = tiny_model(seed=0, patch_pool=2)  # the same frozen encoder, 2 x 2 patches -> 1
+    pooled = cache_features(noisy, pooled_model, batch_size=4)
+    assert pooled.folder != folder and pooled.folder.name.endswith("-pool2")
+    assert pooled.shards[0].shape == (2, 5, 1, 32)
+    np.testing.assert_allclose(pooled.trajectory(0).astype(np.float32)[:, 0], expected[0].mean(axis=1), rtol=2e-3,
+                               atol=2e-3)  # fmt: skip
+    with pytest.raises(ValueError, match="not by this encoder"):
+        load_cached_features(noisy, folder, encoder=pooled_model)
+
     other = tiny_model(seed=1)  # the same architecture, other random weights
     with pytest.raises(ValueError, match=r"made by encoder \[tiny .*fingerprint [0-9a-f]+, float32\], not by this encoder \[tiny"):
         cache_features(noisy, other, out_dir=folder)

@@ -751,6 +751,7 @@ class EncoderIdentity:
             two random inits, or two files of the same name, apart.
         precision: "float32", or "bfloat16" when the encoder ran in bfloat16 autocast
             (features differ by ~0.3%; caches of the two are kept apart).
+        patch_pool: k when k x k patches were averaged into one (`DinoWMConfig.patch_pool`).
     """
 
     name: str
@@ -759,17 +760,20 @@ class EncoderIdentity:
     normalization: str = ""
     fingerprint: str = ""
     precision: str = "float32"
+    patch_pool: int = 1
 
     @property
     def slug(self) -> str:
         """A folder-name-safe id: features-<slug>."""
         parts = [self.name, f"{self.image_size}px", Path(self.weights).stem, self.fingerprint[:8],
-                 "" if self.precision == "float32" else self.precision]  # fmt: skip
+                 "" if self.precision == "float32" else self.precision,
+                 "" if self.patch_pool == 1 else f"pool{self.patch_pool}"]  # fmt: skip
         return re.sub(r"[^A-Za-z0-9_.-]+", "_", "-".join(p for p in parts if p))
 
     def describe(self) -> str:
         return (f"{self.name} at {self.image_size} px, weights {self.weights}, normalization "
-                f"{self.normalization or '?'}, fingerprint {self.fingerprint or '?'}, {self.precision}")
+                f"{self.normalization or '?'}, fingerprint {self.fingerprint or '?'}, {self.precision}"
+                f"{'' if self.patch_pool == 1 else f', patches pooled {self.patch_pool} x {self.patch_pool}'}")
 
 
 def _fingerprint(module: torch.nn.Module) -> str:
@@ -785,7 +789,8 @@ def encoder_identity(model: Any) -> EncoderIdentity:
     c = model.config
     weights = Path(model.encoder_weights).name if model.encoder_weights else "random-init"
     return EncoderIdentity(name=c.encoder_name, image_size=c.image_size, weights=weights,
-                           normalization=c.normalization, fingerprint=_fingerprint(model.encoder))
+                           normalization=c.normalization, fingerprint=_fingerprint(model.encoder),
+                           patch_pool=c.patch_pool)
 
 
 def _encoder_fn(
