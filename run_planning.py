@@ -401,7 +401,7 @@ def run_dinowm(args: argparse.Namespace) -> list[EpisodeRecord]:
     """Goal-image MPC with a trained DINO-WM: --episodes goals, each 25 env steps of random
     actions away from its start (DINO-WM's protocol), success as the task defines it."""
     from training.dino_wm_trainer import load_trained_dinowm
-    from training.goal_mpc import GoalEvalConfig, evaluate_goals, make_goal_env, summarise_goals
+    from training.goal_mpc import GoalEvalConfig, dinowm_cpu_budget, evaluate_goals, make_goal_env, summarise_goals
     from training.offline_data import sample_goals
 
     if args.checkpoint is None:
@@ -413,7 +413,12 @@ def run_dinowm(args: argparse.Namespace) -> list[EpisodeRecord]:
     device = resolve_device(args.device)
     try:
         model = load_trained_dinowm(args.checkpoint, encoder_weights=args.encoder_weights, device=device)
-        overrides = {k: v for k, v in flag_overrides(args).items()}
+        overrides = flag_overrides(args)
+        if device.type == "cpu":
+            # The paper's CEM (300 x 30) takes minutes per call on a CPU; flags still win.
+            overrides = {**dinowm_cpu_budget(), **overrides}
+            if args.elites is None:
+                overrides["num_elites"] = min(overrides["num_elites"], overrides["num_samples"])
         config = GoalEvalConfig(task=args.task, planner=args.planner, image_size=model.config.image_size,
                                 env_steps=args.env_steps, num_goals=args.episodes, seed=args.seed,
                                 precision=args.precision, **overrides)
@@ -425,7 +430,8 @@ def run_dinowm(args: argparse.Namespace) -> list[EpisodeRecord]:
     goals = sample_goals(goal_env, args.episodes, seed=1_000_000 + args.seed, offset=25)
     goal_env.close()
     print(f"task {args.task}, {args.episodes} goals, planner {config.planner} (horizon {config.horizon}, "
-          f"{config.num_samples} samples, {config.num_elites} elites, {config.iterations} iterations), "
+          f"{config.num_samples} samples, {config.num_elites} elites, {config.iterations} iterations"
+          f"{'; the CPU budget, the paper uses 300 x 30' if device.type == 'cpu' and not flag_overrides(args) else ''}), "
           f"model dinowm ({model.config.image_size} px)", flush=True)
     out = Path(args.out) if args.out else Path("runs") / f"{args.task}-{args.planner}-dinowm"
     goal_records = evaluate_goals(model, goals, config, env_factory=lambda: env, progress=not args.no_progress,

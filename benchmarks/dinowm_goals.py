@@ -24,9 +24,11 @@ downloaded: the official `dinov2_vits14_pretrain.pth` must be a local file.
 `evaluate` draws held-out goals with `sample_goals(dataset, offset=25)` (a start and the
 state 25 env steps later on a held-out trajectory, the paper's protocol), resets each env
 with its trajectory's seed (`goal_reset_seeds`), and runs receding-horizon MPC to the
-goal image with DINO-WM (CEM: horizon 5, 300 samples, top 30, 30 iterations by default)
-and with the oracle (`evaluate_goals("oracle")`: the simulator itself, same planner budget,
-horizon 25 agent steps) on the SAME goals. It records the success rate (goal met at the
+goal image with DINO-WM (CEM, horizon 5: the paper's 300 samples, top 30, 30 iterations
+with --preset paper; our CPU budget of 100 samples, top 10, 10 iterations with the cpu
+preset, `training.goal_mpc.dinowm_cpu_budget`; flags override either) and with the
+oracle (`evaluate_goals("oracle")`: the simulator itself, same planner budget, horizon 25
+agent steps) on the SAME goals. It records the success rate (goal met at the
 end of --env-steps), the reach rate, the mean plan time per planning call, the encoder
 used, and writes <results-dir>/dinowm_goals.json (entries keyed "<task>/<planner>"; other
 entries kept), dinowm_goals.csv (one row per entry and method) and
@@ -89,7 +91,7 @@ TASKS = ("point_mass-goal", "reacher-pose")
 PRESETS = ("cpu", "paper", "tiny")
 PLANNERS = ("cem", "mppi", "icem")
 OFFSET = 25  # env steps from start to goal (the paper's)
-# Success-rate targets for our CPU configuration (cpu preset, 112 px, CEM as the paper's).
+# Success-rate targets for our CPU configuration (cpu preset and CPU CEM budget).
 TARGETS = {"point_mass-goal": 0.9, "reacher-pose": 0.8}
 # Published success rates (ANCHORS section 2): DINO-WM and DreamerV3 on "Reach" (DMC reacher,
 # whole-arm pose) = our reacher-pose. DINO-WM has no DMC point_mass task (its PointMaze, 0.98,
@@ -255,7 +257,7 @@ def _summary(records: list[Any], wall: float) -> dict[str, Any]:
 
 def evaluate(args: argparse.Namespace) -> None:
     from training.dino_wm_trainer import load_trained_dinowm
-    from training.goal_mpc import GoalEvalConfig, evaluate_goals, goal_reset_seeds
+    from training.goal_mpc import GoalEvalConfig, dinowm_cpu_budget, evaluate_goals, goal_reset_seeds
 
     set_threads(args)
     folder = run_dir(args)
@@ -266,10 +268,15 @@ def evaluate(args: argparse.Namespace) -> None:
     dataset = open_dataset(args)
     try:
         model = load_trained_dinowm(model_path, encoder_weights=args.encoder_weights, device=args.device)
+        budget = {k: getattr(args, k) for k in ("horizon", "num_samples", "num_elites", "iterations")
+                  if getattr(args, k) is not None}  # fmt: skip
+        if args.preset == "cpu":
+            # The cpu preset plans with our CPU budget (100 x 10) unless flags say otherwise.
+            budget = {**dinowm_cpu_budget(), **budget}
+            if args.num_elites is None:
+                budget["num_elites"] = min(budget["num_elites"], budget["num_samples"])
         config = GoalEvalConfig.for_dataset(
-            dataset, planner=args.planner, env_steps=args.env_steps, seed=args.seed, precision=args.precision,
-            **{k: getattr(args, k) for k in ("horizon", "num_samples", "num_elites", "iterations")
-               if getattr(args, k) is not None},
+            dataset, planner=args.planner, env_steps=args.env_steps, seed=args.seed, precision=args.precision, **budget,
         )  # fmt: skip
     except (FileNotFoundError, ValueError) as error:
         raise SystemExit(f"error: {error}") from None
@@ -414,7 +421,8 @@ def main() -> None:
     def common(p: argparse.ArgumentParser) -> None:
         p.add_argument("--task", required=True, choices=TASKS)
         p.add_argument("--preset", default="cpu", choices=PRESETS,
-                       help="model size (cpu: 112 px, depth 4; paper: 196 px, depth 6, for a GPU; tiny: checks)")
+                       help="model size (cpu: 112 px pooled to 16 tokens, history 1, depth 4; paper: 196 px, "
+                       "history 3, depth 6, for a GPU; tiny: checks)")
         p.add_argument("--seed", type=int, default=0)
         p.add_argument("--runs-dir", default=str(RUNS), help="where run folders live")
         p.add_argument("--no-progress", action="store_true", help="no progress bars (shown only on a terminal)")
@@ -446,9 +454,12 @@ def main() -> None:
     p.add_argument("--planner", default="cem", choices=PLANNERS)
     p.add_argument("--env-steps", type=int, default=50, help="env steps each goal gets")
     p.add_argument("--horizon", type=int, default=None, help="model steps planned (default DINO-WM's 5)")
-    p.add_argument("--samples", dest="num_samples", type=int, default=None, help="candidates (default 300)")
-    p.add_argument("--elites", dest="num_elites", type=int, default=None, help="elites (default 30)")
-    p.add_argument("--iterations", type=int, default=None, help="planner iterations (default 30)")
+    p.add_argument("--samples", dest="num_samples", type=int, default=None,
+                   help="candidates (default: paper preset 300, cpu preset 100)")
+    p.add_argument("--elites", dest="num_elites", type=int, default=None,
+                   help="elites (default: paper preset 30, cpu preset 10)")
+    p.add_argument("--iterations", type=int, default=None,
+                   help="planner iterations (default: paper preset 30, cpu preset 10)")
     p.add_argument("--include-reached", action="store_true",
                    help="keep goals already met at the start (the paper's unfiltered draw)")
     p.add_argument("--no-oracle", action="store_true", help="skip the oracle baseline")

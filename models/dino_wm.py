@@ -251,12 +251,18 @@ class DinoWMConfig:
 
     @classmethod
     def cpu(cls, action_dim: int, proprio_dim: int, **overrides: Any) -> DinoWMConfig:
-        """A CPU-sized variant (ours): ViT-S/14 at 112 px (8 x 8 = 64 patches, 3x fewer
-        than the paper, so the encoder and predictor cost about 3-10x less), predictor depth
-        4, 8 heads of 32, MLP 1024; embeddings, history and frameskip as the paper."""
+        """A CPU-sized variant (ours): ViT-S/14 sees the frame at 112 px (8 x 8 patches),
+        whose features are averaged 2 x 2 (`patch_pool`) into 4 x 4 = 16 tokens; a window
+        of 1 frame (history 1: the proprio embedding carries the velocities); predictor
+        depth 4, 8 heads of 32, MLP 1024; embeddings and frameskip as the paper.
+
+        Why (benchmarks/dinowm_plan_time.py, this 2-core CPU, bfloat16): one CEM call of
+        100 samples x 10 iterations x horizon 5 takes about 12 s, so a 50-goal evaluation
+        is under 2 h; with 64 patches and history 3 the same call took over 2 minutes
+        (48.6 s at a budget of 64 x 5)."""
         settings: dict[str, Any] = {
-            "image_size": 112, "depth": 4, "num_heads": 8, "head_dim": 32, "mlp_dim": 1024,
-            "proprio_emb_dim": 10 if proprio_dim > 0 else 0,
+            "image_size": 112, "patch_pool": 2, "history": 1, "depth": 4, "num_heads": 8, "head_dim": 32,
+            "mlp_dim": 1024, "proprio_emb_dim": 10 if proprio_dim > 0 else 0,
         }
         settings.update(overrides)
         return cls(action_dim=action_dim, proprio_dim=proprio_dim, **settings)

@@ -95,7 +95,8 @@ def test_presets_have_the_paper_sizes():
     n = sum(p.numel() for p in FrameCausalPredictor(paper).parameters())
     assert 19e6 < n < 20.5e6, n
     cpu = DinoWMConfig.cpu(action_dim=2, proprio_dim=0)
-    assert (cpu.num_patches, cpu.token_dim, cpu.proprio_emb_dim) == (64, 394, 0)
+    assert (cpu.image_size, cpu.encoder_grid_size, cpu.num_patches, cpu.history) == (112, 8, 16, 1)
+    assert (cpu.token_dim, cpu.proprio_emb_dim, cpu.depth) == (394, 0, 4)
     assert DinoWMConfig.from_dict(DinoWMConfig.tiny(2, 3).to_dict()) == DinoWMConfig.tiny(2, 3)
 
 

@@ -97,8 +97,8 @@ class DinoWMTrainConfig:
 
     Attributes:
         dataset: folder of an `OfflineDataset` (from `collect` or `write_dataset`).
-        preset: model size, a `DinoWMConfig` preset: "cpu" (ViT-S/14 at 112 px, depth-4
-            predictor), "paper" (196 px, depth 6, 16 heads; GPU) or "tiny" (tests).
+        preset: model size, a `DinoWMConfig` preset: "cpu" (ViT-S/14 at 112 px, patches
+            pooled 2 x 2 into 16 tokens, history 1, depth-4 predictor), "paper" (196 px, depth 6, 16 heads; GPU) or "tiny" (tests).
         epochs: passes over the training windows (the paper: 100). Ignored when `steps`
             is set.
         steps: optimiser steps to train for instead of epochs (None: epochs decide).
