@@ -427,7 +427,7 @@ def plan_time(args: argparse.Namespace) -> None:
     model = model.eval()
     planner = CEM.planet(action_dim)  # PlaNet's preset, whatever budget the run trained with
     controller = MPCController(model, planner, objective="reward", discount=1.0, use_value=False, device="cpu",
-                               seed=args.seed)  # fmt: skip
+                               seed=args.seed, precision=args.precision)  # fmt: skip
     obs, _ = env.reset(seed=args.seed)
     controller.reset()
     times: list[float] = []
@@ -462,6 +462,7 @@ def plan_time(args: argparse.Namespace) -> None:
         "model_env_steps": int(state["train_rows"][-1]["env_step"]) if state.get("train_rows") else 0,
         "planner": {"name": "CEM.planet", "num_samples": c.num_samples, "num_elites": c.num_elites,
                     "iterations": c.iterations, "horizon": c.horizon},
+        "precision": args.precision,
         "steps_timed": len(ms),
         "median_ms": round(statistics.median(ms), 1),
         "p10_ms": round(ms[len(ms) // 10], 1),
@@ -472,9 +473,10 @@ def plan_time(args: argparse.Namespace) -> None:
     results = Path(args.results_dir)
     json_path = results / f"{NAME}.json"
     data = read_json(json_path)
-    data.setdefault("plan_time", {})[folder.name] = entry
+    key = folder.name if args.precision == "float32" else f"{folder.name}/{args.precision}"
+    data.setdefault("plan_time", {})[key] = entry
     atomic_write_text(json_path, json.dumps(data, indent=2) + "\n")
-    print(f"{folder.name}: CEM {c.num_samples} x {c.iterations} it x horizon {c.horizon}: median "
+    print(f"{key}: CEM {c.num_samples} x {c.iterations} it x horizon {c.horizon} ({args.precision}): median "
           f"{entry['median_ms']} ms per planning step over {len(ms)} steps (p10 {entry['p10_ms']}, p90 "
           f"{entry['p90_ms']}; {entry['machine']['torch_threads']} threads); into {json_path}")
 
@@ -523,6 +525,8 @@ def main() -> None:
     p = sub.add_parser("plan-time", help="time PlaNet's CEM preset on a trained RSSM", formatter_class=fmt)
     p.add_argument("--run", required=True, help="a run folder (with checkpoint.pt and model.pt)")
     p.add_argument("--steps", type=int, default=20, help="planning steps timed")
+    p.add_argument("--precision", default="float32", choices=("float32", "bfloat16"),
+                   help="the RSSM's matrix products while planning (MPCController precision)")
     p.add_argument("--warmup", type=int, default=2, help="planning steps run first and not timed")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
