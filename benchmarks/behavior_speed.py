@@ -20,11 +20,8 @@ what the model has learned). Each setting runs `--warmup` updates, then the medi
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import statistics
 import sys
-import time
 from pathlib import Path
 
 os.environ.setdefault("MUJOCO_GL", "egl")
@@ -33,8 +30,8 @@ sys.path.insert(0, str(ROOT))
 
 import torch  # noqa: E402
 
-from benchmarks.machine import machine_info  # noqa: E402
-from benchmarks.results_io import atomic_write_text  # noqa: E402
+from benchmarks.machine import machine_info, median_seconds  # noqa: E402
+from benchmarks.results_io import write_json_result  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results"
 UPDATES_PER_100K = 9_500  # 95 trained episodes x 100 updates (cartpole, action repeat 8)
@@ -47,17 +44,6 @@ def random_batch(obs_dim: int, action_dim: int, batch: int, length: int) -> dict
         "actions": 2 * torch.rand(batch, length, action_dim, generator=g) - 1,
         "rewards": torch.rand(batch, length, generator=g),
     }
-
-
-def median_seconds(step, warmup: int, repeats: int) -> float:
-    for _ in range(warmup):
-        step()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        step()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
 
 
 def main() -> None:
@@ -87,7 +73,7 @@ def main() -> None:
         out.loss.backward()
         optimizer.step()
 
-    world_model_s = median_seconds(world_model_step, args.warmup, args.repeats)
+    world_model_s = median_seconds(world_model_step, args.repeats, args.warmup)
     print(f"world-model update (float32, 50 x 50): {world_model_s:.2f} s", flush=True)
     posterior = model.loss(batch).posterior.detach()
 
@@ -95,7 +81,7 @@ def main() -> None:
     for starts in args.starts:
         for precision in args.precisions:
             learner = ActorCritic.for_model(model, BehaviorConfig(precision=precision, imagine_starts=starts))
-            seconds = median_seconds(lambda learner=learner: learner.update(model, posterior), args.warmup, args.repeats)
+            seconds = median_seconds(lambda learner=learner: learner.update(model, posterior), args.repeats, args.warmup)
             per_update = world_model_s + seconds
             rows.append({
                 "imagine_starts": starts, "precision": precision, "actor_critic_s": round(seconds, 3),
@@ -115,10 +101,7 @@ def main() -> None:
                      "action_dim": args.action_dim},  # fmt: skip
         "rows": rows,
     }
-    results = Path(args.results_dir)
-    results.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(results / "behavior_speed.json", json.dumps(out, indent=2) + "\n")
-    print(f"wrote {results / 'behavior_speed.json'}")
+    write_json_result(args.results_dir, "behavior_speed.json", out)
 
 
 if __name__ == "__main__":

@@ -23,7 +23,6 @@ Writes benchmarks/results/dinowm_plan_time.json.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
 import sys
@@ -38,7 +37,7 @@ sys.path.insert(0, str(ROOT))
 import torch  # noqa: E402
 
 from benchmarks.machine import machine_info  # noqa: E402
-from benchmarks.results_io import atomic_write_text  # noqa: E402
+from benchmarks.results_io import write_json_result  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results"
 GOALS, CALLS_PER_GOAL = 50, 10  # dinowm_goals.py evaluate: 50 goals x (50 env steps / frameskip 5)
@@ -118,10 +117,7 @@ def main() -> None:
         f"and hours per {GOALS}-goal evaluation at {CALLS_PER_GOAL} calls per goal",
         "rows": rows,
     }
-    results = Path(args.results_dir)
-    results.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(results / "dinowm_plan_time.json", json.dumps(out, indent=2) + "\n")
-    print(f"wrote {results / 'dinowm_plan_time.json'}")
+    write_json_result(args.results_dir, "dinowm_plan_time.json", out)
 
 
 if __name__ == "__main__":

@@ -38,21 +38,14 @@ import models.layers  # noqa: E402
 from benchmarks.sized_models import TDMPC2_SIZES, RSSMShaped, TDMPC2Shaped  # noqa: E402
 from planners import CEM, MPPI, compile_model, policy_proposals, reward_objective  # noqa: E402
 
-from benchmarks.machine import machine_info  # noqa: E402
+from benchmarks.machine import machine_info, median_seconds  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results" / "planner_speed.json"
 
 
 def median_ms(fn: Callable[[], Any], repeats: int, warmup: int = 3) -> float:
     """Median wall time of fn() in milliseconds."""
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return 1000 * statistics.median(times)
+    return 1000 * median_seconds(fn, repeats, warmup)
 
 
 class MatmulRate:

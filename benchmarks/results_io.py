@@ -13,12 +13,23 @@ from typing import Any
 
 from models.checkpoints import atomic_write
 
-__all__ = ["atomic_write_text", "atomic_copy", "read_json"]
+__all__ = ["atomic_write_text", "atomic_copy", "read_json", "write_json_result"]
 
 
 def atomic_write_text(path: Path, text: str) -> None:
     """Write `text` to a temp file beside `path`, then rename over it."""
     atomic_write(path, lambda tmp: Path(tmp).write_text(text, newline=""))
+
+
+def write_json_result(results_dir: str | Path, name: str, data: dict[str, Any]) -> Path:
+    """Write `data` as indented JSON to <results_dir>/<name> (atomically; the folder is
+    made if missing), print where, and return the path."""
+    folder = Path(results_dir)
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / name
+    atomic_write_text(path, json.dumps(data, indent=2) + "\n")
+    print(f"wrote {path}")
+    return path
 
 
 def atomic_copy(source: Path, target: Path) -> None:
