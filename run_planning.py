@@ -413,12 +413,9 @@ def run_dinowm(args: argparse.Namespace) -> list[EpisodeRecord]:
     device = resolve_device(args.device)
     try:
         model = load_trained_dinowm(args.checkpoint, encoder_weights=args.encoder_weights, device=device)
-        overrides = flag_overrides(args)
-        if device.type == "cpu":
-            # The paper's CEM (300 x 30) takes minutes per call on a CPU; flags still win.
-            overrides = {**dinowm_cpu_budget(), **overrides}
-            if args.elites is None:
-                overrides["num_elites"] = min(overrides["num_elites"], overrides["num_samples"])
+        explicit = flag_overrides(args)
+        # The paper's CEM (300 x 30) takes minutes per call on a CPU; flags still win.
+        overrides = dinowm_cpu_budget(**explicit) if device.type == "cpu" else explicit
         config = GoalEvalConfig(task=args.task, planner=args.planner, image_size=model.config.image_size,
                                 env_steps=args.env_steps, num_goals=args.episodes, seed=args.seed,
                                 precision=args.precision, **overrides)
@@ -431,7 +428,7 @@ def run_dinowm(args: argparse.Namespace) -> list[EpisodeRecord]:
     goal_env.close()
     print(f"task {args.task}, {args.episodes} goals, planner {config.planner} (horizon {config.horizon}, "
           f"{config.num_samples} samples, {config.num_elites} elites, {config.iterations} iterations"
-          f"{'; the CPU budget, the paper uses 300 x 30' if device.type == 'cpu' and not flag_overrides(args) else ''}), "
+          f"{'; the CPU budget, the paper uses 300 x 30' if device.type == 'cpu' and not explicit else ''}), "
           f"model dinowm ({model.config.image_size} px)", flush=True)
     out = Path(args.out) if args.out else Path("runs") / f"{args.task}-{args.planner}-dinowm"
     goal_records = evaluate_goals(model, goals, config, env_factory=lambda: env, progress=not args.no_progress,

@@ -270,11 +270,8 @@ def evaluate(args: argparse.Namespace) -> None:
         model = load_trained_dinowm(model_path, encoder_weights=args.encoder_weights, device=args.device)
         budget = {k: getattr(args, k) for k in ("horizon", "num_samples", "num_elites", "iterations")
                   if getattr(args, k) is not None}  # fmt: skip
-        if args.preset == "cpu":
-            # The cpu preset plans with our CPU budget (100 x 10) unless flags say otherwise.
-            budget = {**dinowm_cpu_budget(), **budget}
-            if args.num_elites is None:
-                budget["num_elites"] = min(budget["num_elites"], budget["num_samples"])
+        if args.preset == "cpu":  # our CPU budget (100 x 10) unless flags say otherwise
+            budget = dinowm_cpu_budget(**budget)
         config = GoalEvalConfig.for_dataset(
             dataset, planner=args.planner, env_steps=args.env_steps, seed=args.seed, precision=args.precision, **budget,
         )  # fmt: skip

@@ -58,9 +58,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from models.checkpoints import atomic_torch_save, model_checkpoint, read_header
-from planners.controller import PRECISIONS
 from models.rssm import RSSM, RSSMState
 from models.told import soft_cross_entropy, two_hot_inverse
+from planners.controller import PRECISIONS
 
 __all__ = [
     "BEHAVIOR_FORMAT_VERSION",

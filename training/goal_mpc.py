@@ -95,12 +95,19 @@ def dinowm_cem_settings() -> dict[str, Any]:
     return {"horizon": 5, "num_samples": 300, "num_elites": 30, "iterations": 30, "init_std": 1.0, "output": "mean"}
 
 
-def dinowm_cpu_budget() -> dict[str, int]:
+def dinowm_cpu_budget(**explicit: int) -> dict[str, int]:
     """Our smaller CEM budget for CPUs: 100 samples, top 10, 10 iterations (the low end of
     the paper's 10-30), horizon 5 as the paper. About 9x less work than the paper's per
     call: ~12 s with the `cpu` preset on this 2-core CPU in bfloat16
-    (benchmarks/dinowm_plan_time.py). Overrides for `GoalEvalConfig`."""
-    return {"num_samples": 100, "num_elites": 10, "iterations": 10}
+    (benchmarks/dinowm_plan_time.py).
+
+    `explicit` (a user's flags: horizon, num_samples, num_elites, iterations) win; fewer
+    samples than the default elites shrink the elites with them unless those are explicit
+    too. Returns overrides for `GoalEvalConfig`."""
+    budget = {"num_samples": 100, "num_elites": 10, "iterations": 10, **explicit}
+    if "num_elites" not in explicit:
+        budget["num_elites"] = min(budget["num_elites"], budget["num_samples"])
+    return budget
 
 
 @dataclass(frozen=True)
