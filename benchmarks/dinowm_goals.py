@@ -33,7 +33,10 @@ end of --env-steps), the reach rate, the mean plan time per planning call, the e
 used, and writes <results-dir>/dinowm_goals.json (entries keyed "<task>/<planner>"; other
 entries kept), dinowm_goals.csv (one row per entry and method) and
 dinowm_goal_<task>.png (start | goal | final of one goal DINO-WM reached; the per-goal
-pictures and records stay in <run>/eval-<planner>/). References: DINO-WM's published 0.92
+pictures and records stay in <run>/eval-<planner>/). `evaluate` resumes: every finished
+goal is saved in <run>/eval-<planner>/partial-{dinowm,oracle}.json, and running the same
+command again goes on from the next goal (records made with another model file or other
+settings are discarded, with a warning). References: DINO-WM's published 0.92
 on Reach (= reacher-pose; DreamerV3 0.64 there) and our targets for the CPU configuration:
 >= 0.9 on point_mass-goal, >= 0.8 on reacher-pose.
 
@@ -65,6 +68,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import hashlib
 import io
 import json
 import os
@@ -243,7 +247,7 @@ def encoder_description(model_path: Path, override: str | None) -> dict[str, Any
             "seed": ckpt.get("random_encoder_seed"), "note": "randomly initialised ViT: not DINOv2's features"}
 
 
-def _summary(records: list[Any], wall: float) -> dict[str, Any]:
+def _summary(records: list[Any]) -> dict[str, Any]:
     from training.goal_mpc import summarise_goals
 
     s = summarise_goals(records)
@@ -251,7 +255,7 @@ def _summary(records: list[Any], wall: float) -> dict[str, Any]:
     s["plan_calls"] = calls
     s["mean_plan_ms_per_call"] = round(sum(r.mean_plan_ms * r.plan_calls for r in records) / calls, 1) if calls else None
     s["mean_min_distance"] = float(np.mean([r.min_distance for r in records]))
-    s["wall_s"] = round(wall, 1)
+    s["wall_s"] = round(sum(r.wall_s for r in records), 1)  # summed per goal: right after a resume too
     return {k: round(v, 4) if isinstance(v, float) else v for k, v in s.items()}
 
 
@@ -286,15 +290,18 @@ def evaluate(args: argparse.Namespace) -> None:
           f"{config.planner} ({config.num_samples} samples, {config.iterations} it, horizon {config.horizon}), "
           f"{config.env_steps} env steps each, encoder {encoder['weights'] or 'random frozen'}", flush=True)
 
-    start = time.perf_counter()
+    # Each finished goal is saved in <out>/partial-<method>.json, so a killed evaluation goes
+    # on from the next goal (the records are kept only if the model file and settings match).
+    model_hash = hashlib.sha256(model_path.read_bytes()).hexdigest()[:16]
     records = evaluate_goals(model, goals, config, progress=progress_wanted(args), frames_dir=out / "frames",
-                             reset_seeds=seeds)  # fmt: skip
-    results = {"dinowm": _summary(records, time.perf_counter() - start)}
+                             reset_seeds=seeds, resume_file=out / "partial-dinowm.json",
+                             run_identity={"model_sha256": model_hash})  # fmt: skip
+    results = {"dinowm": _summary(records)}
     per_goal = {"dinowm": [r.as_dict() for r in records]}
     if not args.no_oracle:
-        start = time.perf_counter()
-        oracle = evaluate_goals("oracle", goals, config, progress=progress_wanted(args), reset_seeds=seeds)
-        results["oracle"] = _summary(oracle, time.perf_counter() - start)
+        oracle = evaluate_goals("oracle", goals, config, progress=progress_wanted(args), reset_seeds=seeds,
+                                resume_file=out / "partial-oracle.json")  # fmt: skip
+        results["oracle"] = _summary(oracle)
         per_goal["oracle"] = [r.as_dict() for r in oracle]
     atomic_write_text(out / "records.json", json.dumps(per_goal, indent=1) + "\n")
 

@@ -167,6 +167,47 @@ def test_evaluate_goals_runs_dinowm_end_to_end(trained, dataset, tmp_path):
         evaluate_goals(trained.model, goals, dataclasses.replace(config, num_goals=3))
 
 
+def test_a_killed_evaluation_resumes_from_the_next_goal(trained, dataset, tmp_path, monkeypatch):
+    import json
+
+    import training.goal_mpc as goal_mpc
+
+    goals = sample_goals(dataset, count=3, seed=1, offset=4)
+    seeds = goal_reset_seeds(goals, dataset)
+    config = GoalEvalConfig.for_dataset(dataset, horizon=2, num_samples=12, num_elites=3, iterations=2, env_steps=4)
+    resume = tmp_path / "partial.json"
+    identity = {"model_sha256": "abc"}
+    uninterrupted = evaluate_goals(trained.model, goals, config, reset_seeds=seeds)
+
+    one_goal, ran = goal_mpc._one_goal, []
+
+    def killed_at_goal_2(*args, **kwargs):
+        if args[4] == 2:  # k
+            raise KeyboardInterrupt
+        ran.append(args[4])
+        return one_goal(*args, **kwargs)
+
+    monkeypatch.setattr(goal_mpc, "_one_goal", killed_at_goal_2)
+    with pytest.raises(KeyboardInterrupt):
+        evaluate_goals(trained.model, goals, config, reset_seeds=seeds, resume_file=resume, run_identity=identity)
+    assert [r["goal"] for r in json.loads(resume.read_text())["records"]] == [0, 1]
+
+    ran.clear()
+    monkeypatch.setattr(goal_mpc, "_one_goal", lambda *a, **k: ran.append(a[4]) or one_goal(*a, **k))
+    resumed = evaluate_goals(trained.model, goals, config, reset_seeds=seeds, resume_file=resume,
+                             run_identity=identity)
+    assert ran == [2]  # goals 0 and 1 came from the file
+    strip = [dict(r.as_dict(), wall_s=0, mean_plan_ms=0, max_plan_ms=0) for r in resumed]
+    assert strip == [dict(r.as_dict(), wall_s=0, mean_plan_ms=0, max_plan_ms=0) for r in uninterrupted]
+
+    # Another model (or budget) must not reuse those records.
+    ran.clear()
+    with pytest.warns(UserWarning, match="other settings \\(changed: run\\)"):
+        evaluate_goals(trained.model, goals, config, reset_seeds=seeds, resume_file=resume,
+                       run_identity={"model_sha256": "def"})
+    assert ran == [0, 1, 2]
+
+
 def test_the_adapter_feeds_proprio_to_the_model(trained, dataset):
     adapter = GoalConditionedDinoWM(trained.model)
     image = torch.from_numpy(dataset.images_at([0], [2]))

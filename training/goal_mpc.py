@@ -51,6 +51,7 @@ Shapes: K goals, A env action size, fs frameskip, S physics-state size, G goal s
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import tempfile
@@ -66,6 +67,7 @@ import torch
 from torch import Tensor
 
 from envs.goals import GOAL_TASKS
+from models.checkpoints import atomic_write
 from planners import PLANNERS, MPCController, make_planner
 from planners.controller import PRECISIONS
 from training.offline_data import GoalSet, OfflineDataset
@@ -225,6 +227,8 @@ class GoalRecord:
             frame and the GoalSet's start image (0 when the scene matches; None when
             sizes differ or for the oracle).
         picture: the start | goal | final PNG, when written.
+        wall_s: seconds the goal took (planning, env steps and rendering), so that the
+            wall time of an evaluation that resumed is still the sum over its goals.
     """
 
     goal: int
@@ -241,6 +245,7 @@ class GoalRecord:
     max_plan_ms: float
     start_image_diff: float | None = None
     picture: str | None = None
+    wall_s: float = 0.0
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -415,8 +420,17 @@ def evaluate_goals(
     progress: bool = False,
     frames_dir: str | Path | None = None,
     reset_seeds: Sequence[int] | np.ndarray | None = None,
+    resume_file: str | Path | None = None,
+    run_identity: dict[str, Any] | None = None,
 ) -> list[GoalRecord]:
     """Receding-horizon MPC from each goal's start to its goal image.
+
+    Goals are independent (goal k's controller is seeded with `config.seed + k`), so an
+    evaluation can stop after any goal and go on later: with `resume_file`, each finished
+    goal's record is written there atomically, and a later call with the same settings
+    skips the goals already recorded. Records made with other settings (planner budget,
+    goals, seeds, or a different `run_identity`, e.g. another model file) are discarded
+    with a warning, since they would not belong to this evaluation.
 
     Args:
         model: a `DinoWM` (put in eval mode; plans on its device), or "oracle" for the
@@ -430,6 +444,10 @@ def evaluate_goals(
         reset_seeds: env reset seed per goal (`goal_reset_seeds`); default
             `goals.trajectories` (right for goals drawn from an env, and for a data set
             collected with seed 0). Only the scene (markers) depends on it.
+        resume_file: JSON file of the records finished so far (read, then rewritten
+            after every goal); None keeps nothing between calls.
+        run_identity: extra facts that must match for saved records to be reused
+            (JSON-serialisable; for example the trained model's hash).
 
     Returns:
         One `GoalRecord` per goal, in order.
@@ -484,13 +502,18 @@ def evaluate_goals(
             plan_model = GoalConditionedDinoWM(model, use_proprio=config.use_proprio)
             factory = make_goal_objective(alpha=config.alpha if config.use_proprio else 0.0, mode=config.objective)
             device = model.action_mean.device
-        records = []
-        for k in range(count):
+        identity = _evaluation_identity(config, goals, seeds[:count], oracle, count, run_identity)
+        records = _load_partial_records(resume_file, identity)
+        if bar is not None and records:
+            bar.update(len(records) * config.env_steps)
+        for k in range(len(records), count):
             controller = MPCController(plan_model, planner, objective=factory, replan_every=config.replan_every,
                                        device=device, seed=config.seed + k,
                                        precision="float32" if oracle else config.precision)
             records.append(_one_goal(base, controller, plan_model if not oracle else None, goals, k, int(seeds[k]),
                                      config, action_dim, frameskip, frames_dir, bar))
+            if resume_file is not None:
+                _save_partial_records(resume_file, identity, records)
     finally:
         if bar is not None:
             bar.close()
@@ -501,9 +524,48 @@ def evaluate_goals(
     return records
 
 
+def _evaluation_identity(config: GoalEvalConfig, goals: GoalSet, seeds: np.ndarray, oracle: bool, count: int,
+                         extra: dict[str, Any] | None) -> dict[str, Any]:
+    """What must match for saved per-goal records to continue an evaluation (JSON types)."""
+    return {
+        "method": "oracle" if oracle else "dinowm",
+        "config": json.loads(json.dumps(config.as_dict())),
+        "trajectories": [int(t) for t in goals.trajectories[:count]],
+        "start_steps": [int(t) for t in goals.start_steps[:count]],
+        "reset_seeds": [int(t) for t in seeds],
+        "run": json.loads(json.dumps(extra or {})),
+    }
+
+
+def _load_partial_records(path: str | Path | None, identity: dict[str, Any]) -> list[GoalRecord]:
+    """The records saved at `path` by an evaluation with the same identity (else none)."""
+    if path is None or not Path(path).is_file():
+        return []
+    try:
+        saved = json.loads(Path(path).read_text())
+        same = saved["identity"] == identity
+        records = [GoalRecord(**r) for r in saved["records"]] if same else []
+    except (ValueError, KeyError, TypeError) as error:
+        warnings.warn(f"ignoring the unreadable partial evaluation {path} ({error}); starting over", UserWarning,
+                      stacklevel=3)
+        return []
+    if not same:
+        changed = sorted(k for k in identity if saved["identity"].get(k) != identity[k])
+        warnings.warn(f"the partial evaluation {path} was made with other settings (changed: {', '.join(changed)}); "
+                      "starting over", UserWarning, stacklevel=3)
+        return []
+    return records[: len(identity["trajectories"])]
+
+
+def _save_partial_records(path: str | Path, identity: dict[str, Any], records: list[GoalRecord]) -> None:
+    text = json.dumps({"identity": identity, "records": [r.as_dict() for r in records]}, indent=1) + "\n"
+    atomic_write(path, lambda tmp: Path(tmp).write_text(text), suffix=".json")
+
+
 def _one_goal(env: Any, controller: MPCController, adapter: GoalConditionedDinoWM | None, goals: GoalSet, k: int,
               seed: int, config: GoalEvalConfig, action_dim: int, frameskip: int, frames_dir: str | Path | None,
               bar: Any) -> GoalRecord:
+    goal_start = time.perf_counter()
     env.reset(seed=seed)
     env.set_physics_state(goals.start_states[k])
     frame = _render(env)
@@ -570,6 +632,7 @@ def _one_goal(env: Any, controller: MPCController, adapter: GoalConditionedDinoW
         reached=reached, start_distance=start_distance, final_distance=distance, min_distance=min_distance,
         env_steps=steps, plan_calls=len(plan_ms), mean_plan_ms=float(np.mean(plan_ms)) if plan_ms else 0.0,
         max_plan_ms=float(np.max(plan_ms)) if plan_ms else 0.0, start_image_diff=diff, picture=picture,
+        wall_s=time.perf_counter() - goal_start,
     )
 
 
