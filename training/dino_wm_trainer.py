@@ -324,7 +324,9 @@ class DinoWMTrainer:
         if self.model.decoder is not None:
             groups.append({"params": list(self.model.decoder.parameters()), "lr": config.decoder_lr,
                            "weight_decay": 0.0, "name": "decoder"})
-        self.optimizer = torch.optim.AdamW(groups)
+        # fused: one kernel over all parameters instead of a Python loop per tensor (the
+        # loop was 10% of a CPU step of the cpu preset); same update, same state dict.
+        self.optimizer = torch.optim.AdamW(groups, fused=True)
 
         self.step = 0
         self.train_rows: list[dict[str, Any]] = []
