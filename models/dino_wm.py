@@ -702,7 +702,9 @@ class DinoWM(nn.Module):
         self._check_latent(z_prev)
         frame = self.encode_frame(obs, proprio)  # [M, P, C]
         done = self._with_action(z_prev[:, -1, :, : self.config.frame_dim], self.embed_actions(action_prev))
-        return torch.cat([z_prev[:, 1:-1], done.unsqueeze(1), frame.unsqueeze(1)], dim=1)
+        # Keep the newest `history` frames; with history 1 that is the new frame alone.
+        window = torch.cat([z_prev[:, :-1], done.unsqueeze(1), frame.unsqueeze(1)], dim=1)
+        return window[:, -self.config.history :]
 
     def _step(self, z: Tensor, action_emb: Tensor) -> tuple[Tensor, Tensor]:
         """One model step: fill the last frame's action slot, predict, slide.

@@ -240,6 +240,25 @@ def test_observe_slides_the_window_and_records_the_action():
         model.observe(z0, None, second)
 
 
+@pytest.mark.parametrize("history", [1, 2, 3])
+def test_observe_keeps_history_frames_when_the_controller_steps(history):
+    # The cpu preset has history 1: a window that grew by a frame per step broke planning
+    # on the second call. Drive the real controller for three steps.
+    model = tiny_model(history=history)
+    c = model.config
+    goal = images(1, seed=9)[0]
+    planner = CEM(action_dim=c.action_dim * c.frameskip, horizon=2, num_samples=8, num_elites=2, iterations=1)
+    controller = MPCController(model, planner, objective=dino_goal_objective, device="cpu", seed=0)
+    for seed in range(3):
+        action = controller.act(images(1, seed=seed)[0].numpy(), goal=goal.numpy())
+        assert action.shape == (c.action_dim * c.frameskip,)
+        assert tuple(controller._latent.shape) == (1, *c.latent_shape), seed
+    with torch.no_grad():
+        z = model.observe(model.encode(images(2, seed=0)), torch.zeros(2, c.action_dim), images(2, seed=1))
+        assert tuple(z.shape[1:]) == c.latent_shape
+        assert torch.allclose(z[:, -1], model.encode(images(2, seed=1))[:, -1])
+
+
 def test_goal_objective_scores_the_candidate_that_reaches_the_goal_best():
     model = tiny_model()
     c = model.config
