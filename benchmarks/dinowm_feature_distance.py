@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
@@ -52,7 +53,7 @@ def band_medians(values: np.ndarray, physical: np.ndarray, threshold: float) -> 
     """Median of `values` for pairs 0-1, 1-2, 2-4 and over 4 thresholds apart."""
     edges = [0.0, threshold, 2 * threshold, 4 * threshold, np.inf]
     rows = []
-    for lo, hi in zip(edges[:-1], edges[1:]):
+    for lo, hi in pairwise(edges):
         band = (physical >= lo) & (physical < hi)
         rows.append({"from": lo, "to": None if np.isinf(hi) else hi, "pairs": int(band.sum()),
                      "median": float(np.median(values[band])) if band.any() else None})

@@ -170,7 +170,7 @@ def test_evaluate_goals_runs_dinowm_end_to_end(trained, dataset, tmp_path):
 def test_a_killed_evaluation_resumes_from_the_next_goal(trained, dataset, tmp_path, monkeypatch):
     import json
 
-    import training.goal_mpc as goal_mpc
+    from training import goal_mpc
 
     goals = sample_goals(dataset, count=3, seed=1, offset=4)
     seeds = goal_reset_seeds(goals, dataset)
