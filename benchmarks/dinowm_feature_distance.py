@@ -74,6 +74,7 @@ def ordering(values: np.ndarray, physical: np.ndarray, success: np.ndarray, thre
 def measure(task: str, runs_dir: Path, pairs: int, seed: int) -> dict[str, Any]:
     from envs.goals import GOAL_TASKS
     from training.dino_wm_trainer import load_trained_dinowm
+    from training.goal_mpc import GoalEvalConfig
     from training.offline_data import OfflineDataset, load_cached_features
 
     folder = runs_dir / f"dinowm-{task}"
@@ -108,7 +109,7 @@ def measure(task: str, runs_dir: Path, pairs: int, seed: int) -> dict[str, Any]:
         emb_t = model.embed_proprio(torch.from_numpy(proprio[traj, t]), (pairs,))
         emb_u = model.embed_proprio(torch.from_numpy(proprio[traj, u]), (pairs,))
     proprio_term = ((emb_t - emb_u) ** 2).mean(-1).numpy()
-    alpha = 0.1  # GoalEvalConfig.alpha, the objective's default weight
+    alpha = GoalEvalConfig.alpha  # the evaluation objective's default proprio weight
     encoder = features.identity
     return {
         "task": task,
@@ -122,12 +123,14 @@ def measure(task: str, runs_dir: Path, pairs: int, seed: int) -> dict[str, Any]:
                     "patch_pool": encoder.patch_pool},
         "visual": ordering(visual, physical, success, threshold),
         "proprio_embedding": ordering(proprio_term, physical, success, threshold),
-        "objective_alpha_0.1": ordering(visual + alpha * proprio_term, physical, success, threshold),
+        f"objective_alpha_{alpha}": ordering(visual + alpha * proprio_term, physical, success, threshold),
         "machine": machine_info(),
     }
 
 
 def main() -> None:
+    from training.goal_mpc import GoalEvalConfig
+
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--task", nargs="+", default=["point_mass-goal", "reacher-pose"],
                         choices=["point_mass-goal", "reacher-pose"])
@@ -145,7 +148,7 @@ def main() -> None:
         entry = measure(task, Path(args.runs_dir), args.pairs, args.seed)
         data.setdefault("entries", {})[task] = entry
         print(f"{task} ({entry['encoder']['weights']} encoder, success threshold {entry['threshold']}):")
-        for term in ("visual", "proprio_embedding", "objective_alpha_0.1"):
+        for term in ("visual", "proprio_embedding", f"objective_alpha_{GoalEvalConfig.alpha}"):
             o = entry[term]
             medians = ", ".join(f"{b['median']:.5f}" if b["median"] is not None else "-" for b in o["band_medians"])
             print(f"  {term:20s} spearman {o['spearman']:.3f}  P(inside < near miss) "
