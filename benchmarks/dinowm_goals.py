@@ -28,7 +28,8 @@ goal image with DINO-WM (CEM, horizon 5: the paper's 300 samples, top 30, 30 ite
 with --preset paper; our CPU budget of 100 samples, top 10, 10 iterations with the cpu
 preset, `training.goal_mpc.dinowm_cpu_budget`; flags override either) and with the
 oracle (`evaluate_goals("oracle")`: the simulator itself, same planner budget, horizon 25
-agent steps) on the SAME goals. It records the success rate (goal met at the
+agent steps, the goal distance averaged over the horizon: --oracle-objective all) on the
+SAME goals. It records the success rate (goal met at the
 end of --env-steps), the reach rate, the mean plan time per planning call, the encoder
 used, and writes <results-dir>/dinowm_goals.json (entries keyed "<task>/<planner>"; other
 entries kept), dinowm_goals.csv (one row per entry and method) and
@@ -277,7 +278,8 @@ def evaluate(args: argparse.Namespace) -> None:
         if args.preset == "cpu":  # our CPU budget (100 x 10) unless flags say otherwise
             budget = dinowm_cpu_budget(**budget)
         config = GoalEvalConfig.for_dataset(
-            dataset, planner=args.planner, env_steps=args.env_steps, seed=args.seed, precision=args.precision, **budget,
+            dataset, planner=args.planner, env_steps=args.env_steps, seed=args.seed, precision=args.precision,
+            oracle_objective=args.oracle_objective, **budget,
         )  # fmt: skip
     except (FileNotFoundError, ValueError) as error:
         raise SystemExit(f"error: {error}") from None
@@ -467,6 +469,8 @@ def main() -> None:
     p.add_argument("--include-reached", action="store_true",
                    help="keep goals already met at the start (the paper's unfiltered draw)")
     p.add_argument("--no-oracle", action="store_true", help="skip the oracle baseline")
+    p.add_argument("--oracle-objective", default="all", choices=("all", "last"),
+                   help="the oracle's goal distance: averaged over its horizon (all) or at its end (last)")
     p.add_argument("--precision", default="float32", choices=("float32", "bfloat16"),
                    help="the predictor's precision while planning (bfloat16 autocast; the oracle is unaffected)")
     p.add_argument("--encoder-weights", default=None, help="the weight file the model was trained with, if moved")

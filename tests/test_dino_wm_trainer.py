@@ -138,6 +138,8 @@ def test_config_errors_name_the_bad_value(dataset, tmp_path):
         GoalEvalConfig(task="point_mass-goal", planner="cme")
     with pytest.raises(ValueError, match="'first'"):
         GoalEvalConfig(task="point_mass-goal", objective="first")
+    with pytest.raises(ValueError, match="oracle_objective='first'"):
+        GoalEvalConfig(task="point_mass-goal", oracle_objective="first")
     with pytest.raises(ValueError, match="'cartpole-swingup'"):
         GoalEvalConfig(task="cartpole-swingup")
     with pytest.raises(ValueError, match="num_elites=40"):
@@ -207,6 +209,17 @@ def test_a_killed_evaluation_resumes_from_the_next_goal(trained, dataset, tmp_pa
                        run_identity={"model_sha256": "def"})
     assert ran == [0, 1, 2]
 
+    # The oracle's settings do not touch DINO-WM's records; DINO-WM's own settings do.
+    ran.clear()
+    oracle_changed = dataclasses.replace(config, oracle_objective="last", oracle_horizon=7, oracle_threads=2)
+    evaluate_goals(trained.model, goals, oracle_changed, reset_seeds=seeds, resume_file=resume,
+                   run_identity={"model_sha256": "def"})
+    assert ran == []
+    with pytest.warns(UserWarning, match="changed: config"):
+        evaluate_goals(trained.model, goals, dataclasses.replace(config, alpha=0.5), reset_seeds=seeds,
+                       resume_file=resume, run_identity={"model_sha256": "def"})
+    assert ran == [0, 1, 2]
+
 
 def test_the_adapter_feeds_proprio_to_the_model(trained, dataset):
     adapter = GoalConditionedDinoWM(trained.model)
@@ -240,7 +253,7 @@ def far_goal(env, seed: int, shift) -> GoalSet:
 
 def test_the_oracle_reaches_an_easy_goal():
     config = GoalEvalConfig(task="point_mass-goal", num_samples=64, num_elites=8, iterations=3, image_size=28,
-                            env_steps=30, oracle_horizon=10, objective="all")
+                            env_steps=30, oracle_horizon=10)
     env = make_goal_env(config)
     goals = far_goal(env, seed=5, shift=np.array([0.06, -0.05]))
     env.close()
