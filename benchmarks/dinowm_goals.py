@@ -26,17 +26,20 @@ state 25 env steps later on a held-out trajectory, the paper's protocol), resets
 with its trajectory's seed (`goal_reset_seeds`), and runs receding-horizon MPC to the
 goal image with DINO-WM (CEM, horizon 5: the paper's 300 samples, top 30, 30 iterations
 with --preset paper; our CPU budget of 100 samples, top 10, 10 iterations with the cpu
-preset, `training.goal_mpc.dinowm_cpu_budget`; flags override either) and with the
-oracle (`evaluate_goals("oracle")`: the simulator itself, same planner budget, horizon 25
-agent steps, the goal distance averaged over the horizon: --oracle-objective all) on the
-SAME goals. It records the success rate (goal met at the
+preset, `training.goal_mpc.dinowm_cpu_budget`; flags override either; DINO-WM's feature
+distance at the last predicted frame, the paper's, or averaged over the frames with
+--objective all) and with the oracle (`evaluate_goals("oracle")`: the simulator itself,
+same planner budget, horizon 25 agent steps, the goal distance averaged over the horizon:
+--oracle-objective all) on the SAME goals. It records the success rate (goal met at the
 end of --env-steps), the reach rate, the mean plan time per planning call, the encoder
-used, and writes <results-dir>/dinowm_goals.json (entries keyed "<task>/<planner>"; other
-entries kept), dinowm_goals.csv (one row per entry and method) and
-dinowm_goal_<task>.png (start | goal | final of one goal DINO-WM reached; the per-goal
-pictures and records stay in <run>/eval-<planner>/). `evaluate` resumes: every finished
-goal is saved in <run>/eval-<planner>/partial-{dinowm,oracle}.json, and running the same
-command again goes on from the next goal (records made with another model file or other
+used, and writes <results-dir>/dinowm_goals.json (entries keyed "<task>/<planner>", plus
+"/all" for --objective all; other entries kept), dinowm_goals.csv (one row per entry and
+method) and dinowm_goal_<task>[-all].png (start | goal | final of one goal DINO-WM
+reached; the per-goal pictures and records stay in <run>/eval-<planner>[-all]/).
+`evaluate` resumes: every finished goal is saved in <run>/eval-<planner>[-all]/
+partial-dinowm.json (the oracle's in <run>/eval-<planner>/partial-oracle.json, shared by
+both objectives), and running the same command again goes on from the next goal (records
+made with another model file or other
 settings are discarded, with a warning). References: DINO-WM's published 0.92
 on Reach (= reacher-pose; DreamerV3 0.64 there) and our targets for the CPU configuration:
 >= 0.9 on point_mass-goal, >= 0.8 on reacher-pose.
@@ -279,17 +282,22 @@ def evaluate(args: argparse.Namespace) -> None:
             budget = dinowm_cpu_budget(**budget)
         config = GoalEvalConfig.for_dataset(
             dataset, planner=args.planner, env_steps=args.env_steps, seed=args.seed, precision=args.precision,
-            oracle_objective=args.oracle_objective, **budget,
+            objective=args.objective, oracle_objective=args.oracle_objective, **budget,
         )  # fmt: skip
     except (FileNotFoundError, ValueError) as error:
         raise SystemExit(f"error: {error}") from None
     goals, selection = draw_goals(dataset, args.task, args.goals, args.seed, args.include_reached)
     seeds = goal_reset_seeds(goals, dataset)
     encoder = encoder_description(model_path, args.encoder_weights)
-    out = folder / f"eval-{args.planner}"
+    # DINO-WM's records per objective ("last", the paper's, keeps the plain folder name);
+    # the oracle's do not depend on DINO-WM's objective, so every objective shares them.
+    suffix = "" if config.objective == "last" else f"-{config.objective}"
+    out = folder / f"eval-{args.planner}{suffix}"
+    oracle_partial = folder / f"eval-{args.planner}" / "partial-oracle.json"
     print(f"{args.task}: {len(goals)} goals ({selection['pool_already_reached_fraction']:.0%} of a pool of "
           f"{selection['pool']} start already reached{'; left out' if selection['filtered'] else ''}), planner "
-          f"{config.planner} ({config.num_samples} samples, {config.iterations} it, horizon {config.horizon}), "
+          f"{config.planner} ({config.num_samples} samples, {config.iterations} it, horizon {config.horizon}, objective "
+          f"{config.objective}), "
           f"{config.env_steps} env steps each, encoder {encoder['weights'] or 'random frozen'}", flush=True)
 
     # Each finished goal is saved in <out>/partial-<method>.json, so a killed evaluation goes
@@ -302,7 +310,7 @@ def evaluate(args: argparse.Namespace) -> None:
     per_goal = {"dinowm": [r.as_dict() for r in records]}
     if not args.no_oracle:
         oracle = evaluate_goals("oracle", goals, config, progress=progress_wanted(args), reset_seeds=seeds,
-                                resume_file=out / "partial-oracle.json")  # fmt: skip
+                                resume_file=oracle_partial)  # fmt: skip
         results["oracle"] = _summary(oracle)
         per_goal["oracle"] = [r.as_dict() for r in oracle]
     atomic_write_text(out / "records.json", json.dumps(per_goal, indent=1) + "\n")
@@ -313,7 +321,7 @@ def evaluate(args: argparse.Namespace) -> None:
         print(f"note: DINO-WM met no goal at the end; the picture shows goal {pick.goal} "
               f"({'touched on the way' if pick.reached else 'not reached'})")
     results_dir = Path(args.results_dir)
-    picture = results_dir / f"dinowm_goal_{args.task}.png"
+    picture = results_dir / f"dinowm_goal_{args.task}{suffix}.png"
     if pick.picture:
         atomic_copy(Path(pick.picture), picture)
 
@@ -349,7 +357,7 @@ def evaluate(args: argparse.Namespace) -> None:
     data = read_json(json_path)
     data.update({"benchmark": "DINO-WM goal-image MPC vs the true-physics oracle on the same held-out goals",
                  "targets_cpu_configuration": TARGETS, "published": PUBLISHED})
-    data.setdefault("entries", {})[f"{args.task}/{config.planner}"] = entry
+    data.setdefault("entries", {})[f"{args.task}/{config.planner}{suffix.replace('-', '/')}"] = entry
     atomic_write_text(json_path, json.dumps(data, indent=2) + "\n")
     atomic_write_text(results_dir / f"{NAME}.csv", entries_csv(data["entries"]))
     print(markdown_table(data["entries"]))
@@ -360,7 +368,7 @@ def evaluate(args: argparse.Namespace) -> None:
 # -- tables ---------------------------------------------------------------------------------------
 
 
-CSV_COLUMNS = ("task", "planner", "method", "goals", "success_rate", "reached_rate", "mean_start_distance",
+CSV_COLUMNS = ("task", "planner", "objective", "method", "goals", "success_rate", "reached_rate", "mean_start_distance",
                "mean_final_distance", "mean_plan_ms_per_call", "wall_s", "encoder", "target",
                "pool_already_reached_fraction")
 
@@ -374,7 +382,8 @@ def entries_csv(entries: dict[str, Any]) -> str:
             s = e.get(method)
             if not s:
                 continue
-            writer.writerow([e["task"], e["planner"], method, s["goals"], s["success_rate"], s["reached_rate"],
+            objective = e["eval_config"].get("objective" if method == "dinowm" else "oracle_objective", "last")
+            writer.writerow([e["task"], e["planner"], objective, method, s["goals"], s["success_rate"], s["reached_rate"],
                              s["mean_start_distance"], s["mean_final_distance"], s["mean_plan_ms_per_call"],
                              s["wall_s"], e["encoder"]["weights"] or "random frozen",
                              e["target"] if method == "dinowm" else "",
@@ -388,15 +397,16 @@ def _pct(value: float | None) -> str:
 
 def markdown_table(entries: dict[str, Any]) -> str:
     lines = [
-        "| task | planner | encoder | goals | DINO-WM success | oracle success | DINO-WM plan ms/call "
+        "| task | planner | objective | encoder | goals | DINO-WM success | oracle success | DINO-WM plan ms/call "
         "| target (CPU) | published DINO-WM | start reached (pool) |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for e in entries.values():
         oracle = e.get("oracle") or {}
         published = (e.get("published") or {}).get("dinowm")
         lines.append(
-            f"| {e['task']} | {e['planner']} | {e['encoder']['weights'] or 'random frozen'} | {e['goals']} "
+            f"| {e['task']} | {e['planner']} | {e['eval_config'].get('objective', 'last')} "
+            f"| {e['encoder']['weights'] or 'random frozen'} | {e['goals']} "
             f"| {_pct(e['dinowm']['success_rate'])} | {_pct(oracle.get('success_rate'))} "
             f"| {e['dinowm']['mean_plan_ms_per_call']} | >= {_pct(e['target'])} "
             f"| {_pct(published) if published is not None else 'n/a'} "
@@ -468,6 +478,8 @@ def main() -> None:
                    help="planner iterations (default: paper preset 30, cpu preset 10)")
     p.add_argument("--include-reached", action="store_true",
                    help="keep goals already met at the start (the paper's unfiltered draw)")
+    p.add_argument("--objective", default="last", choices=("last", "all"),
+                   help="DINO-WM's feature distance at the last predicted frame (the paper's) or averaged over them")
     p.add_argument("--no-oracle", action="store_true", help="skip the oracle baseline")
     p.add_argument("--oracle-objective", default="all", choices=("all", "last"),
                    help="the oracle's goal distance: averaged over its horizon (all) or at its end (last)")

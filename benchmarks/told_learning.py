@@ -3,6 +3,7 @@
 
     python benchmarks/told_learning.py run --task cartpole-swingup       # train (resumes)
     python benchmarks/told_learning.py evaluate --task cartpole-swingup  # its evaluations
+    python benchmarks/told_learning.py evaluate --task cartpole-swingup --at 100000  # one point first
     python benchmarks/told_learning.py report                            # curves, table, speed
     python benchmarks/told_learning.py ship --task cartpole-swingup  # copy the model to checkpoints/
 
@@ -75,7 +76,10 @@ def evaluate(args: argparse.Namespace) -> None:
         if not (run_dir(task, args.seed) / "checkpoint.pt").exists():
             print(f"{task}: no run under {run_dir(task, args.seed)}; skipped")
             continue
-        evaluate_snapshots(run_dir(task, args.seed), precision=args.precision)
+        try:
+            evaluate_snapshots(run_dir(task, args.seed), precision=args.precision, env_steps=args.at)
+        except ValueError as error:
+            raise SystemExit(f"error: {error}") from None
 
 
 def read_run(path: Path) -> dict | None:
@@ -247,6 +251,8 @@ def main() -> None:
     p_eval.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     p_eval.add_argument("--precision", default="float32", choices=("float32", "bfloat16"),
                         help="the model's precision while planning (float32 is TD-MPC2's protocol)")
+    p_eval.add_argument("--at", type=int, nargs="+", default=None, metavar="ENV_STEP",
+                        help="evaluate only these points (e.g. --at 100000 first); default: all without a result")
     p_report = sub.add_parser("report", help="curves, table and throughput from the runs")
     p_report.add_argument("--seed", type=int, default=0)
     p_ship = sub.add_parser("ship", help="copy a finished run's model to checkpoints/")

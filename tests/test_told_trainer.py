@@ -155,7 +155,11 @@ def test_deferred_evaluation_saves_the_models_and_evaluates_them_later(tmp_path)
     assert not torch.equal(at_40["state_dict"][key], final["state_dict"][key])  # trained in between
 
     messages: list[str] = []
-    rows = evaluate_snapshots(tmp_path, log=messages.append)
+    with pytest.raises(ValueError, match=r"env step\(s\) \[50\].*saved: \[0, 40, 80\]"):
+        evaluate_snapshots(tmp_path, env_steps=[80, 50])
+    last_first = evaluate_snapshots(tmp_path, log=messages.append, env_steps=[80])  # e.g. the final model first
+    assert [r["env_step"] for r in last_first] == [80] and len(messages) == 1
+    rows = evaluate_snapshots(tmp_path, log=messages.append)  # the others; 80 is not evaluated again
     assert [r["env_step"] for r in rows] == [0, 40, 80] and len(messages) == 3
     assert all(len(str(r["returns"]).split()) == 2 for r in rows)  # eval_episodes=2
     again = evaluate_snapshots(tmp_path, log=messages.append)  # nothing left to evaluate

@@ -32,7 +32,7 @@ from __future__ import annotations
 import csv
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
@@ -388,7 +388,10 @@ class TOLDTrainer:
 
 
 def evaluate_snapshots(
-    out_dir: str | Path, precision: str = "float32", log: Callable[[str], None] = print
+    out_dir: str | Path,
+    precision: str = "float32",
+    log: Callable[[str], None] = print,
+    env_steps: Collection[int] | None = None,
 ) -> list[dict[str, Any]]:
     """Evaluate a deferred run's snapshots that have no result yet (resumable: a killed call
     loses only the evaluation in progress). Same protocol as inline evaluation: the full
@@ -396,11 +399,24 @@ def evaluate_snapshots(
     discount, all taken from the env step and run settings stored in each snapshot (so
     `snapshots/` alone can be evaluated elsewhere). `precision` is the model's while
     planning (see `MPCController`). Writes `eval-deferred.csv` (float32;
-    `eval-deferred-bfloat16.csv` for bfloat16) and returns all its rows, sorted by env step."""
+    `eval-deferred-bfloat16.csv` for bfloat16) and returns all its rows, sorted by env step.
+    `env_steps` limits the call to those evaluation points (None: every saved one), e.g. to
+    evaluate the last model first, or to split the points between processes.
+
+    Raises:
+        FileNotFoundError: no run at `out_dir`.
+        ValueError: an asked-for env step has no snapshot (the saved ones are named).
+    """
     out_dir = Path(out_dir)
     paths = sorted((out_dir / "snapshots").glob("model-*.pt"))
     if not paths and not (out_dir / "checkpoint.pt").exists():
         raise FileNotFoundError(f"no training run at {out_dir} (no snapshots/ and checkpoint.pt is missing)")
+    if env_steps is not None:
+        saved = {_snapshot_env_step(p) for p in paths}
+        missing = sorted(set(env_steps) - saved)
+        if missing:
+            raise ValueError(f"no snapshot at env step(s) {missing} in {out_dir / 'snapshots'}; saved: {sorted(saved)}")
+        paths = [p for p in paths if _snapshot_env_step(p) in set(env_steps)]
     # float32 results are the run's curve; other precisions go beside it, for comparison.
     name = DEFERRED_EVAL_CSV if precision == "float32" else DEFERRED_EVAL_CSV.replace(".csv", f"-{precision}.csv")
     results = out_dir / name
@@ -429,6 +445,11 @@ def evaluate_snapshots(
         log(f"{out_dir.name}: eval @ {env_step} env steps: {row['mean_return']:.1f} ± {row['std_return']:.1f} "
             f"({row['eval_s'] / 60:.1f} min)")  # fmt: skip
     return sorted(_read_deferred_rows(results), key=lambda r: r["env_step"])
+
+
+def _snapshot_env_step(path: Path) -> int:
+    """The evaluation point a snapshot file stands for (its name: model-<env step>.pt)."""
+    return int(path.stem.split("-")[1])
 
 
 def _read_deferred_rows(path: Path) -> list[dict[str, Any]]:
