@@ -422,7 +422,7 @@ def evaluate_snapshots(
     results = out_dir / name
     for path in paths:
         snapshot = torch.load(path, map_location="cpu", weights_only=True)
-        env_step = int(snapshot.get("train_steps", int(path.stem.split("-")[1])))
+        env_step = int(snapshot.get("train_steps", _snapshot_env_step(path)))
         if env_step in {r["env_step"] for r in _read_deferred_rows(results)}:
             continue
         config = _snapshot_run_config(snapshot, out_dir)
