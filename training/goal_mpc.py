@@ -46,7 +46,8 @@ the horizon (`oracle_objective="all"`, the default) or at its end ("last"), over
 `oracle_horizon` agent steps (25 by default: DINO-WM's horizon of 5 model steps x
 frameskip 5). It replans every `replan_every` agent steps. "all" because the oracle is
 the ceiling: with "last" it plans to be at the goal 25 steps ahead, at any speed, so the
-reacher arm swings through the goal pose and does not stop there. What it cannot do is what the learned model has to: see the goal only as a picture.
+reacher arm swings through the goal pose and does not stop there. What it cannot do is
+what the learned model has to: see the goal only as a picture.
 
 Shapes: K goals, A env action size, fs frameskip, S physics-state size, G goal size.
 """
@@ -142,7 +143,7 @@ class GoalEvalConfig:
         oracle_objective: the oracle's objective mode ("all" by default: with "last" over
             25 agent steps the true-physics planner steers the reacher arm through the goal
             pose without stopping there, meeting 6 of 50 reacher-pose goals at the end
-            against 10 of the first 10 with "all"; see the README).
+            against 50 of 50 with "all"; see the README).
         oracle_threads: MuJoCo rollout threads of the oracle.
         precision: "float32" or "bfloat16" (the predictor's matrix products in bfloat16
             autocast while planning; see `MPCController`). The oracle ignores it.

@@ -412,11 +412,10 @@ def evaluate_snapshots(
     if not paths and not (out_dir / "checkpoint.pt").exists():
         raise FileNotFoundError(f"no training run at {out_dir} (no snapshots/ and checkpoint.pt is missing)")
     if env_steps is not None:
-        saved = {_snapshot_env_step(p) for p in paths}
-        missing = sorted(set(env_steps) - saved)
-        if missing:
+        wanted, saved = set(env_steps), {_snapshot_env_step(p) for p in paths}
+        if missing := sorted(wanted - saved):
             raise ValueError(f"no snapshot at env step(s) {missing} in {out_dir / 'snapshots'}; saved: {sorted(saved)}")
-        paths = [p for p in paths if _snapshot_env_step(p) in set(env_steps)]
+        paths = [p for p in paths if _snapshot_env_step(p) in wanted]
     # float32 results are the run's curve; other precisions go beside it, for comparison.
     name = DEFERRED_EVAL_CSV if precision == "float32" else DEFERRED_EVAL_CSV.replace(".csv", f"-{precision}.csv")
     results = out_dir / name
