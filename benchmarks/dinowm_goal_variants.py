@@ -7,9 +7,9 @@
 Same model, goals, reset seeds, planner seeds (goal k: seed + k) and CEM budget as
 `dinowm_goals.py evaluate` with the cpu preset and bfloat16, so goal k's record here is
 comparable with goal k of the full evaluation (`runs/dinowm-<task>/eval-cem[-all]/records.json`).
-`--goal-at-rest` sets the goal's joint velocities (the second half of its proprio: qpos
-then qvel, nq = nv for these tasks) to zero, i.e. asks for the goal pose at rest instead of
-the pose at the speed it had in the data. Prints the summary and one line per goal
+`--goal-at-rest` (`GoalEvalConfig.goal_at_rest`) sets the goal's joint velocities to zero,
+i.e. asks for the goal pose at rest instead of the pose at the speed it had in the data
+(the full 50-goal run: `dinowm_goals.py evaluate --goal-at-rest`). Prints the summary and one line per goal
 (goal, success, touched, final distance, closest distance); the outputs of the runs
 quoted in the README are benchmarks/results/dinowm_goal_variants_{all,all_rest}.log.
 Minutes per goal on this CPU: a quick look, not a benchmark row.
@@ -43,15 +43,11 @@ dataset = dg.open_dataset(ns)
 model = load_trained_dinowm(dg.run_dir(ns) / "model.pt", device="cpu")
 config = GoalEvalConfig.for_dataset(dataset, planner="cem", env_steps=a.env_steps, seed=0, precision="bfloat16",
                                     **dinowm_cpu_budget())
-config = dataclasses.replace(config, objective=a.objective, alpha=a.alpha)
+config = dataclasses.replace(config, objective=a.objective, alpha=a.alpha, goal_at_rest=a.goal_at_rest)
 goals, sel = dg.draw_goals(dataset, a.task, 50, 0, False)
 seeds = goal_reset_seeds(goals, dataset)
 idx = np.arange(a.start, a.start + a.goals)
 sub = dg.subset_goals(goals, idx)
-if a.goal_at_rest:
-    half = sub.goal_proprio.shape[-1] // 2
-    sub.goal_proprio[:, half:] = 0.0
-    print("goal velocities zeroed", sub.goal_proprio[:2])
 recs = evaluate_goals(model, sub, config, reset_seeds=seeds[idx])
 print(vars(a), summarise_goals(recs))
 for r in recs:

@@ -33,12 +33,15 @@ same planner budget, horizon 25 agent steps, the goal distance averaged over the
 --oracle-objective all) on the SAME goals. It records the success rate (goal met at the
 end of --env-steps), the reach rate, the mean plan time per planning call, the encoder
 used, and writes <results-dir>/dinowm_goals.json (entries keyed "<task>/<planner>", plus
-"/all" for --objective all; other entries kept), dinowm_goals.csv (one row per entry and
-method) and dinowm_goal_<task>[-all].png (start | goal | final of one goal DINO-WM
-reached; the per-goal pictures and records stay in <run>/eval-<planner>[-all]/).
-`evaluate` resumes: every finished goal is saved in <run>/eval-<planner>[-all]/
-partial-dinowm.json (the oracle's in <run>/eval-<planner>/partial-oracle.json, shared by
-both objectives), and running the same command again goes on from the next goal (records
+"/all" for --objective all and "/rest" for --goal-at-rest; other entries kept),
+dinowm_goals.csv (one row per entry and method) and dinowm_goal_<task>[-all][-rest].png
+(start | goal | final of one goal DINO-WM reached; the per-goal pictures and records stay
+in <run>/eval-<planner>[-all][-rest]/). --goal-at-rest gives DINO-WM the goal's proprio
+with zero joint velocities (the goal pose at rest, not the speed the arm had there in the
+random-action data). `evaluate` resumes: every finished goal is saved in
+<run>/eval-<planner>[-all][-rest]/partial-dinowm.json (the oracle's in
+<run>/eval-<planner>/partial-oracle.json, shared by every variant), and running the same
+command again goes on from the next goal (records
 made with another model file or other
 settings are discarded, with a warning). References: DINO-WM's published 0.92
 on Reach (= reacher-pose; DreamerV3 0.64 there) and our targets for the CPU configuration:
@@ -282,22 +285,22 @@ def evaluate(args: argparse.Namespace) -> None:
             budget = dinowm_cpu_budget(**budget)
         config = GoalEvalConfig.for_dataset(
             dataset, planner=args.planner, env_steps=args.env_steps, seed=args.seed, precision=args.precision,
-            objective=args.objective, oracle_objective=args.oracle_objective, **budget,
+            objective=args.objective, oracle_objective=args.oracle_objective, goal_at_rest=args.goal_at_rest, **budget,
         )  # fmt: skip
     except (FileNotFoundError, ValueError) as error:
         raise SystemExit(f"error: {error}") from None
     goals, selection = draw_goals(dataset, args.task, args.goals, args.seed, args.include_reached)
     seeds = goal_reset_seeds(goals, dataset)
     encoder = encoder_description(model_path, args.encoder_weights)
-    # DINO-WM's records per objective ("last", the paper's, keeps the plain folder name);
-    # the oracle's do not depend on DINO-WM's objective, so every objective shares them.
-    suffix = "" if config.objective == "last" else f"-{config.objective}"
+    # DINO-WM's records per objective ("last", the paper's, keeps the plain folder name) and
+    # goal variant; the oracle's depend on neither, so every variant shares them.
+    suffix = ("" if config.objective == "last" else f"-{config.objective}") + ("-rest" if config.goal_at_rest else "")
     out = folder / f"eval-{args.planner}{suffix}"
     oracle_partial = folder / f"eval-{args.planner}" / "partial-oracle.json"
     print(f"{args.task}: {len(goals)} goals ({selection['pool_already_reached_fraction']:.0%} of a pool of "
           f"{selection['pool']} start already reached{'; left out' if selection['filtered'] else ''}), planner "
           f"{config.planner} ({config.num_samples} samples, {config.iterations} it, horizon {config.horizon}, objective "
-          f"{config.objective}), "
+          f"{config.objective}{', goal at rest' if config.goal_at_rest else ''}), "
           f"{config.env_steps} env steps each, encoder {encoder['weights'] or 'random frozen'}", flush=True)
 
     # Each finished goal is saved in <out>/partial-<method>.json, so a killed evaluation goes
@@ -382,13 +385,21 @@ def entries_csv(entries: dict[str, Any]) -> str:
             s = e.get(method)
             if not s:
                 continue
-            objective = e["eval_config"].get("objective" if method == "dinowm" else "oracle_objective", "last")
+            objective = objective_label(e, method)
             writer.writerow([e["task"], e["planner"], objective, method, s["goals"], s["success_rate"], s["reached_rate"],
                              s["mean_start_distance"], s["mean_final_distance"], s["mean_plan_ms_per_call"],
                              s["wall_s"], e["encoder"]["weights"] or "random frozen",
                              e["target"] if method == "dinowm" else "",
                              e["goal_selection"]["pool_already_reached_fraction"]])
     return buffer.getvalue()
+
+
+def objective_label(entry: dict[str, Any], method: str = "dinowm") -> str:
+    """An entry's objective as the table shows it: "last", "all", "all, goal at rest"."""
+    if method != "dinowm":
+        return entry["eval_config"].get("oracle_objective", "last")
+    label = entry["eval_config"].get("objective", "last")
+    return label + (", goal at rest" if entry["eval_config"].get("goal_at_rest") else "")
 
 
 def _pct(value: float | None) -> str:
@@ -405,7 +416,7 @@ def markdown_table(entries: dict[str, Any]) -> str:
         oracle = e.get("oracle") or {}
         published = (e.get("published") or {}).get("dinowm")
         lines.append(
-            f"| {e['task']} | {e['planner']} | {e['eval_config'].get('objective', 'last')} "
+            f"| {e['task']} | {e['planner']} | {objective_label(e)} "
             f"| {e['encoder']['weights'] or 'random frozen'} | {e['goals']} "
             f"| {_pct(e['dinowm']['success_rate'])} | {_pct(oracle.get('success_rate'))} "
             f"| {e['dinowm']['mean_plan_ms_per_call']} | >= {_pct(e['target'])} "
@@ -480,6 +491,8 @@ def main() -> None:
                    help="keep goals already met at the start (the paper's unfiltered draw)")
     p.add_argument("--objective", default="last", choices=("last", "all"),
                    help="DINO-WM's feature distance at the last predicted frame (the paper's) or averaged over them")
+    p.add_argument("--goal-at-rest", action="store_true",
+                   help="give DINO-WM the goal's proprio with zero joint velocities (the goal pose at rest)")
     p.add_argument("--no-oracle", action="store_true", help="skip the oracle baseline")
     p.add_argument("--oracle-objective", default="all", choices=("all", "last"),
                    help="the oracle's goal distance: averaged over its horizon (all) or at its end (last)")

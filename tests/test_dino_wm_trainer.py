@@ -144,6 +144,8 @@ def test_config_errors_name_the_bad_value(dataset, tmp_path):
         GoalEvalConfig(task="cartpole-swingup")
     with pytest.raises(ValueError, match="num_elites=40"):
         GoalEvalConfig(task="point_mass-goal", num_samples=30, num_elites=40)
+    with pytest.raises(ValueError, match="goal_at_rest='yes' must be True or False"):
+        GoalEvalConfig(task="point_mass-goal", goal_at_rest="yes")
 
 
 # -- goal-image MPC ------------------------------------------------------------------------
@@ -232,6 +234,27 @@ def test_the_adapter_feeds_proprio_to_the_model(trained, dataset):
         torch.testing.assert_close(adapter.observe(None, None, image), expected)
         torch.testing.assert_close(adapter.encode(image), trained.model.encode_obs(image, torch.from_numpy(goal)[None]))
         assert not torch.allclose(adapter.observe(None, None, image), trained.model.encode_obs(image, None))
+
+
+def test_goal_at_rest_zeroes_the_goal_velocities_dinowm_is_given(trained, dataset, monkeypatch):
+    from training import goal_mpc
+
+    given = []
+    set_proprio = GoalConditionedDinoWM.set_proprio
+    monkeypatch.setattr(GoalConditionedDinoWM, "set_proprio",
+                        lambda self, p, g=None: given.append(np.array(g)) or set_proprio(self, p, g))
+    goals = sample_goals(dataset, count=1, seed=0, offset=4)
+    goals.goal_proprio[:] = np.array([0.05, -0.04, 0.3, -0.2], dtype=np.float32)  # point_mass: x, y, vx, vy
+    config = GoalEvalConfig.for_dataset(dataset, horizon=2, num_samples=12, num_elites=3, iterations=2, env_steps=2)
+    evaluate_goals(trained.model, goals, config, reset_seeds=goal_reset_seeds(goals, dataset))
+    np.testing.assert_array_equal(given[-1], goals.goal_proprio[0])  # the data's velocities by default
+    given.clear()
+    evaluate_goals(trained.model, goals, dataclasses.replace(config, goal_at_rest=True),
+                   reset_seeds=goal_reset_seeds(goals, dataset))
+    np.testing.assert_array_equal(given[-1], np.float32([0.05, -0.04, 0.0, 0.0]))  # same pose, at rest
+    assert goals.goal_proprio[0, 2] == np.float32(0.3)  # the GoalSet itself is untouched
+    with pytest.raises(ValueError, match="nq=3"):
+        goal_mpc.goal_proprio_at_rest(np.zeros(2), nq=3)
 
 
 def far_goal(env, seed: int, shift) -> GoalSet:

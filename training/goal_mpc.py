@@ -145,6 +145,11 @@ class GoalEvalConfig:
             pose without stopping there, meeting 6 of 50 reacher-pose goals at the end
             against 50 of 50 with "all"; see the README).
         oracle_threads: MuJoCo rollout threads of the oracle.
+        goal_at_rest: give DINO-WM the goal's proprio with its joint velocities set to zero
+            (the goal pose at rest) instead of the velocities the goal state had in the
+            data. A goal drawn from a random-action trajectory is usually a pose the arm
+            passed through at speed; asking for that speed asks the planner not to stop
+            there. Only with use_proprio; the oracle's goal is a pose either way.
         precision: "float32" or "bfloat16" (the predictor's matrix products in bfloat16
             autocast while planning; see `MPCController`). The oracle ignores it.
     """
@@ -168,6 +173,7 @@ class GoalEvalConfig:
     oracle_horizon: int = 25
     oracle_objective: ObjectiveMode = "all"
     oracle_threads: int = 1
+    goal_at_rest: bool = False
     precision: str = "float32"
 
     def __post_init__(self) -> None:
@@ -199,6 +205,9 @@ class GoalEvalConfig:
             raise ValueError(f"alpha={self.alpha!r} must be a finite number >= 0")
         if not isinstance(self.seed, int) or self.seed < 0:
             raise ValueError(f"seed={self.seed!r} must be an int >= 0")
+        for name in ("action_chunks", "use_proprio", "goal_at_rest"):
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(f"{name}={getattr(self, name)!r} must be True or False")
 
     @classmethod
     def for_dataset(cls, dataset: OfflineDataset, **overrides: Any) -> GoalEvalConfig:
@@ -307,6 +316,20 @@ def _proprio(env: Any) -> np.ndarray:
     """qpos then qvel, float32 [Pd]: the data set's proprio (training.offline_data)."""
     physics = env.physics
     return np.concatenate([physics.data.qpos, physics.data.qvel]).astype(np.float32)
+
+
+def goal_proprio_at_rest(goal_proprio: np.ndarray, nq: int) -> np.ndarray:
+    """The goal proprio (qpos then qvel, [..., Pd]) with its velocities set to zero.
+
+    Raises:
+        ValueError: a proprio shorter than nq (not this env's layout).
+    """
+    goal_proprio = np.array(goal_proprio, dtype=np.float32, copy=True)
+    if goal_proprio.shape[-1] < nq:
+        raise ValueError(f"the goal proprio has {goal_proprio.shape[-1]} numbers, fewer than the env's nq={nq} "
+                         "positions; it is not qpos then qvel of this env")
+    goal_proprio[..., nq:] = 0.0
+    return goal_proprio
 
 
 def _render(env: Any) -> np.ndarray:
@@ -537,7 +560,7 @@ def evaluate_goals(
 # out of its resume identity (and out of saved identities when comparing).
 _OTHER_METHODS_FIELDS: dict[bool, frozenset[str]] = {
     False: frozenset({"oracle_horizon", "oracle_objective", "oracle_threads"}),
-    True: frozenset({"horizon", "objective", "alpha", "action_chunks", "use_proprio", "precision"}),
+    True: frozenset({"horizon", "objective", "alpha", "action_chunks", "use_proprio", "goal_at_rest", "precision"}),
 }
 
 
@@ -617,7 +640,10 @@ def _one_goal(env: Any, controller: MPCController, adapter: GoalConditionedDinoW
         if adapter is None:
             obs_in, goal_in = env.get_physics_state(), goals.goal_states[k]
         else:
-            adapter.set_proprio(_proprio(env), goals.goal_proprio[k])
+            goal_proprio = goals.goal_proprio[k]
+            if config.goal_at_rest:
+                goal_proprio = goal_proprio_at_rest(goal_proprio, int(env.physics.model.nq))
+            adapter.set_proprio(_proprio(env), goal_proprio)
             obs_in, goal_in = frame, goals.goal_images[k]
         before = controller.last_result
         start = time.perf_counter()
