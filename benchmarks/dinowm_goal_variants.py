@@ -10,8 +10,13 @@ comparable with goal k of the full evaluation (`runs/dinowm-<task>/eval-cem[-all
 `--goal-at-rest` (`GoalEvalConfig.goal_at_rest`) sets the goal's joint velocities to zero,
 i.e. asks for the goal pose at rest instead of the pose at the speed it had in the data
 (the full 50-goal run: `dinowm_goals.py evaluate --goal-at-rest`). Prints the summary and one line per goal
-(goal, success, touched, final distance, closest distance); the outputs of the runs
-quoted in the README are benchmarks/results/dinowm_goal_variants_{all,all_rest}.log.
+(goal, success, touched, final distance, closest distance). The outputs of the runs
+quoted in the README are in benchmarks/results/:
+    dinowm_goal_variants_all.log, _all_rest.log      reacher-pose, --objective all [--goal-at-rest]
+    dinowm_goal_variants_pm_last_rest.log             --task point_mass-goal --objective last --goal-at-rest
+    dinowm_goal_variants_pm_last_alpha1.log           ... --alpha 1 (no --goal-at-rest)
+    dinowm_goal_variants_pm_last_rest_alpha1.log      ... --alpha 1 --goal-at-rest
+    dinowm_goal_variants_pm_last_rest_alpha10.log     ... --alpha 10 --goal-at-rest
 Minutes per goal on this CPU: a quick look, not a benchmark row.
 """
 
