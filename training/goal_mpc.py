@@ -632,6 +632,9 @@ def _one_goal(env: Any, controller: MPCController, adapter: GoalConditionedDinoW
                 "the scene (e.g. a goal marker) may differ: pass reset_seeds=goal_reset_seeds(goals, dataset)",
                 UserWarning, stacklevel=3,
             )
+    goal_proprio = goals.goal_proprio[k]
+    if config.goal_at_rest:
+        goal_proprio = goal_proprio_at_rest(goal_proprio, int(env.physics.model.nq))
     controller.reset()
     plan_ms: list[float] = []
     steps = 0
@@ -640,9 +643,6 @@ def _one_goal(env: Any, controller: MPCController, adapter: GoalConditionedDinoW
         if adapter is None:
             obs_in, goal_in = env.get_physics_state(), goals.goal_states[k]
         else:
-            goal_proprio = goals.goal_proprio[k]
-            if config.goal_at_rest:
-                goal_proprio = goal_proprio_at_rest(goal_proprio, int(env.physics.model.nq))
             adapter.set_proprio(_proprio(env), goal_proprio)
             obs_in, goal_in = frame, goals.goal_images[k]
         before = controller.last_result
