@@ -6,7 +6,7 @@
 
 Same model, goals, reset seeds, planner seeds (goal k: seed + k) and CEM budget as
 `dinowm_goals.py evaluate` with the cpu preset and bfloat16, so goal k's record here is
-comparable with goal k of the full evaluation (`runs/dinowm-<task>/eval-cem[-all]/records.json`).
+comparable with goal k of the full evaluation (`runs/dinowm-<task>/eval-cem[-all][-rest]-<N>steps/records.json`).
 `--goal-at-rest` (`GoalEvalConfig.goal_at_rest`) sets the goal's joint velocities to zero,
 i.e. asks for the goal pose at rest instead of the pose at the speed it had in the data
 (the full 50-goal run: `dinowm_goals.py evaluate --goal-at-rest`). Prints the summary and one line per goal

@@ -32,18 +32,21 @@ distance at the last predicted frame, the paper's, or averaged over the frames w
 same planner budget, horizon 25 agent steps, the goal distance averaged over the horizon:
 --oracle-objective all) on the SAME goals. It records the success rate (goal met at the
 end of --env-steps), the reach rate, the mean plan time per planning call, the encoder
-used, and writes <results-dir>/dinowm_goals.json (entries keyed "<task>/<planner>", plus
-"/all" for --objective all and "/rest" for --goal-at-rest; other entries kept),
-dinowm_goals.csv (one row per entry and method) and dinowm_goal_<task>[-all][-rest].png
-(start | goal | final of one goal DINO-WM reached; the per-goal pictures and records stay
-in <run>/eval-<planner>[-all][-rest]/). --goal-at-rest gives DINO-WM the goal's proprio
+used, and writes <results-dir>/dinowm_goals.json (entries keyed
+"<task>/<planner>[/all][/rest]/<N>steps": "/all" for --objective all, "/rest" for
+--goal-at-rest, N the predictor's training steps, read from the model file; other entries
+kept), dinowm_goals.csv (one row per entry and method) and
+dinowm_goal_<task>[-all][-rest]-<N>steps.png (start | goal | final of one goal DINO-WM
+reached; the per-goal pictures and records stay in <run>/eval-<planner><same suffix>/).
+Training a model further (`train` again with a larger --train-steps) therefore adds rows
+instead of replacing them; copy model.pt first to keep the shorter-trained predictor for
+`evaluate --model`. --goal-at-rest gives DINO-WM the goal's proprio
 with zero joint velocities (the goal pose at rest, not the speed the arm had there in the
 random-action data). `evaluate` resumes: every finished goal is saved in
-<run>/eval-<planner>[-all][-rest]/partial-dinowm.json (the oracle's in
-<run>/eval-<planner>/partial-oracle.json, shared by every variant), and running the same
-command again goes on from the next goal (records
-made with another model file or other
-settings are discarded, with a warning). References: DINO-WM's published 0.92
+<run>/eval-<planner><suffix>/partial-dinowm.json (the oracle's in
+<run>/eval-<planner>-oracle/partial-oracle.json, shared by every variant), and running the
+same command again goes on from the next goal (records made with another model file or
+other settings are discarded, with a warning). References: DINO-WM's published 0.92
 on Reach (= reacher-pose; DreamerV3 0.64 there) and our targets for the CPU configuration:
 >= 0.9 on point_mass-goal, >= 0.8 on reacher-pose.
 
@@ -272,10 +275,11 @@ def evaluate(args: argparse.Namespace) -> None:
 
     set_threads(args)
     folder = run_dir(args)
-    model_path = folder / "model.pt"
+    model_path = Path(args.model) if args.model else folder / "model.pt"
     if not model_path.is_file():
         raise SystemExit(f"error: no trained model at {model_path}; train it first: python benchmarks/dinowm_goals.py "
                          f"train --task {args.task} --preset {args.preset} --runs-dir {args.runs_dir}")
+    train_steps = model_train_steps(model_path)
     dataset = open_dataset(args)
     try:
         model = load_trained_dinowm(model_path, encoder_weights=args.encoder_weights, device=args.device)
@@ -292,16 +296,18 @@ def evaluate(args: argparse.Namespace) -> None:
     goals, selection = draw_goals(dataset, args.task, args.goals, args.seed, args.include_reached)
     seeds = goal_reset_seeds(goals, dataset)
     encoder = encoder_description(model_path, args.encoder_weights)
-    # DINO-WM's records per objective ("last", the paper's, keeps the plain folder name) and
-    # goal variant; the oracle's depend on neither, so every variant shares them.
-    suffix = ("" if config.objective == "last" else f"-{config.objective}") + ("-rest" if config.goal_at_rest else "")
+    # DINO-WM's records per objective ("last", the paper's, adds nothing to the names), goal
+    # variant and predictor training length, so a longer-trained model gets rows of its own;
+    # the oracle's depend on none of them, so every variant shares them.
+    suffix = variant_suffix(config.objective, config.goal_at_rest, train_steps)
     out = folder / f"eval-{args.planner}{suffix}"
-    oracle_partial = folder / f"eval-{args.planner}" / "partial-oracle.json"
+    oracle_partial = folder / f"eval-{args.planner}-oracle" / "partial-oracle.json"
     print(f"{args.task}: {len(goals)} goals ({selection['pool_already_reached_fraction']:.0%} of a pool of "
           f"{selection['pool']} start already reached{'; left out' if selection['filtered'] else ''}), planner "
           f"{config.planner} ({config.num_samples} samples, {config.iterations} it, horizon {config.horizon}, objective "
           f"{config.objective}{', goal at rest' if config.goal_at_rest else ''}), "
-          f"{config.env_steps} env steps each, encoder {encoder['weights'] or 'random frozen'}", flush=True)
+          f"{config.env_steps} env steps each, encoder {encoder['weights'] or 'random frozen'}, predictor "
+          f"{model_path} ({train_steps} training steps)", flush=True)
 
     # Each finished goal is saved in <out>/partial-<method>.json, so a killed evaluation goes
     # on from the next goal (the records are kept only if the model file and settings match).
@@ -332,9 +338,9 @@ def evaluate(args: argparse.Namespace) -> None:
     run_facts = {}
     if state_path.is_file():
         state = torch.load(state_path, map_location="cpu", weights_only=True)
-        run_facts = {"preset": state["run"].get("preset"), "train_steps": int(state["step"]),
-                     "epochs": state.get("epoch"), "val_loss": (state["val_rows"][-1] if state["val_rows"] else {})
-                     .get("val_loss")}  # fmt: skip
+        # The validation loss at the evaluated model's step (the run may have gone on since).
+        val = [row for row in state["val_rows"] if int(row["step"]) == train_steps]
+        run_facts = {"preset": state["run"].get("preset"), "val_loss": val[-1].get("val_loss") if val else None}
     collect_config = dataset.manifest.get("config", {})
     entry = {
         "task": args.task,
@@ -346,7 +352,8 @@ def evaluate(args: argparse.Namespace) -> None:
         "meets_target": results["dinowm"]["success_rate"] >= TARGETS[args.task],
         "published": PUBLISHED.get(args.task),
         "encoder": encoder,
-        "model": {"run": folder.name, **run_facts, "image_size": model.config.image_size,
+        "model": {"run": folder.name, "file": str(model_path), **run_facts, "train_steps": train_steps,
+                  "image_size": model.config.image_size,
                   "frameskip": model.config.frameskip, "history": model.config.history},
         "dataset": {k: collect_config.get(k) for k in ("num_trajectories", "steps", "policy", "image_size", "seed")},
         "goal_selection": selection,
@@ -371,9 +378,24 @@ def evaluate(args: argparse.Namespace) -> None:
 # -- tables ---------------------------------------------------------------------------------------
 
 
-CSV_COLUMNS = ("task", "planner", "objective", "method", "goals", "success_rate", "reached_rate", "mean_start_distance",
+CSV_COLUMNS = ("task", "planner", "objective", "train_steps", "method", "goals", "success_rate", "reached_rate", "mean_start_distance",
                "mean_final_distance", "mean_plan_ms_per_call", "wall_s", "encoder", "target",
                "pool_already_reached_fraction")
+
+
+def model_train_steps(model_path: Path) -> int:
+    """The optimiser steps the predictor in `model_path` (a trainer's model.pt) was trained for."""
+    ckpt = torch.load(model_path, map_location="cpu", weights_only=True)
+    if not isinstance(ckpt, dict) or "train_steps" not in ckpt:
+        raise SystemExit(f"error: {model_path} records no train_steps; pass a model.pt written by "
+                         "`dinowm_goals.py train` (training.dino_wm_trainer)")
+    return int(ckpt["train_steps"])
+
+
+def variant_suffix(objective: str, goal_at_rest: bool, train_steps: int) -> str:
+    """What names an evaluation's folder, picture and entry key apart from the task and planner:
+    "[-all][-rest]-<N>steps" ("last", the paper's objective, adds nothing)."""
+    return ("" if objective == "last" else f"-{objective}") + ("-rest" if goal_at_rest else "") + f"-{train_steps}steps"
 
 
 def entries_csv(entries: dict[str, Any]) -> str:
@@ -386,7 +408,8 @@ def entries_csv(entries: dict[str, Any]) -> str:
             if not s:
                 continue
             objective = objective_label(e, method)
-            writer.writerow([e["task"], e["planner"], objective, method, s["goals"], s["success_rate"], s["reached_rate"],
+            steps = e["model"]["train_steps"] if method == "dinowm" else ""  # the oracle has no predictor
+            writer.writerow([e["task"], e["planner"], objective, steps, method, s["goals"], s["success_rate"], s["reached_rate"],
                              s["mean_start_distance"], s["mean_final_distance"], s["mean_plan_ms_per_call"],
                              s["wall_s"], e["encoder"]["weights"] or "random frozen",
                              e["target"] if method == "dinowm" else "",
@@ -408,15 +431,15 @@ def _pct(value: float | None) -> str:
 
 def markdown_table(entries: dict[str, Any]) -> str:
     lines = [
-        "| task | planner | objective | encoder | goals | DINO-WM success | oracle success | DINO-WM plan ms/call "
+        "| task | planner | objective | predictor steps | encoder | goals | DINO-WM success | oracle success | DINO-WM plan ms/call "
         "| target (CPU) | published DINO-WM | start reached (pool) |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for e in entries.values():
         oracle = e.get("oracle") or {}
         published = (e.get("published") or {}).get("dinowm")
         lines.append(
-            f"| {e['task']} | {e['planner']} | {objective_label(e)} "
+            f"| {e['task']} | {e['planner']} | {objective_label(e)} | {e['model']['train_steps']} "
             f"| {e['encoder']['weights'] or 'random frozen'} | {e['goals']} "
             f"| {_pct(e['dinowm']['success_rate'])} | {_pct(oracle.get('success_rate'))} "
             f"| {e['dinowm']['mean_plan_ms_per_call']} | >= {_pct(e['target'])} "
@@ -499,6 +522,8 @@ def main() -> None:
     p.add_argument("--precision", default="float32", choices=("float32", "bfloat16"),
                    help="the predictor's precision while planning (bfloat16 autocast; the oracle is unaffected)")
     p.add_argument("--encoder-weights", default=None, help="the weight file the model was trained with, if moved")
+    p.add_argument("--model", default=None,
+                   help="the predictor file to evaluate (default <run>/model.pt; e.g. a copy kept before training on)")
     p.add_argument("--device", default="cpu", help="cpu or cuda")
     p.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     p.add_argument("--results-dir", default=str(RESULTS))
