@@ -17,6 +17,9 @@ quoted in the README are in benchmarks/results/:
     dinowm_goal_variants_pm_last_alpha1.log           ... --alpha 1 (no --goal-at-rest)
     dinowm_goal_variants_pm_last_rest_alpha1.log      ... --alpha 1 --goal-at-rest
     dinowm_goal_variants_pm_last_rest_alpha10.log     ... --alpha 10 --goal-at-rest
+    dinowm_goal_variants_pm_all_rest.log              --task point_mass-goal --objective all --goal-at-rest
+    dinowm_goal_variants_pm_all_rest_alpha1.log       ... --alpha 1
+    dinowm_goal_variants_pm_all_positions.log         --task point_mass-goal --objective all --proprio-positions
 Minutes per goal on this CPU: a quick look, not a benchmark row.
 """
 
@@ -42,13 +45,16 @@ p.add_argument("--alpha", type=float, default=0.1)
 p.add_argument("--task", default="reacher-pose")
 p.add_argument("--start", type=int, default=0)
 p.add_argument("--goal-at-rest", action="store_true")
+p.add_argument("--proprio-positions", action="store_true",
+               help="compare only the joint positions in the proprio term (GoalEvalConfig.proprio_positions)")
 a = p.parse_args()
 ns = argparse.Namespace(task=a.task, preset="cpu", seed=0, runs_dir=str(dg.RUNS), no_progress=True)
 dataset = dg.open_dataset(ns)
 model = load_trained_dinowm(dg.run_dir(ns) / "model.pt", device="cpu")
 config = GoalEvalConfig.for_dataset(dataset, planner="cem", env_steps=a.env_steps, seed=0, precision="bfloat16",
                                     **dinowm_cpu_budget())
-config = dataclasses.replace(config, objective=a.objective, alpha=a.alpha, goal_at_rest=a.goal_at_rest)
+config = dataclasses.replace(config, objective=a.objective, alpha=a.alpha, goal_at_rest=a.goal_at_rest,
+                             proprio_positions=a.proprio_positions)
 goals, sel = dg.draw_goals(dataset, a.task, 50, 0, False)
 seeds = goal_reset_seeds(goals, dataset)
 idx = np.arange(a.start, a.start + a.goals)

@@ -913,10 +913,17 @@ def dino_goal_objective(
     z_goal: Tensor | None,
     alpha: float = 0.0,
     mode: GoalMode = "last",
+    proprio_dims: int | None = None,
 ) -> Objective:
     """DINO-WM's planning objective: -(MSE(visual latent, goal visual latent) + alpha x
     MSE(proprio embedding, goal proprio embedding)), on the last predicted frame ("last",
     the paper's) or averaged over every predicted frame ("all").
+
+    With `proprio_dims=k` (our option, not the paper's) the proprio term compares only the
+    first k z-scored proprio entries (the joint positions, k = nq), read back from the
+    predicted embeddings through the pseudo-inverse of the linear proprio encoder (the
+    encoder's bias cancels in the difference). The embedding MSE mixes positions with
+    velocities; asking for the goal's velocities (or for rest) competes with getting there.
 
     Its signature is the controller's objective factory: `MPCController(model, planner,
     objective=dino_goal_objective)`; use `make_goal_objective(alpha, mode)` for other
@@ -930,6 +937,8 @@ def dino_goal_objective(
             [B or 1, P, L or C].
         alpha: weight of the proprio term.
         mode: "last" or "all".
+        proprio_dims: None (the embedding MSE, DINO-WM's) or how many leading proprio
+            entries to compare (1 <= k <= proprio_dim).
 
     Returns:
         objective(actions [B, N, H, A or A * fs]) -> [B, N] (0 at the goal, higher is better).
@@ -941,6 +950,13 @@ def dino_goal_objective(
     if alpha < 0:
         raise ValueError(f"alpha={alpha!r} must be >= 0")
     c = model.config
+    readback = None
+    if proprio_dims is not None:
+        if not c.proprio_emb_dim or not (1 <= proprio_dims <= c.proprio_dim):
+            raise ValueError(f"proprio_dims={proprio_dims!r} must be between 1 and the model's proprio_dim="
+                             f"{c.proprio_dim} (and the model must embed proprio)")
+        # [proprio_emb_dim, proprio_dim] -> its pseudo-inverse, cut to the first k rows: [k, E].
+        readback = torch.linalg.pinv(model.proprio_encoder.weight.detach().float())[:proprio_dims]
     goal = model.goal_latent(z_goal) if z_goal.dim() == 4 else z_goal[..., : c.frame_dim]  # [B or 1, P, L]
     if goal.dim() != 3 or tuple(goal.shape[1:]) != (c.num_patches, c.frame_dim) or goal.shape[0] not in (1, z0.shape[0]):
         raise ValueError(
@@ -961,18 +977,24 @@ def dino_goal_objective(
         frames = frames.view(b, n, frames.shape[1], *frames.shape[2:])  # [B, N, H', P, L]
         diff = (frames - goal).pow(2)
         cost = diff[..., :d].mean(dim=(-2, -1))  # [B, N, H']
-        if c.proprio_emb_dim:
+        if c.proprio_emb_dim and readback is None:
             cost = cost + alpha * diff[..., d:].mean(dim=(-2, -1))
+        elif c.proprio_emb_dim:
+            # The proprio embedding is tiled onto every patch; its patch mean is the prediction.
+            gap = (frames[..., d:] - goal[..., d:]).float().mean(dim=-2)  # [B, N, H', E]
+            cost = cost + alpha * (gap @ readback.to(gap.device).T).pow(2).mean(dim=-1)
         return -cost.mean(dim=-1)
 
     return objective
 
 
-def make_goal_objective(alpha: float = 0.0, mode: GoalMode = "last") -> Callable[[Any, Tensor, Tensor | None], Objective]:
+def make_goal_objective(
+    alpha: float = 0.0, mode: GoalMode = "last", proprio_dims: int | None = None
+) -> Callable[[Any, Tensor, Tensor | None], Objective]:
     """An MPCController objective factory `(model, z, z_goal) -> objective` with these
     settings of `dino_goal_objective`."""
 
     def factory(model: Any, z0: Tensor, z_goal: Tensor | None) -> Objective:
-        return dino_goal_objective(model, z0, z_goal, alpha=alpha, mode=mode)
+        return dino_goal_objective(model, z0, z_goal, alpha=alpha, mode=mode, proprio_dims=proprio_dims)
 
     return factory

@@ -287,6 +287,33 @@ def test_goal_objective_scores_the_candidate_that_reaches_the_goal_best():
         dino_goal_objective(model, z0, None)
 
 
+def test_goal_objective_on_proprio_positions_ignores_the_velocities():
+    model = tiny_model(proprio_dim=3)  # read as 2 positions + 1 velocity
+    c, d = model.config, model.config.embed_dim
+    z0 = model.encode_obs(images(1, seed=0), torch.randn(1, c.proprio_dim))
+    actions = torch.rand(1, 4, 3, c.action_dim) * 2 - 1
+    weight = model.proprio_encoder.weight.detach()  # [E, 3]
+
+    def goal_off_by(delta_z: torch.Tensor) -> torch.Tensor:
+        """Candidate 0's predicted last frame, with its proprio embedding moved by W @ delta_z."""
+        with torch.no_grad():
+            frame = model.predict_frames(z0, actions[:, 0])[:, -1].clone()  # [1, P, L]
+        frame[..., d:] += weight @ delta_z
+        return frame
+
+    with torch.no_grad():
+        velocity_only = goal_off_by(torch.tensor([0.0, 0.0, 1.5]))
+        assert abs(float(dino_goal_objective(model, z0, velocity_only, alpha=2.0, proprio_dims=2)(actions)[0, 0])) < 1e-5
+        # DINO-WM's embedding MSE does count the velocity.
+        assert float(dino_goal_objective(model, z0, velocity_only, alpha=2.0)(actions)[0, 0]) < -1e-4
+        position = goal_off_by(torch.tensor([0.3, -0.4, 1.5]))
+        got = float(make_goal_objective(alpha=2.0, proprio_dims=2)(model, z0, position)(actions)[0, 0])
+        assert abs(got - (-2.0 * (0.3**2 + 0.4**2) / 2)) < 1e-4
+    for bad in (0, 4):
+        with pytest.raises(ValueError, match=f"proprio_dims={bad}.*proprio_dim=3"):
+            dino_goal_objective(model, z0, position, alpha=1.0, proprio_dims=bad)
+
+
 def test_runs_inside_the_mpc_controller_with_cem_and_a_goal_image():
     model = tiny_model(action_dim=2, proprio_dim=0)
     planner = CEM(action_dim=2, horizon=3, num_samples=24, num_elites=4, iterations=2)

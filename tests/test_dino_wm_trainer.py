@@ -146,6 +146,8 @@ def test_config_errors_name_the_bad_value(dataset, tmp_path):
         GoalEvalConfig(task="point_mass-goal", num_samples=30, num_elites=40)
     with pytest.raises(ValueError, match="goal_at_rest='yes' must be True or False"):
         GoalEvalConfig(task="point_mass-goal", goal_at_rest="yes")
+    with pytest.raises(ValueError, match="proprio_positions=1 must be True or False"):
+        GoalEvalConfig(task="point_mass-goal", proprio_positions=1)
 
 
 # -- goal-image MPC ------------------------------------------------------------------------
@@ -255,6 +257,23 @@ def test_goal_at_rest_zeroes_the_goal_velocities_dinowm_is_given(trained, datase
     assert goals.goal_proprio[0, 2] == np.float32(0.3)  # the GoalSet itself is untouched
     with pytest.raises(ValueError, match="nq=3"):
         goal_mpc.goal_proprio_at_rest(np.zeros(2), nq=3)
+
+
+def test_proprio_positions_plans_on_the_env_joint_positions_only(trained, dataset, monkeypatch):
+    import models.dino_wm as dino_wm
+
+    asked = []
+    make = dino_wm.make_goal_objective
+    monkeypatch.setattr(dino_wm, "make_goal_objective",
+                        lambda alpha=0.0, mode="last", proprio_dims=None: asked.append(proprio_dims)
+                        or make(alpha, mode, proprio_dims))
+    goals = sample_goals(dataset, count=1, seed=0, offset=4)
+    config = GoalEvalConfig.for_dataset(dataset, horizon=2, num_samples=12, num_elites=3, iterations=2, env_steps=2)
+    evaluate_goals(trained.model, goals, config, reset_seeds=goal_reset_seeds(goals, dataset))
+    records = evaluate_goals(trained.model, goals, dataclasses.replace(config, proprio_positions=True),
+                             reset_seeds=goal_reset_seeds(goals, dataset))
+    assert asked == [None, 2]  # DINO-WM's embedding MSE by default; point_mass's nq = 2 (x, y) when asked
+    assert len(records) == 1 and np.isfinite(records[0].final_distance)
 
 
 def far_goal(env, seed: int, shift) -> GoalSet:

@@ -150,6 +150,10 @@ class GoalEvalConfig:
             data. A goal drawn from a random-action trajectory is usually a pose the arm
             passed through at speed; asking for that speed asks the planner not to stop
             there. Only with use_proprio; the oracle's goal is a pose either way.
+        proprio_positions: compare only the joint positions (the env's nq leading
+            proprio entries) in DINO-WM's proprio term, read back from the predicted
+            embeddings (`dino_goal_objective(proprio_dims=nq)`), so the goal's velocities
+            play no part. Only with use_proprio; the oracle ignores it.
         precision: "float32" or "bfloat16" (the predictor's matrix products in bfloat16
             autocast while planning; see `MPCController`). The oracle ignores it.
     """
@@ -174,6 +178,7 @@ class GoalEvalConfig:
     oracle_objective: ObjectiveMode = "all"
     oracle_threads: int = 1
     goal_at_rest: bool = False
+    proprio_positions: bool = False
     precision: str = "float32"
 
     def __post_init__(self) -> None:
@@ -205,7 +210,7 @@ class GoalEvalConfig:
             raise ValueError(f"alpha={self.alpha!r} must be a finite number >= 0")
         if not isinstance(self.seed, int) or self.seed < 0:
             raise ValueError(f"seed={self.seed!r} must be an int >= 0")
-        for name in ("action_chunks", "use_proprio", "goal_at_rest"):
+        for name in ("action_chunks", "use_proprio", "goal_at_rest", "proprio_positions"):
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"{name}={getattr(self, name)!r} must be True or False")
 
@@ -532,7 +537,8 @@ def evaluate_goals(
             plan_dim = action_dim * frameskip if config.action_chunks else action_dim
             planner = make_planner(config.planner, plan_dim, horizon=config.horizon, **config.planner_settings())
             plan_model = GoalConditionedDinoWM(model, use_proprio=config.use_proprio)
-            factory = make_goal_objective(alpha=config.alpha if config.use_proprio else 0.0, mode=config.objective)
+            factory = make_goal_objective(alpha=config.alpha if config.use_proprio else 0.0, mode=config.objective,
+                                          proprio_dims=int(base.physics.model.nq) if config.proprio_positions else None)
             device = model.action_mean.device
         identity = _evaluation_identity(config, goals, seeds[:count], oracle, count, run_identity)
         records = _load_partial_records(resume_file, identity)
@@ -560,7 +566,8 @@ def evaluate_goals(
 # out of its resume identity (and out of saved identities when comparing).
 _OTHER_METHODS_FIELDS: dict[bool, frozenset[str]] = {
     False: frozenset({"oracle_horizon", "oracle_objective", "oracle_threads"}),
-    True: frozenset({"horizon", "objective", "alpha", "action_chunks", "use_proprio", "goal_at_rest", "precision"}),
+    True: frozenset({"horizon", "objective", "alpha", "action_chunks", "use_proprio", "goal_at_rest", "proprio_positions",
+                     "precision"}),
 }
 
 
