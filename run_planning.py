@@ -84,6 +84,9 @@ def build_parser() -> argparse.ArgumentParser:
                              "averaged over the predicted frames (better on reacher-pose: 58%% vs 2%% in our benchmark)")
     parser.add_argument("--goal-at-rest", action="store_true",
                         help="dinowm: ask for the goal pose at rest (the goal's joint velocities set to zero)")
+    parser.add_argument("--proprio-positions", action="store_true",
+                        help="dinowm: compare only the joint positions in the proprio term of the goal objective, "
+                             "not the velocities")
     parser.add_argument("--episodes", type=int, default=1)
     parser.add_argument("--seed", type=int, default=0, help="seed of the first episode (then seed + 1, ...)")
     parser.add_argument("--horizon", type=int, default=None, help="planning horizon (agent steps)")
@@ -424,7 +427,8 @@ def run_dinowm(args: argparse.Namespace) -> list[EpisodeRecord]:
         config = GoalEvalConfig(task=args.task, planner=args.planner, image_size=model.config.image_size,
                                 env_steps=args.env_steps, num_goals=args.episodes, seed=args.seed,
                                 precision=args.precision, objective=args.goal_objective,
-                                goal_at_rest=args.goal_at_rest, **overrides)
+                                goal_at_rest=args.goal_at_rest, proprio_positions=args.proprio_positions,
+                                **overrides)
     except (ValueError, FileNotFoundError, TypeError) as error:
         raise UserError(str(error)) from None
     env = make_goal_env(config)
@@ -435,7 +439,8 @@ def run_dinowm(args: argparse.Namespace) -> list[EpisodeRecord]:
     print(f"task {args.task}, {args.episodes} goals, planner {config.planner} (horizon {config.horizon}, "
           f"{config.num_samples} samples, {config.num_elites} elites, {config.iterations} iterations"
           f"{'; the CPU budget, the paper uses 300 x 30' if device.type == 'cpu' and not explicit else ''}; "
-          f"objective {config.objective}{', goal at rest' if config.goal_at_rest else ''}), "
+          f"objective {config.objective}{', goal at rest' if config.goal_at_rest else ''}"
+          f"{', proprio positions' if config.proprio_positions else ''}), "
           f"model dinowm ({model.config.image_size} px)", flush=True)
     out = Path(args.out) if args.out else Path("runs") / f"{args.task}-{args.planner}-dinowm"
     goal_records = evaluate_goals(model, goals, config, env_factory=lambda: env, progress=not args.no_progress,

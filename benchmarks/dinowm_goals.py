@@ -33,10 +33,10 @@ same planner budget, horizon 25 agent steps, the goal distance averaged over the
 --oracle-objective all) on the SAME goals. It records the success rate (goal met at the
 end of --env-steps), the reach rate, the mean plan time per planning call, the encoder
 used, and writes <results-dir>/dinowm_goals.json (entries keyed
-"<task>/<planner>[/all][/rest]/<N>steps": "/all" for --objective all, "/rest" for
---goal-at-rest, N the predictor's training steps, read from the model file; other entries
+"<task>/<planner>[/all][/rest][/pos]/<N>steps": "/all" for --objective all, "/rest" for
+--goal-at-rest, "/pos" for --proprio-positions, N the predictor's training steps, read from the model file; other entries
 kept), dinowm_goals.csv (one row per entry and method) and
-dinowm_goal_<task>[-all][-rest]-<N>steps.png (start | goal | final of one goal DINO-WM
+dinowm_goal_<task>[-all][-rest][-pos]-<N>steps.png (start | goal | final of one goal DINO-WM
 reached; the per-goal pictures and records stay in <run>/eval-<planner><same suffix>/).
 Training a model further (`train` again with a larger --train-steps) therefore adds rows
 instead of replacing them; copy model.pt first to keep the shorter-trained predictor for
@@ -289,7 +289,8 @@ def evaluate(args: argparse.Namespace) -> None:
             budget = dinowm_cpu_budget(**budget)
         config = GoalEvalConfig.for_dataset(
             dataset, planner=args.planner, env_steps=args.env_steps, seed=args.seed, precision=args.precision,
-            objective=args.objective, oracle_objective=args.oracle_objective, goal_at_rest=args.goal_at_rest, **budget,
+            objective=args.objective, oracle_objective=args.oracle_objective, goal_at_rest=args.goal_at_rest,
+            proprio_positions=args.proprio_positions, **budget,
         )  # fmt: skip
     except (FileNotFoundError, ValueError) as error:
         raise SystemExit(f"error: {error}") from None
@@ -299,13 +300,14 @@ def evaluate(args: argparse.Namespace) -> None:
     # DINO-WM's records per objective ("last", the paper's, adds nothing to the names), goal
     # variant and predictor training length, so a longer-trained model gets rows of its own;
     # the oracle's depend on none of them, so every variant shares them.
-    suffix = variant_suffix(config.objective, config.goal_at_rest, train_steps)
+    suffix = variant_suffix(config.objective, config.goal_at_rest, config.proprio_positions, train_steps)
     out = folder / f"eval-{args.planner}{suffix}"
     oracle_partial = folder / f"eval-{args.planner}-oracle" / "partial-oracle.json"
     print(f"{args.task}: {len(goals)} goals ({selection['pool_already_reached_fraction']:.0%} of a pool of "
           f"{selection['pool']} start already reached{'; left out' if selection['filtered'] else ''}), planner "
           f"{config.planner} ({config.num_samples} samples, {config.iterations} it, horizon {config.horizon}, objective "
-          f"{config.objective}{', goal at rest' if config.goal_at_rest else ''}), "
+          f"{config.objective}{', goal at rest' if config.goal_at_rest else ''}"
+          f"{', proprio positions' if config.proprio_positions else ''}), "
           f"{config.env_steps} env steps each, encoder {encoder['weights'] or 'random frozen'}, predictor "
           f"{model_path} ({train_steps} training steps)", flush=True)
 
@@ -392,10 +394,11 @@ def model_train_steps(model_path: Path) -> int:
     return int(ckpt["train_steps"])
 
 
-def variant_suffix(objective: str, goal_at_rest: bool, train_steps: int) -> str:
+def variant_suffix(objective: str, goal_at_rest: bool, proprio_positions: bool, train_steps: int) -> str:
     """What names an evaluation's folder, picture and entry key apart from the task and planner:
-    "[-all][-rest]-<N>steps" ("last", the paper's objective, adds nothing)."""
-    return ("" if objective == "last" else f"-{objective}") + ("-rest" if goal_at_rest else "") + f"-{train_steps}steps"
+    "[-all][-rest][-pos]-<N>steps" ("last", the paper's objective, adds nothing)."""
+    return (("" if objective == "last" else f"-{objective}") + ("-rest" if goal_at_rest else "")
+            + ("-pos" if proprio_positions else "") + f"-{train_steps}steps")
 
 
 def entries_csv(entries: dict[str, Any]) -> str:
@@ -418,11 +421,13 @@ def entries_csv(entries: dict[str, Any]) -> str:
 
 
 def objective_label(entry: dict[str, Any], method: str = "dinowm") -> str:
-    """An entry's objective as the table shows it: "last", "all", "all, goal at rest"."""
+    """An entry's objective as the table shows it: "last", "all", "all, goal at rest",
+    "all, proprio positions"."""
     if method != "dinowm":
         return entry["eval_config"].get("oracle_objective", "last")
     label = entry["eval_config"].get("objective", "last")
-    return label + (", goal at rest" if entry["eval_config"].get("goal_at_rest") else "")
+    label += ", goal at rest" if entry["eval_config"].get("goal_at_rest") else ""
+    return label + (", proprio positions" if entry["eval_config"].get("proprio_positions") else "")
 
 
 def _pct(value: float | None) -> str:
@@ -516,6 +521,9 @@ def main() -> None:
                    help="DINO-WM's feature distance at the last predicted frame (the paper's) or averaged over them")
     p.add_argument("--goal-at-rest", action="store_true",
                    help="give DINO-WM the goal's proprio with zero joint velocities (the goal pose at rest)")
+    p.add_argument("--proprio-positions", action="store_true",
+                   help="compare only the joint positions in DINO-WM's proprio term (read back from the predicted "
+                   "embeddings), not the velocities")
     p.add_argument("--no-oracle", action="store_true", help="skip the oracle baseline")
     p.add_argument("--oracle-objective", default="all", choices=("all", "last"),
                    help="the oracle's goal distance: averaged over its horizon (all) or at its end (last)")
