@@ -439,8 +439,7 @@ def run_dinowm(args: argparse.Namespace) -> list[EpisodeRecord]:
     print(f"task {args.task}, {args.episodes} goals, planner {config.planner} (horizon {config.horizon}, "
           f"{config.num_samples} samples, {config.num_elites} elites, {config.iterations} iterations"
           f"{'; the CPU budget, the paper uses 300 x 30' if device.type == 'cpu' and not explicit else ''}; "
-          f"objective {config.objective}{', goal at rest' if config.goal_at_rest else ''}"
-          f"{', proprio positions' if config.proprio_positions else ''}), "
+          f"objective {config.objective_description}), "
           f"model dinowm ({model.config.image_size} px)", flush=True)
     out = Path(args.out) if args.out else Path("runs") / f"{args.task}-{args.planner}-dinowm"
     goal_records = evaluate_goals(model, goals, config, env_factory=lambda: env, progress=not args.no_progress,

@@ -306,8 +306,7 @@ def evaluate(args: argparse.Namespace) -> None:
     print(f"{args.task}: {len(goals)} goals ({selection['pool_already_reached_fraction']:.0%} of a pool of "
           f"{selection['pool']} start already reached{'; left out' if selection['filtered'] else ''}), planner "
           f"{config.planner} ({config.num_samples} samples, {config.iterations} it, horizon {config.horizon}, objective "
-          f"{config.objective}{', goal at rest' if config.goal_at_rest else ''}"
-          f"{', proprio positions' if config.proprio_positions else ''}), "
+          f"{config.objective_description}), "
           f"{config.env_steps} env steps each, encoder {encoder['weights'] or 'random frozen'}, predictor "
           f"{model_path} ({train_steps} training steps)", flush=True)
 
@@ -425,9 +424,11 @@ def objective_label(entry: dict[str, Any], method: str = "dinowm") -> str:
     "all, proprio positions"."""
     if method != "dinowm":
         return entry["eval_config"].get("oracle_objective", "last")
-    label = entry["eval_config"].get("objective", "last")
-    label += ", goal at rest" if entry["eval_config"].get("goal_at_rest") else ""
-    return label + (", proprio positions" if entry["eval_config"].get("proprio_positions") else "")
+    from training.goal_mpc import describe_objective
+
+    settings = entry["eval_config"]
+    return describe_objective(settings.get("objective", "last"), bool(settings.get("goal_at_rest")),
+                              bool(settings.get("proprio_positions")))
 
 
 def _pct(value: float | None) -> str:

@@ -956,7 +956,7 @@ def dino_goal_objective(
             raise ValueError(f"proprio_dims={proprio_dims!r} must be between 1 and the model's proprio_dim="
                              f"{c.proprio_dim} (and the model must embed proprio)")
         # [proprio_emb_dim, proprio_dim] -> its pseudo-inverse, cut to the first k rows: [k, E].
-        readback = torch.linalg.pinv(model.proprio_encoder.weight.detach().float())[:proprio_dims]
+        readback = torch.linalg.pinv(model.proprio_encoder.weight.detach().float())[:proprio_dims].to(z0.device)
     goal = model.goal_latent(z_goal) if z_goal.dim() == 4 else z_goal[..., : c.frame_dim]  # [B or 1, P, L]
     if goal.dim() != 3 or tuple(goal.shape[1:]) != (c.num_patches, c.frame_dim) or goal.shape[0] not in (1, z0.shape[0]):
         raise ValueError(
@@ -982,7 +982,7 @@ def dino_goal_objective(
         elif c.proprio_emb_dim:
             # The proprio embedding is tiled onto every patch; its patch mean is the prediction.
             gap = (frames[..., d:] - goal[..., d:]).float().mean(dim=-2)  # [B, N, H', E]
-            cost = cost + alpha * (gap @ readback.to(gap.device).T).pow(2).mean(dim=-1)
+            cost = cost + alpha * (gap @ readback.T).pow(2).mean(dim=-1)
         return -cost.mean(dim=-1)
 
     return objective

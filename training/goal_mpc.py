@@ -80,6 +80,7 @@ __all__ = [
     "GoalEvalConfig",
     "GoalRecord",
     "dinowm_cem_settings",
+    "describe_objective",
     "dinowm_cpu_budget",
     "evaluate_goals",
     "goal_reset_seeds",
@@ -214,6 +215,11 @@ class GoalEvalConfig:
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"{name}={getattr(self, name)!r} must be True or False")
 
+    @property
+    def objective_description(self) -> str:
+        """DINO-WM's objective in words, as tables and logs show it (`describe_objective`)."""
+        return describe_objective(self.objective, self.goal_at_rest, self.proprio_positions)
+
     @classmethod
     def for_dataset(cls, dataset: OfflineDataset, **overrides: Any) -> GoalEvalConfig:
         """Task, image size and action repeat of the data set's env; overrides on top."""
@@ -321,6 +327,11 @@ def _proprio(env: Any) -> np.ndarray:
     """qpos then qvel, float32 [Pd]: the data set's proprio (training.offline_data)."""
     physics = env.physics
     return np.concatenate([physics.data.qpos, physics.data.qvel]).astype(np.float32)
+
+
+def describe_objective(objective: str, goal_at_rest: bool = False, proprio_positions: bool = False) -> str:
+    """DINO-WM's objective settings in words: "last", "all, goal at rest", "all, proprio positions", ..."""
+    return objective + (", goal at rest" if goal_at_rest else "") + (", proprio positions" if proprio_positions else "")
 
 
 def goal_proprio_at_rest(goal_proprio: np.ndarray, nq: int) -> np.ndarray:
