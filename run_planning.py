@@ -87,6 +87,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--proprio-positions", action="store_true",
                         help="dinowm: compare only the joint positions in the proprio term of the goal objective, "
                              "not the velocities")
+    parser.add_argument("--goal-alpha", type=float, default=None,
+                        help="dinowm: weight of the proprio term against the visual one in the goal objective "
+                             "(default 0.1, DINO-WM's alpha)")
     parser.add_argument("--episodes", type=int, default=1)
     parser.add_argument("--seed", type=int, default=0, help="seed of the first episode (then seed + 1, ...)")
     parser.add_argument("--horizon", type=int, default=None, help="planning horizon (agent steps)")
@@ -428,7 +431,7 @@ def run_dinowm(args: argparse.Namespace) -> list[EpisodeRecord]:
                                 env_steps=args.env_steps, num_goals=args.episodes, seed=args.seed,
                                 precision=args.precision, objective=args.goal_objective,
                                 goal_at_rest=args.goal_at_rest, proprio_positions=args.proprio_positions,
-                                **overrides)
+                                **({} if args.goal_alpha is None else {"alpha": args.goal_alpha}), **overrides)
     except (ValueError, FileNotFoundError, TypeError) as error:
         raise UserError(str(error)) from None
     env = make_goal_env(config)

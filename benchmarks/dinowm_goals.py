@@ -97,6 +97,7 @@ import torch  # noqa: E402
 
 from benchmarks.machine import machine_info  # noqa: E402
 from benchmarks.results_io import atomic_copy, atomic_write_text, read_json  # noqa: E402
+from training.goal_mpc import DEFAULT_ALPHA  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results"
 RUNS = ROOT / "runs"
@@ -291,6 +292,7 @@ def evaluate(args: argparse.Namespace) -> None:
             dataset, planner=args.planner, env_steps=args.env_steps, seed=args.seed, precision=args.precision,
             objective=args.objective, oracle_objective=args.oracle_objective, goal_at_rest=args.goal_at_rest,
             proprio_positions=args.proprio_positions, **budget,
+            **({} if args.alpha is None else {"alpha": args.alpha}),
         )  # fmt: skip
     except (FileNotFoundError, ValueError) as error:
         raise SystemExit(f"error: {error}") from None
@@ -300,7 +302,7 @@ def evaluate(args: argparse.Namespace) -> None:
     # DINO-WM's records per objective ("last", the paper's, adds nothing to the names), goal
     # variant and predictor training length, so a longer-trained model gets rows of its own;
     # the oracle's depend on none of them, so every variant shares them.
-    suffix = variant_suffix(config.objective, config.goal_at_rest, config.proprio_positions, train_steps)
+    suffix = variant_suffix(config.objective, config.goal_at_rest, config.proprio_positions, train_steps, config.alpha)
     out = folder / f"eval-{args.planner}{suffix}"
     oracle_partial = folder / f"eval-{args.planner}-oracle" / "partial-oracle.json"
     print(f"{args.task}: {len(goals)} goals ({selection['pool_already_reached_fraction']:.0%} of a pool of "
@@ -393,11 +395,14 @@ def model_train_steps(model_path: Path) -> int:
     return int(ckpt["train_steps"])
 
 
-def variant_suffix(objective: str, goal_at_rest: bool, proprio_positions: bool, train_steps: int) -> str:
+def variant_suffix(objective: str, goal_at_rest: bool, proprio_positions: bool, train_steps: int,
+                   alpha: float = DEFAULT_ALPHA) -> str:
     """What names an evaluation's folder, picture and entry key apart from the task and planner:
-    "[-all][-rest][-pos]-<N>steps" ("last", the paper's objective, adds nothing)."""
+    "[-all][-rest][-pos][-a<alpha>]-<N>steps" ("last", the paper's objective, and the default
+    alpha 0.1 add nothing, so the names of earlier results stay as they were)."""
     return (("" if objective == "last" else f"-{objective}") + ("-rest" if goal_at_rest else "")
-            + ("-pos" if proprio_positions else "") + f"-{train_steps}steps")
+            + ("-pos" if proprio_positions else "") + ("" if alpha == DEFAULT_ALPHA else f"-a{alpha:g}")
+            + f"-{train_steps}steps")
 
 
 def entries_csv(entries: dict[str, Any]) -> str:
@@ -428,7 +433,8 @@ def objective_label(entry: dict[str, Any], method: str = "dinowm") -> str:
 
     settings = entry["eval_config"]
     return describe_objective(settings.get("objective", "last"), bool(settings.get("goal_at_rest")),
-                              bool(settings.get("proprio_positions")))
+                              bool(settings.get("proprio_positions")),
+                              settings.get("alpha") if settings.get("use_proprio", True) else None)
 
 
 def _pct(value: float | None) -> str:
@@ -525,6 +531,9 @@ def main() -> None:
     p.add_argument("--proprio-positions", action="store_true",
                    help="compare only the joint positions in DINO-WM's proprio term (read back from the predicted "
                    "embeddings), not the velocities")
+    p.add_argument("--alpha", type=float, default=None,
+                   help=f"weight of DINO-WM's proprio term against the visual one (default {DEFAULT_ALPHA}); a "
+                   "value other than the default is named in the results' folder, key and table")
     p.add_argument("--no-oracle", action="store_true", help="skip the oracle baseline")
     p.add_argument("--oracle-objective", default="all", choices=("all", "last"),
                    help="the oracle's goal distance: averaged over its horizon (all) or at its end (last)")

@@ -20,13 +20,14 @@ def test_train_then_reach_goals(tmp_path, capsys):
     code = run_planning.main([
         "--model", "dinowm", "--checkpoint", str(out / "model.pt"), "--task", "reacher-pose", "--episodes", "1",
         "--samples", "8", "--elites", "2", "--iterations", "1", "--horizon", "2", "--env-steps", "5",
-        "--precision", "bfloat16", "--goal-objective", "all", "--goal-at-rest", "--proprio-positions", "--out", str(tmp_path / "eval"),
+        "--precision", "bfloat16", "--goal-objective", "all", "--goal-at-rest", "--proprio-positions", "--goal-alpha", "1",
+        "--out", str(tmp_path / "eval"),
         "--no-progress",
     ])  # fmt: skip
     assert code == 0
     printed = capsys.readouterr().out
     assert "model dinowm" in printed and "goals reached" in printed
-    assert "objective all, goal at rest, proprio positions" in printed
+    assert "objective all, goal at rest, proprio positions, alpha 1" in printed
     assert list((tmp_path / "eval" / "goals").glob("*.png"))
 
 

@@ -148,6 +148,22 @@ def test_config_errors_name_the_bad_value(dataset, tmp_path):
         GoalEvalConfig(task="point_mass-goal", goal_at_rest="yes")
     with pytest.raises(ValueError, match="proprio_positions=1 must be True or False"):
         GoalEvalConfig(task="point_mass-goal", proprio_positions=1)
+    with pytest.raises(ValueError, match=r"alpha=-1\.0 must be a finite number >= 0"):
+        GoalEvalConfig(task="point_mass-goal", alpha=-1.0)
+
+
+def test_alpha_is_named_only_when_it_differs_from_the_default():
+    """Results keyed before --alpha existed keep their names; another alpha gets its own."""
+    from benchmarks.dinowm_goals import variant_suffix
+
+    base = GoalEvalConfig(task="reacher-pose", objective="all", proprio_positions=True)
+    assert base.objective_description == "all, proprio positions"
+    assert dataclasses.replace(base, alpha=1.0).objective_description == "all, proprio positions, alpha 1"
+    # Without proprio the weight is unused, so it is not described.
+    assert dataclasses.replace(base, alpha=1.0, use_proprio=False).objective_description == "all, proprio positions"
+    assert variant_suffix("all", False, True, 5000) == "-all-pos-5000steps"
+    assert variant_suffix("all", False, True, 5000, alpha=0.1) == "-all-pos-5000steps"
+    assert variant_suffix("all", False, True, 15000, alpha=1.0) == "-all-pos-a1-15000steps"
 
 
 # -- goal-image MPC ------------------------------------------------------------------------

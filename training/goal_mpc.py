@@ -80,6 +80,7 @@ __all__ = [
     "GoalEvalConfig",
     "GoalRecord",
     "dinowm_cem_settings",
+    "DEFAULT_ALPHA",
     "describe_objective",
     "dinowm_cpu_budget",
     "evaluate_goals",
@@ -114,6 +115,9 @@ def dinowm_cpu_budget(**explicit: int) -> dict[str, int]:
     if "num_elites" not in explicit:
         budget["num_elites"] = min(budget["num_elites"], budget["num_samples"])
     return budget
+
+
+DEFAULT_ALPHA = 0.1  # GoalEvalConfig.alpha's default: descriptions name alpha only when it differs
 
 
 @dataclass(frozen=True)
@@ -166,7 +170,7 @@ class GoalEvalConfig:
     num_elites: int = 30
     iterations: int = 30
     objective: ObjectiveMode = "last"
-    alpha: float = 0.1
+    alpha: float = DEFAULT_ALPHA
     env_steps: int = 50
     num_goals: int | None = None
     seed: int = 0
@@ -218,7 +222,8 @@ class GoalEvalConfig:
     @property
     def objective_description(self) -> str:
         """DINO-WM's objective in words, as tables and logs show it (`describe_objective`)."""
-        return describe_objective(self.objective, self.goal_at_rest, self.proprio_positions)
+        return describe_objective(self.objective, self.goal_at_rest, self.proprio_positions,
+                                  self.alpha if self.use_proprio else None)
 
     @classmethod
     def for_dataset(cls, dataset: OfflineDataset, **overrides: Any) -> GoalEvalConfig:
@@ -329,9 +334,12 @@ def _proprio(env: Any) -> np.ndarray:
     return np.concatenate([physics.data.qpos, physics.data.qvel]).astype(np.float32)
 
 
-def describe_objective(objective: str, goal_at_rest: bool = False, proprio_positions: bool = False) -> str:
-    """DINO-WM's objective settings in words: "last", "all, goal at rest", "all, proprio positions", ..."""
-    return objective + (", goal at rest" if goal_at_rest else "") + (", proprio positions" if proprio_positions else "")
+def describe_objective(objective: str, goal_at_rest: bool = False, proprio_positions: bool = False,
+                       alpha: float | None = None) -> str:
+    """DINO-WM's objective settings in words: "last", "all, goal at rest", "all, proprio positions",
+    "all, proprio positions, alpha 1", ... (alpha only when given and not the default 0.1)."""
+    return (objective + (", goal at rest" if goal_at_rest else "") + (", proprio positions" if proprio_positions else "")
+            + (f", alpha {alpha:g}" if alpha is not None and alpha != DEFAULT_ALPHA else ""))
 
 
 def goal_proprio_at_rest(goal_proprio: np.ndarray, nq: int) -> np.ndarray:
