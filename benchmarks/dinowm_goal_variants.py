@@ -20,6 +20,8 @@ quoted in the README are in benchmarks/results/:
     dinowm_goal_variants_pm_all_rest.log              --task point_mass-goal --objective all --goal-at-rest
     dinowm_goal_variants_pm_all_rest_alpha1.log       ... --alpha 1
     dinowm_goal_variants_pm_all_positions.log         --task point_mass-goal --objective all --proprio-positions
+    dinowm_goal_variants_all_positions_alpha1_15k.log reacher-pose, --objective all --proprio-positions --alpha 1,
+                                                      goals 0-11, with the predictor trained to 15000 steps
 Minutes per goal on this CPU: a quick look, not a benchmark row.
 """
 
