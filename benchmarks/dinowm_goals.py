@@ -291,8 +291,7 @@ def evaluate(args: argparse.Namespace) -> None:
         config = GoalEvalConfig.for_dataset(
             dataset, planner=args.planner, env_steps=args.env_steps, seed=args.seed, precision=args.precision,
             objective=args.objective, oracle_objective=args.oracle_objective, goal_at_rest=args.goal_at_rest,
-            proprio_positions=args.proprio_positions, **budget,
-            **({} if args.alpha is None else {"alpha": args.alpha}),
+            proprio_positions=args.proprio_positions, alpha=args.alpha, **budget,
         )  # fmt: skip
     except (FileNotFoundError, ValueError) as error:
         raise SystemExit(f"error: {error}") from None
@@ -531,9 +530,9 @@ def main() -> None:
     p.add_argument("--proprio-positions", action="store_true",
                    help="compare only the joint positions in DINO-WM's proprio term (read back from the predicted "
                    "embeddings), not the velocities")
-    p.add_argument("--alpha", type=float, default=None,
-                   help=f"weight of DINO-WM's proprio term against the visual one (default {DEFAULT_ALPHA}); a "
-                   "value other than the default is named in the results' folder, key and table")
+    p.add_argument("--alpha", type=float, default=DEFAULT_ALPHA,
+                   help="weight of DINO-WM's proprio term against the visual one; a value other than the default "
+                   "is named in the results' folder, key and table")
     p.add_argument("--no-oracle", action="store_true", help="skip the oracle baseline")
     p.add_argument("--oracle-objective", default="all", choices=("all", "last"),
                    help="the oracle's goal distance: averaged over its horizon (all) or at its end (last)")
