@@ -33,10 +33,11 @@ same planner budget, horizon 25 agent steps, the goal distance averaged over the
 --oracle-objective all) on the SAME goals. It records the success rate (goal met at the
 end of --env-steps), the reach rate, the mean plan time per planning call, the encoder
 used, and writes <results-dir>/dinowm_goals.json (entries keyed
-"<task>/<planner>[/all][/rest][/pos]/<N>steps": "/all" for --objective all, "/rest" for
---goal-at-rest, "/pos" for --proprio-positions, N the predictor's training steps, read from the model file; other entries
+"<task>/<planner>[/all][/rest][/pos][/a<alpha>]/<N>steps": "/all" for --objective all, "/rest" for
+--goal-at-rest, "/pos" for --proprio-positions, "/a1" for --alpha 1 (the default 0.1 adds nothing),
+N the predictor's training steps, read from the model file; other entries
 kept), dinowm_goals.csv (one row per entry and method) and
-dinowm_goal_<task>[-all][-rest][-pos]-<N>steps.png (start | goal | final of one goal DINO-WM
+dinowm_goal_<task>[-all][-rest][-pos][-a<alpha>]-<N>steps.png (start | goal | final of one goal DINO-WM
 reached; the per-goal pictures and records stay in <run>/eval-<planner><same suffix>/).
 Training a model further (`train` again with a larger --train-steps) therefore adds rows
 instead of replacing them; copy model.pt first to keep the shorter-trained predictor for
