@@ -131,13 +131,51 @@ def _mean_eval_s(rows: list[dict], inline_eval_s: float, inline_count: int) -> f
     return round(inline_eval_s / inline_count, 1) if inline_count else None
 
 
+def earlier_report() -> dict[str, dict]:
+    """The tasks of the last report (told_learning.json and .csv), as `read_run` returns them.
+
+    A run folder can be missing here while its results stand: the run finished on another
+    machine, or its folder was lost (runs/ is not in git). `report` keeps such a task's
+    results rather than dropping them. Its models that were saved and never evaluated are
+    gone with the folder: they move from `snapshots_not_evaluated` to `snapshots_lost`, and
+    the task keeps the machine it was measured on.
+    """
+    json_path, csv_path = RESULTS / "told_learning.json", RESULTS / "told_learning.csv"
+    if not json_path.exists() or not csv_path.exists():
+        return {}
+    old = json.loads(json_path.read_text())
+    rows: dict[str, list[dict]] = {}
+    with csv_path.open() as f:
+        for r in csv.DictReader(f):
+            rows.setdefault(r["task"], []).append({
+                "env_step": int(r["env_step"]), "mean_return": float(r["mean_return"]), "std_return": float(r["std_return"]),
+                "returns": r["returns"], "wall_s": float(r["wall_s"]), "eval_s": None})  # fmt: skip
+    tasks = {}
+    for task, summary in old.get("tasks", {}).items():
+        info = {k: v for k, v in summary.items() if k not in _SUMMARY_ONLY}
+        info["snapshots_lost"] = sorted(set(info.pop("snapshots_not_evaluated", [])) | set(info.get("snapshots_lost", [])))
+        info["snapshots_not_evaluated"] = []
+        info.setdefault("machine", old.get("machine"))
+        info["rows"] = sorted(rows.get(task, []), key=lambda r: r["env_step"])
+        tasks[task] = info
+    return tasks
+
+
+# Keys `report` derives from the rows (recomputed, so not carried over from an earlier report).
+_SUMMARY_ONLY = ("published_100k", "latest_eval_env_step", "latest_return", "return_100k", "fraction_of_published")
+
+
 def report(args: argparse.Namespace) -> None:
     RESULTS.mkdir(parents=True, exist_ok=True)
     runs = {}
+    earlier = earlier_report()
     for task in TASKS:
         info = read_run(run_dir(task, args.seed))
         if info is not None:
             runs[task] = info
+        elif task in earlier:
+            runs[task] = earlier[task]
+            print(f"{task}: no run under {run_dir(task, args.seed)}; kept the earlier report's results")
     if not runs:
         raise SystemExit(f"no runs under {RUNS}; start one with `python benchmarks/told_learning.py run --task ...`")
     with (RESULTS / "told_learning.csv").open("w", newline="") as f:
@@ -159,7 +197,10 @@ def report(args: argparse.Namespace) -> None:
             "fraction_of_published": None if at_100k is None else round(at_100k["mean_return"] / published, 3),
             **{k: v for k, v in info.items() if k != "rows"},
         }
-    out = {"machine": machine_info(), "collect_iterations": COLLECT_ITERATIONS, "tasks": summary}
+    here = machine_info()
+    for task in summary:
+        summary[task].setdefault("machine", here)  # carried-over tasks keep the machine they ran on
+    out = {"machine": here, "collect_iterations": COLLECT_ITERATIONS, "tasks": summary}
     atomic_write_text(RESULTS / "told_learning.json", json.dumps(out, indent=2) + "\n")
     table = markdown_table(runs, summary)
     atomic_write_text(RESULTS / "told_learning.md", table + "\n")
@@ -185,6 +226,8 @@ def markdown_table(runs: dict, summary: dict) -> str:
                 cells.append(f"{by_step[point]['mean_return']:.0f} +- {by_step[point]['std_return']:.0f}")
             elif point in info["snapshots_not_evaluated"]:
                 cells.append("saved")  # the model at this point is saved, its evaluation not run yet
+            elif point in info.get("snapshots_lost", []):
+                cells.append("lost")  # saved once, lost with its run folder before it was evaluated
             else:
                 cells.append("-")
         s = summary[task]

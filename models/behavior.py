@@ -61,6 +61,7 @@ from models.checkpoints import atomic_torch_save, model_checkpoint, read_header
 from models.rssm import RSSM, RSSMState
 from models.told import soft_cross_entropy, two_hot_inverse
 from planners.controller import PRECISIONS
+from planners.precision import warn_if_bfloat16_is_slow
 
 __all__ = [
     "BEHAVIOR_FORMAT_VERSION",
@@ -647,6 +648,7 @@ class ActorCritic(nn.Module):
         if self.config.precision == "float32":
             return contextlib.nullcontext()
         device = next(self.parameters()).device
+        warn_if_bfloat16_is_slow(device.type)
         return torch.autocast(device.type, dtype=getattr(torch, self.config.precision))
 
     @torch.no_grad()

@@ -18,6 +18,7 @@ from torch import Tensor
 from planners.base import Objective, PlanResult, SamplingPlanner, WarmStart
 from planners.compile import compile_model
 from planners.objectives import goal_objective, policy_proposals, reward_objective
+from planners.precision import warn_if_bfloat16_is_slow
 
 __all__ = ["MPCController", "PRECISIONS", "as_observation_batch", "resolve_device"]
 
@@ -237,6 +238,7 @@ class MPCController:
         """The autocast context the model runs in while planning (none for float32)."""
         if self.precision == "float32":
             return contextlib.nullcontext()
+        warn_if_bfloat16_is_slow(self.device.type)
         return torch.autocast(self.device.type, dtype=getattr(torch, self.precision))
 
     def _in_model_precision(self, objective: Objective) -> Objective:

@@ -75,6 +75,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from planners.precision import warn_if_bfloat16_is_slow
+
 __all__ = [
     "FORMAT_VERSION",
     "CachedFeatures",
@@ -816,6 +818,8 @@ def _encoder_fn(
 
         # A function may move the images anywhere: autocast every device it could use.
         device_types = [device.type] if device is not None else ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+        if device_types[0] == "cpu":
+            warn_if_bfloat16_is_slow("cpu")
 
         def reduced(images: Tensor) -> Tensor:
             # bfloat16 matrix products (AMX on recent CPUs, tensor cores on GPUs): ~2.5x

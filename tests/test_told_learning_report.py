@@ -1,0 +1,56 @@
+"""The TOLD benchmark's report keeps results whose run folder is gone."""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+
+import pytest
+
+from benchmarks import told_learning
+
+
+@pytest.fixture
+def results_without_runs(tmp_path, monkeypatch):
+    results, runs = tmp_path / "results", tmp_path / "runs"
+    results.mkdir()
+    monkeypatch.setattr(told_learning, "RESULTS", results)
+    monkeypatch.setattr(told_learning, "RUNS", runs)
+    earlier = {
+        "machine": {"cpu": "the earlier machine"},
+        "tasks": {"cartpole-swingup": {
+            "published_100k": 839.0, "latest_return": 1.0, "return_100k": 1.0, "snapshots_not_evaluated": [20000, 30000],
+            "env_steps": 100000, "wall_h": 7.3, "config": {"task": "cartpole-swingup"},
+        }},
+    }  # fmt: skip
+    (results / "told_learning.json").write_text(json.dumps(earlier))
+    with (results / "told_learning.csv").open("w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["task", "env_step", "mean_return", "std_return", "returns", "wall_s"])
+        writer.writerow(["cartpole-swingup", 100000, 827.3, 0.4, "827.3 827.3", 26453.1])
+        writer.writerow(["cartpole-swingup", 10000, 191.9, 1.9, "191.9 191.9", 2476.4])
+    return results
+
+
+def test_a_task_without_its_run_folder_keeps_its_results_and_marks_lost_models(results_without_runs, capsys):
+    told_learning.report(argparse.Namespace(seed=0))
+    out = json.loads((results_without_runs / "told_learning.json").read_text())["tasks"]["cartpole-swingup"]
+    assert out["return_100k"] == 827.3 and out["latest_eval_env_step"] == 100000  # recomputed from the rows
+    assert out["fraction_of_published"] == round(827.3 / 839, 3)
+    assert out["snapshots_lost"] == [20000, 30000] and out["snapshots_not_evaluated"] == []
+    assert out["machine"] == {"cpu": "the earlier machine"} and out["wall_h"] == 7.3
+    table = (results_without_runs / "told_learning.md").read_text()
+    assert "| cartpole-swingup | 192 +- 2 | lost | lost | - |" in table
+    assert "kept the earlier report's results" in capsys.readouterr().out
+
+    told_learning.report(argparse.Namespace(seed=0))  # a second report keeps them the same
+    again = json.loads((results_without_runs / "told_learning.json").read_text())["tasks"]["cartpole-swingup"]
+    assert again == out
+
+
+def test_report_with_nothing_to_report_says_so(tmp_path, monkeypatch):
+    monkeypatch.setattr(told_learning, "RESULTS", tmp_path / "results")
+    monkeypatch.setattr(told_learning, "RUNS", tmp_path / "runs")
+    with pytest.raises(SystemExit, match="no runs under"):
+        told_learning.report(argparse.Namespace(seed=0))
