@@ -232,15 +232,45 @@ def budget_note(info: dict[str, Any]) -> str:
     return f" [{', '.join(notes)}]" if notes else ""
 
 
+def earlier_state_runs(results: Path) -> dict[tuple[str, str, str], dict[str, Any]]:
+    """The state runs of the last report (planet_learning.json and .csv), as `read_run`
+    returns them but with no training rows.
+
+    A run folder can be missing here while its results stand (the run went on elsewhere,
+    or runs/ was lost: it is not in git); `report` keeps such a run rather than dropping
+    it. Each keeps the machine it was measured on. Pixel runs are not carried this way
+    (their report needs the training log); carry their folder with benchmarks/carry_run.py.
+    """
+    previous = read_json(results / f"{NAME}.json")
+    evals: dict[tuple[str, str, str], list[dict[str, Any]]] = {}
+    for r in _read_csv(results / f"{NAME}.csv"):
+        evals.setdefault((r["task"], r["obs"], r["mode"]), []).append(
+            {"env_step": int(r["env_step"]), "mean_return": float(r["mean_return"]),
+             "std_return": float(r["std_return"]), "returns": r["returns"], "wall_s": float(r["wall_s"])})  # fmt: skip
+    runs = {}
+    for task, summary in (previous.get("tasks") or {}).items():
+        for mode, m in (summary.get("modes") or {}).items():
+            info = {k: v for k, v in m.items() if k not in ("latest_env_step", "latest_return", "return_100k")}
+            info.setdefault("machine", previous.get("machine"))
+            info.update(evals=sorted(evals.get((task, "state", mode), []), key=lambda r: r["env_step"]), train=[],
+                        pictures=[])  # fmt: skip
+            runs[(task, "state", mode)] = info
+    return runs
+
+
 def report(args: argparse.Namespace) -> None:
     runs_dir, results = Path(args.runs_dir), Path(args.results_dir)
     runs: dict[tuple[str, str, str], dict[str, Any]] = {}
+    earlier = earlier_state_runs(results)
     for task in TASKS:
         for obs in OBS:
             for mode in MODES:
                 info = read_run(run_dir(runs_dir, task, obs, mode, args.seed))
                 if info is not None:
                     runs[(task, obs, mode)] = info
+                elif (task, obs, mode) in earlier:
+                    runs[(task, obs, mode)] = earlier[(task, obs, mode)]
+                    print(f"{task} {obs} {mode}: no run folder under {runs_dir}; kept the earlier report's results")
     if not runs:
         raise SystemExit(f"error: no runs under {runs_dir} (looked for rssm-<task>-<obs>-<mode>-s{args.seed}/); "
                          "start one with `python benchmarks/planet_learning.py run --task ... --mode ...`")
@@ -306,8 +336,12 @@ def report(args: argparse.Namespace) -> None:
     results.mkdir(parents=True, exist_ok=True)
     json_path = results / f"{NAME}.json"
     previous = read_json(json_path)
+    here = machine_info()
+    for summary in tasks.values():
+        for m in summary["modes"].values():
+            m.setdefault("machine", here)  # carried-over runs keep the machine they ran on
     out = {
-        "machine": machine_info(),
+        "machine": here,
         "benchmark": "PlaNet RSSM (state, 100k env steps) acting by CEM, Dreamer actor, or CEM + actor proposals",
         "references": {"dreamerv3_state_100k": DREAMERV3_100K, "planet_pixels_1m": PLANET_PIXELS_1M},
         "tasks": tasks,

@@ -1,4 +1,4 @@
-"""The TOLD benchmark's report keeps results whose run folder is gone."""
+"""The benchmark reports (TOLD, PlaNet) keep results whose run folder is gone."""
 
 from __future__ import annotations
 
@@ -54,3 +54,35 @@ def test_report_with_nothing_to_report_says_so(tmp_path, monkeypatch):
     monkeypatch.setattr(told_learning, "RUNS", tmp_path / "runs")
     with pytest.raises(SystemExit, match="no runs under"):
         told_learning.report(argparse.Namespace(seed=0))
+
+
+def test_the_planet_report_keeps_a_state_run_whose_folder_is_gone(tmp_path, capsys):
+    from benchmarks import planet_learning
+
+    results = tmp_path / "results"
+    results.mkdir()
+    earlier = {
+        "machine": {"cpu": "the earlier machine"},
+        "tasks": {"cartpole-swingup": {"modes": {"actor": {
+            "latest_env_step": 20000, "latest_return": 1.0, "return_100k": None, "run": "rssm-cartpole-swingup-state-actor-s0",
+            "env_steps": 45000, "wall_h": 3.3, "precision": "bfloat16", "imagine_starts": 512, "config": {"mode": "actor"},
+        }}, "pixels": {}}},
+    }  # fmt: skip
+    (results / "planet_learning.json").write_text(json.dumps(earlier))
+    with (results / "planet_learning.csv").open("w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["task", "obs", "mode", "env_step", "mean_return", "std_return", "returns", "wall_s"])
+        writer.writerow(["cartpole-swingup", "state", "actor", 20000, 239.3, 21.2, "239.3", 5380.8])
+        writer.writerow(["cartpole-swingup", "state", "actor", 10000, 126.2, 2.0, "126.2", 1654.7])
+    args = argparse.Namespace(runs_dir=str(tmp_path / "runs"), results_dir=str(results), seed=0)
+
+    planet_learning.report(args)
+    out = json.loads((results / "planet_learning.json").read_text())["tasks"]["cartpole-swingup"]["modes"]["actor"]
+    assert out["latest_env_step"] == 20000 and out["latest_return"] == 239.3  # recomputed from the rows
+    assert out["machine"] == {"cpu": "the earlier machine"} and out["precision"] == "bfloat16"
+    assert out["env_steps"] == 45000 and out["config"] == {"mode": "actor"}
+    with (results / "planet_learning.csv").open() as f:
+        assert [int(r["env_step"]) for r in csv.DictReader(f)] == [10000, 20000]
+    assert "kept the earlier report's results" in capsys.readouterr().out
+    planet_learning.report(args)  # and again: nothing drifts
+    assert json.loads((results / "planet_learning.json").read_text())["tasks"]["cartpole-swingup"]["modes"]["actor"] == out
