@@ -113,7 +113,12 @@ def unpack(bundle: Path, runs_dir: Path = RUNS, force: bool = False) -> Path:
                     f"{run} is at env step {_env_step(here)}, past the bundle's {_env_step(bundled)}; "
                     "pass --force to replace it with the bundle")
         runs_dir.mkdir(parents=True, exist_ok=True)
-        tar.extractall(runs_dir, filter="data")
+        # The "data" filter (no links, no paths outside runs_dir) came in Python 3.10.12 / 3.11.4;
+        # older versions get the same safety from the plain-files check above.
+        if hasattr(tarfile, "data_filter"):
+            tar.extractall(runs_dir, filter="data")
+        else:
+            tar.extractall(runs_dir)
     return run
 
 
