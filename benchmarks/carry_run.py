@@ -102,7 +102,8 @@ def unpack(bundle: Path, runs_dir: Path = RUNS, force: bool = False) -> Path:
     with tarfile.open(bundle, "r:gz") as tar:
         members = tar.getmembers()
         names = {m.name.split("/", 1)[0] for m in members}
-        if len(names) != 1 or any(not m.isfile() for m in members):
+        unsafe = any(m.name.startswith("/") or ".." in m.name.split("/") for m in members)
+        if len(names) != 1 or unsafe or any(not m.isfile() for m in members):
             raise ValueError(f"{bundle} is not a bundle from `pack` (expected plain files under one run folder; found {sorted(names)})")
         run = runs_dir / names.pop()
         bundled = _checkpoint_state(tar.extractfile(f"{run.name}/checkpoint.pt").read())
