@@ -199,10 +199,39 @@ def read_run(path: Path) -> dict[str, Any] | None:
             # Budget settings that differ from the papers' (older runs predate them: defaults).
             precision=config.get("precision", "float32"),
             imagine_starts=config.get("imagine_starts"),
+            trained_on=trained_on(state.get("machine_segments"), env_steps, wall, timers),
         )
     pictures = path / "pictures"
     info["pictures"] = sorted(p.name for p in pictures.glob("*.png")) if pictures.is_dir() else []
     return info
+
+
+def trained_on(segments: list[dict[str, Any]] | None, env_steps: int, wall: float,
+               timers: dict[str, float]) -> list[dict[str, Any]] | None:
+    """Where each stretch of a run trained, with its own throughput (env steps per second
+    of training wall time, evaluation excluded). None for runs from before the trainer
+    recorded it (`training.run_files.extend_machine_segments`)."""
+    if not segments:
+        return None
+    out = []
+    ends = [(int(s["from_env_step"]), float(s["wall_at_start"]), float(s["timers_at_start"].get("eval", 0.0)))
+            for s in segments[1:]] + [(env_steps, wall, timers.get("eval", 0.0))]  # fmt: skip
+    for seg, (end_step, end_wall, end_eval) in zip(segments, ends):
+        steps = end_step - int(seg["from_env_step"])
+        train_wall = (end_wall - float(seg["wall_at_start"])) - (end_eval - float(seg["timers_at_start"].get("eval", 0.0)))
+        out.append({"where": seg["where"], "from_env_step": int(seg["from_env_step"]), "to_env_step": end_step,
+                    "env_steps_per_s": round(steps / train_wall, 2) if steps > 0 and train_wall > 0 else None})  # fmt: skip
+    return out
+
+
+def _where(info: dict[str, Any]) -> str:
+    """'; trained on <where> (from-to k), ...' for runs that recorded it, else ''."""
+    segments = info.get("trained_on")
+    if not segments:
+        return ""
+    parts = [f"{s['where']} {s['from_env_step'] // 1000}k-{s['to_env_step'] // 1000}k"
+             f" ({s['env_steps_per_s']} env steps/s)" for s in segments]  # fmt: skip
+    return "; trained on " + ", ".join(parts)
 
 
 def _at(rows: list[dict[str, Any]], step: int) -> dict[str, Any] | None:
@@ -356,7 +385,7 @@ def report(args: argparse.Namespace) -> None:
             print(f"{task:17s} state  {mode:14s} {m['latest_return'] if m['latest_return'] is not None else '-':>7} "
                   f"at {m['latest_env_step'] or 0:>6} env steps; {m.get('env_steps_per_s', '?')} env steps/s"
                   f"{'' if m.get('benchmark_configuration', True) else ' (not the PlaNet-sized model)'}"
-                  f"{budget_note(m)}")
+                  f"{budget_note(m)}{_where(m)}")
         for mode, p in s["pixels"].items():
             recon = p["reconstruction_loss"]
             print(f"{task:17s} pixels {mode:14s} {p['latest_return'] if p['latest_return'] is not None else '-':>7} "

@@ -65,7 +65,16 @@ from models.rssm import RSSM, RSSMConfig, sequences_from_transitions
 from planners import CEM, MPCController
 from planners.controller import PRECISIONS, resolve_device
 from training.replay import EpisodeReplay
-from training.run_files import append_csv, atomic_torch_save, check_same_run, config_defaults, evaluation_row, restore_logs
+from training.run_files import (
+    append_csv,
+    atomic_torch_save,
+    check_same_run,
+    config_defaults,
+    evaluation_row,
+    extend_machine_segments,
+    restore_logs,
+    where_training_runs,
+)
 from training.told_trainer import evaluate_batched
 
 __all__ = ["MODEL_PRESETS", "MODES", "PlaNetTrainConfig", "PlaNetTrainer"]
@@ -338,6 +347,8 @@ class PlaNetTrainer:
         self.train_rows: list[dict[str, Any]] = []
         self.timers = {"env": 0.0, "act": 0.0, "update": 0.0, "eval": 0.0}
         self.wall_before = 0.0
+        # Where each stretch of the run trained (the run may move between machines).
+        self.machine_segments = extend_machine_segments(None, where_training_runs(self.device), 0, 0.0, self.timers)
         names = ["loss", "reconstruction", "reward", "kl", "kl_value"]
         if self.model.discount_head is not None:
             names.append("discount")
@@ -398,6 +409,9 @@ class PlaNetTrainer:
         self.train_rows = list(state["train_rows"])
         self.timers = dict(state["timers"])
         self.wall_before = float(state["wall"])
+        self.machine_segments = extend_machine_segments(
+            state.get("machine_segments"), where_training_runs(self.device), self.step * self.action_repeat,
+            self.wall_before, self.timers)  # fmt: skip
         restore_logs(self.out_dir, {"eval.csv": self.eval_rows, "train.csv": self.train_rows})
         self.log(f"resumed {self.out_dir} at env step {self.step * self.action_repeat} (episode {self.episode})")
         return True
@@ -426,6 +440,7 @@ class PlaNetTrainer:
             "train_rows": self.train_rows,
             "timers": self.timers,
             "wall": wall,
+            "machine_segments": self.machine_segments,
         }
         atomic_torch_save(state, self.checkpoint_path)
         self.model.save(self.out_dir / "model.pt")

@@ -19,7 +19,8 @@ import numpy as np
 
 from models.checkpoints import atomic_torch_save  # one writer for models and runs
 
-__all__ = ["atomic_torch_save", "append_csv", "rewrite_csv", "restore_logs", "check_same_run", "config_defaults", "evaluation_row"]
+__all__ = ["atomic_torch_save", "append_csv", "rewrite_csv", "restore_logs", "check_same_run", "config_defaults",
+           "evaluation_row", "where_training_runs", "extend_machine_segments"]
 
 
 def append_csv(path: Path, row: Mapping[str, Any]) -> None:
@@ -99,3 +100,51 @@ def evaluation_row(env_step: int, returns: Sequence[float], wall: float) -> dict
         "returns": " ".join(f"{r:.1f}" for r in returns),
         "wall_s": round(wall, 1),
     }
+
+
+def where_training_runs(device: Any) -> str:
+    """A short description of the hardware a run trains on: the GPU's name for a CUDA
+    device, else the CPU model and the cores this process may use (e.g. "cpu: AMD EPYC, 2 cores")."""
+    import platform
+
+    import torch
+
+    device = torch.device(device)
+    if device.type == "cuda":
+        return f"cuda: {torch.cuda.get_device_name(device)}"
+    cpu = platform.processor() or "unknown CPU"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return f"cpu: {cpu}, {cores} cores"
+
+
+def extend_machine_segments(
+    segments: Sequence[Mapping[str, Any]] | None,
+    where: str,
+    env_step: int,
+    wall: float,
+    timers: Mapping[str, float],
+) -> list[dict[str, Any]]:
+    """The stretches of a run trained on one machine each, with this session's added.
+
+    A run can resume on other hardware (carried to a GPU machine and back, say), and its
+    throughput means nothing without knowing where each stretch ran. Each segment records
+    where it ran and the env step, wall time and timers when it began; the next segment's
+    start (or the checkpoint's totals) closes it. A session on the same hardware as the
+    last segment continues that segment. A checkpoint from before segments were recorded
+    gets one segment "unrecorded" from step 0.
+    """
+    out = [dict(s) for s in segments] if segments else []
+    if not out and env_step > 0:
+        out.append({"where": "unrecorded", "from_env_step": 0, "wall_at_start": 0.0,
+                    "timers_at_start": {k: 0.0 for k in timers}})  # fmt: skip
+    if not out or out[-1]["where"] != where:
+        out.append({"where": where, "from_env_step": int(env_step), "wall_at_start": float(wall),
+                    "timers_at_start": {k: float(v) for k, v in timers.items()}})  # fmt: skip
+    return out

@@ -1,0 +1,62 @@
+#!/bin/bash
+# The driver that ran the PlaNet RSSM state benchmark on a lent GPU machine (session 11,
+# one H100; see README "PlaNet's RSSM"). That machine has torch but not MuJoCo or
+# dm-control, and no network, so they travel with the call:
+#   .whl/            mujoco==3.17.0 and dm-tree==0.1.10 wheels for CPython 3.12 (pip download
+#                    --only-binary=:all: --python-version 3.12 --platform manylinux_2_28_x86_64 ...)
+#   .gpu/site.tar.gz dm_control, dm_env, gymnasium, farama_notifications and glfw copied from
+#                    this venv (pure Python), without dm_control's locomotion, viewer,
+#                    blender and dog assets (not used by our tasks; they would not fit the
+#                    call's 64 MiB).
+# Calls (each at most 10 minutes; the runs go on between calls in their own sessions):
+#   bash benchmarks/device_planet_runs.sh start 530; ... watch 520; ... finish 495
+# A file .gpu/kill listing task:mode lines stops those runs at the next call. Each call packs
+# every run with carry_run.py into $OUT (split in 15 MB parts, the tool's file limit);
+# unpack them here with `cat parts > run.tar.gz; python benchmarks/carry_run.py unpack run.tar.gz`.
+phase=$1; until_s=$2
+t0=$(date +%s)
+export PYTHONUNBUFFERED=1 MUJOCO_GL=disable OMP_NUM_THREADS=1
+if [ ! -d /tmp/site/dm_control ]; then
+  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl || exit 1
+  tar xzf .gpu/site.tar.gz -C /tmp/site || exit 1
+fi
+export PYTHONPATH=/tmp/site:$PWD
+RUNS="cartpole-swingup:planner cartpole-swingup:actor cartpole-swingup:planner+actor reacher-easy:planner reacher-easy:actor reacher-easy:planner+actor"
+progress() {
+  for r in runs/rssm-*-state-*-s0; do
+    [ -d "$r" ] || continue
+    echo "== $r: train $(tail -1 $r/train.csv 2>/dev/null | cut -c1-80)"
+    [ -f $r/eval.csv ] && tail -n +2 $r/eval.csv | cut -d, -f1-3 | tr '\n' ' '; echo
+  done
+}
+if [ "$phase" = start ]; then
+  nvidia-smi --query-gpu=name,memory.used,memory.total --format=csv
+  python3 -c "import torch, mujoco, dm_control; print(torch.__version__, torch.cuda.is_available(), mujoco.__version__)"
+  rm -rf /tmp/gpu-smoke
+  timeout 120 python3 benchmarks/planet_learning.py run --task cartpole-swingup --mode planner+actor --model tiny \
+    --steps 400 --max-episode-steps 25 --chunk-length 10 --batch-size 4 --collect-interval 2 --seed-episodes 1 \
+    --eval-every 200 --eval-episodes 2 --plan-samples 20 --plan-iterations 2 --runs-dir /tmp/gpu-smoke --device cuda \
+    --no-progress 2>&1 | tail -4 || exit 1
+  [ -f /tmp/gpu-smoke/rssm-cartpole-swingup-state-planner+actor-s0/checkpoint.pt ] || { echo "smoke failed"; exit 1; }
+  mkdir -p runs
+  for tm in $RUNS; do
+    task=${tm%%:*}; mode=${tm##*:}
+    setsid nohup python3 benchmarks/planet_learning.py run --task $task --mode $mode --device cuda --threads 1 \
+      --no-progress > runs/gpu-$task-$mode.log 2>&1 < /dev/null &
+  done
+  sleep 60; tail -3 runs/gpu-*.log; nvidia-smi --query-gpu=utilization.gpu,memory.used --format=csv
+fi
+if [ -f .gpu/kill ]; then for n in $(cat .gpu/kill); do m=${n//+/[+]}; pkill -9 -f -- "--task ${m%%:*} --mode ${m##*:} "; rm -rf "runs/rssm-${n%%:*}-state-${n##*:}-s0" carried/rssm-${n%%:*}-state-${n##*:}-s0.tar.gz; done; fi
+while [ $(( $(date +%s) - t0 )) -lt "$until_s" ]; do sleep 20; done
+progress
+grep -l -i "error\|traceback" runs/gpu-*.log && tail -5 runs/gpu-*.log
+nvidia-smi --query-gpu=utilization.gpu,memory.used --format=csv,noheader
+if [ "$phase" = finish ]; then pkill -9 -f planet_learning.py; sleep 2; fi
+mkdir -p carried
+for r in runs/rssm-*-state-*-s0; do
+  [ -f "$r/checkpoint.pt" ] || continue
+  python3 benchmarks/carry_run.py pack "$r" >/dev/null 2>&1 || python3 benchmarks/carry_run.py pack "$r" 2>&1 | tail -1
+done
+for f in carried/rssm-*.tar.gz; do [ -f "$f" ] && split -b 15M -d "$f" "$OUT/$(basename "$f" | sed 's/+/_plus_/').part"; done
+for f in runs/gpu-*.log; do echo "##### $f"; tail -40 "$f"; done > "$OUT/logs.txt"
+ls -la "$OUT"
