@@ -20,7 +20,7 @@ import numpy as np
 from models.checkpoints import atomic_torch_save  # one writer for models and runs
 
 __all__ = ["atomic_torch_save", "append_csv", "rewrite_csv", "restore_logs", "check_same_run", "config_defaults",
-           "evaluation_row", "where_training_runs", "extend_machine_segments"]
+           "evaluation_row", "where_training_runs", "extend_machine_segments", "cpu_model", "usable_cores"]
 
 
 def append_csv(path: Path, row: Mapping[str, Any]) -> None:
@@ -112,16 +112,25 @@ def where_training_runs(device: Any) -> str:
     device = torch.device(device)
     if device.type == "cuda":
         return f"cuda: {torch.cuda.get_device_name(device)}"
-    cpu = platform.processor() or "unknown CPU"
+    return f"cpu: {cpu_model()}, {usable_cores()} cores"
+
+
+def cpu_model() -> str:
+    """The CPU's model name from /proc/cpuinfo (Linux), else what `platform` knows."""
+    import platform
+
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
+                return line.split(":", 1)[1].strip()
     except OSError:
         pass
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    return f"cpu: {cpu}, {cores} cores"
+    return platform.processor() or "unknown"
+
+
+def usable_cores() -> int | None:
+    """Cores this process may run on (its affinity mask where the OS has one)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
 
 
 def extend_machine_segments(
