@@ -105,8 +105,6 @@ def evaluation_row(env_step: int, returns: Sequence[float], wall: float) -> dict
 def where_training_runs(device: Any) -> str:
     """A short description of the hardware a run trains on: the GPU's name for a CUDA
     device, else the CPU model and the cores this process may use (e.g. "cpu: AMD EPYC, 2 cores")."""
-    import platform
-
     import torch
 
     device = torch.device(device)
