@@ -76,6 +76,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--checkpoint", default=None, help="weights file of a learned model")
     parser.add_argument("--mode", default="planner", choices=ACT_MODES,
                         help="rssm: plan, act with the Dreamer actor, or plan with the actor's proposals")
+    parser.add_argument("--plan-value", action="store_true",
+                        help="rssm --mode planner+actor: end every CEM candidate with the critic's value, "
+                             "discounted by its gamma (as runs of the dreamer recipe plan; use --action-repeat 2 "
+                             "for those)")
     parser.add_argument("--encoder-weights", default=None,
                         help="dinowm: the DINOv2 weight file (e.g. dinov2_vits14_pretrain.pth); nothing is downloaded")
     parser.add_argument("--env-steps", type=int, default=50, help="dinowm: env steps each goal gets")
@@ -367,6 +371,8 @@ def rssm_controller(args: argparse.Namespace, env: Any, device: torch.device) ->
     model = model.to(device).eval()
     model.generator = torch.Generator(device=device).manual_seed(args.seed)
     actor = None
+    if args.plan_value and args.mode != "planner+actor":
+        raise UserError(f"--plan-value plans with the critic, so it needs --mode planner+actor, not {args.mode}")
     if args.mode != "planner":
         behavior_path = Path(args.checkpoint).with_name("behavior.pt")
         if not behavior_path.is_file():
@@ -378,8 +384,12 @@ def rssm_controller(args: argparse.Namespace, env: Any, device: torch.device) ->
     planner = planner_for(args, env.action_space.shape[0], {} if args.preset else RSSM_PLANNER_DEFAULTS)
     if args.mode == "planner+actor":
         proposals = max(1, planner.config.num_samples // 20)
-        return MPCController(ActorGuidedModel(model, actor), planner, discount=1.0, use_value=False,
-                             num_proposals=proposals, seed=args.seed, device=device, precision=args.precision)
+        # PlaNet's objective (undiscounted reward sum), or with --plan-value the critic's
+        # discounted return with its value at the end (the dreamer recipe's planning).
+        discount = actor.config.gamma if args.plan_value else 1.0
+        return MPCController(ActorGuidedModel(model, actor, use_value=args.plan_value), planner, discount=discount,
+                             use_value=args.plan_value, num_proposals=proposals, seed=args.seed, device=device,
+                             precision=args.precision)
     return MPCController(model, planner, discount=1.0, use_value=False, seed=args.seed, device=device,
                          precision=args.precision)
 
@@ -577,6 +587,10 @@ def build_train_parser() -> argparse.ArgumentParser:
                         help="rssm: planet (default), dreamerv2 or tiny; dinowm: cpu (default), paper or tiny")
     parser.add_argument("--mode", default="planner", choices=ACT_MODES,
                         help="rssm: act with CEM, the Dreamer actor, or CEM with actor proposals")
+    parser.add_argument("--recipe", default="planet", choices=("planet", "dreamer"),
+                        help="rssm: PlaNet's model and loop, or DreamerV3's regime (discrete latents, action repeat "
+                             "2, 16 x 64 batches, train ratio 512, V3 actor-critic, critic value in the plan); "
+                             "--preset and the batch flags override it")
     parser.add_argument("--plan-samples", type=int, default=None, help="rssm: CEM candidates (default PlaNet's 1000)")
     parser.add_argument("--trajectories", type=int, default=3000, help="dinowm: trajectories to collect (DINO-WM: 3000)")
     parser.add_argument("--trajectory-steps", type=int, default=100, help="dinowm: env steps per trajectory")
@@ -597,7 +611,9 @@ def build_train_parser() -> argparse.ArgumentParser:
     parser.add_argument("--collect-interval", type=int, default=None, help="rssm: model updates per episode (100)")
     parser.add_argument("--max-episode-steps", type=int, default=None, help="cut episodes (agent steps), for quick checks")
     parser.add_argument("--device", default="cpu", help="cpu or cuda")
-    parser.add_argument("--out", default=None, help="run folder (default runs/<model>-<task>-<obs>-s<seed>)")
+    parser.add_argument("--out", default=None,
+                        help="run folder (default runs/<model>-<task>-<obs>-s<seed>; rssm --recipe dreamer: "
+                             "runs/rssm-<task>-<obs>-dreamer-s<seed>)")
     parser.add_argument("--no-progress", action="store_true")
     return parser
 
@@ -616,21 +632,25 @@ def train_main(argv: list[str]) -> int:
             return 0
         if args.task not in envs.list_tasks("suite"):
             raise UserError(f"unknown task {args.task!r}; choose one of the DM Control tasks (see --list)")
-        out = Path(args.out) if args.out else Path("runs") / f"{args.model}-{args.task}-{args.obs}-s{args.seed}"
+        # Runs of another rssm recipe get their own default folder (resuming across recipes is refused).
+        recipe = f"-{args.recipe}" if args.model == "rssm" and args.recipe != "planet" else ""
+        out = Path(args.out) if args.out else Path("runs") / f"{args.model}-{args.task}-{args.obs}{recipe}-s{args.seed}"
         progress = not args.no_progress and sys.stderr.isatty()
         if args.model == "rssm":
-            from training.planet_trainer import PlaNetTrainConfig, PlaNetTrainer
+            from training.planet_trainer import PlaNetTrainConfig, PlaNetTrainer, recipe_settings
 
+            settings = recipe_settings(args.recipe, args.mode)
+            settings.update({k: v for k, v in (("model", args.preset), ("batch_size", args.batch_size),
+                                               ("chunk_length", args.chunk_length),
+                                               ("collect_interval", args.collect_interval)) if v is not None})
             config = PlaNetTrainConfig(
-                task=args.task, steps=args.steps, obs=args.obs, model=args.preset or "planet", seed=args.seed, mode=args.mode,
+                task=args.task, steps=args.steps, obs=args.obs, seed=args.seed, mode=args.mode,
                 eval_every=args.eval_every, eval_episodes=args.eval_episodes, checkpoint_every=args.checkpoint_every,
                 plan_samples=args.plan_samples, plan_iterations=args.plan_iterations,
-                max_episode_steps=args.max_episode_steps,
-                **{k: v for k, v in (("batch_size", args.batch_size), ("chunk_length", args.chunk_length),
-                                     ("collect_interval", args.collect_interval)) if v is not None},
+                max_episode_steps=args.max_episode_steps, **settings,
             )  # fmt: skip
             trainer: Any = PlaNetTrainer(config, out, device=str(resolve_device(args.device)), progress=progress)
-            what = f"rssm ({args.preset or 'planet'}, {args.obs}, {args.mode})"
+            what = f"rssm ({args.recipe} recipe, {config.model}, {args.obs}, {args.mode})"
         else:
             trainer, what = build_told_trainer(args, out, progress), f"told ({args.size}, {args.obs})"
     except (UserError, ValueError) as error:

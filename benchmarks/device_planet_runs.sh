@@ -10,7 +10,10 @@
 #                    call's 64 MiB).
 # Calls (each at most 10 minutes; the runs go on between calls in their own sessions):
 #   bash benchmarks/device_planet_runs.sh start 530; ... watch 520; ... finish 495
-# A file .gpu/kill listing task:mode lines stops those runs at the next call. Each call packs
+# The runs are task:mode:recipe words, from .gpu/runs if it exists (session 11 ran the six
+# PlaNet-recipe ones), else the four DreamerV3-recipe actor runs below. `start` first unpacks
+# their bundles in carried/, if any, so a run carried from an earlier session resumes.
+# A file .gpu/kill listing task:mode:recipe lines stops those runs at the next call. Each call packs
 # every run with carry_run.py into $OUT (split in 15 MB parts, the tool's file limit);
 # unpack them here with `cat parts > run.tar.gz; python benchmarks/carry_run.py unpack run.tar.gz`.
 phase=$1; until_s=$2
@@ -21,7 +24,11 @@ if [ ! -d /tmp/site/dm_control ]; then
   tar xzf .gpu/site.tar.gz -C /tmp/site || exit 1
 fi
 export PYTHONPATH=/tmp/site:$PWD
-RUNS="cartpole-swingup:planner cartpole-swingup:actor cartpole-swingup:planner+actor reacher-easy:planner reacher-easy:actor reacher-easy:planner+actor"
+RUNS=$(cat .gpu/runs 2>/dev/null || echo "cartpole-swingup:actor:dreamer cartpole-swingup:planner+actor:dreamer reacher-easy:actor:dreamer reacher-easy:planner+actor:dreamer")
+folder() {  # task:mode:recipe -> the run folder (benchmarks/planet_learning.py run_dir)
+  local task=${1%%:*} rest=${1#*:}; local mode=${rest%%:*} recipe=${rest#*:}
+  [ "$recipe" = planet ] && echo "runs/rssm-$task-state-$mode-s0" || echo "runs/rssm-$task-state-$mode-$recipe-s0"
+}
 progress() {
   for r in runs/rssm-*-state-*-s0; do
     [ -d "$r" ] || continue
@@ -39,14 +46,23 @@ if [ "$phase" = start ]; then
     --no-progress 2>&1 | tail -4 || exit 1
   [ -f /tmp/gpu-smoke/rssm-cartpole-swingup-state-planner+actor-s0/checkpoint.pt ] || { echo "smoke failed"; exit 1; }
   mkdir -p runs
-  for tm in $RUNS; do
-    task=${tm%%:*}; mode=${tm##*:}
-    setsid nohup python3 benchmarks/planet_learning.py run --task $task --mode $mode --device cuda --threads 1 \
-      --no-progress > runs/gpu-$task-$mode.log 2>&1 < /dev/null &
+  for r in $RUNS; do  # resume the runs carried from an earlier session (and only those)
+    b="carried/$(basename "$(folder "$r")").tar.gz"; [ -f "$b" ] && python3 benchmarks/carry_run.py unpack "$b" 2>&1 | tail -1
+  done
+  for r in $RUNS; do
+    task=${r%%:*}; rest=${r#*:}; mode=${rest%%:*}; recipe=${rest#*:}
+    setsid nohup python3 benchmarks/planet_learning.py run --task $task --mode $mode --recipe $recipe --device cuda \
+      --threads 1 --no-progress > runs/gpu-$task-$mode-$recipe.log 2>&1 < /dev/null &
   done
   sleep 60; tail -3 runs/gpu-*.log; nvidia-smi --query-gpu=utilization.gpu,memory.used --format=csv
 fi
-if [ -f .gpu/kill ]; then for n in $(cat .gpu/kill); do m=${n//+/[+]}; pkill -9 -f -- "--task ${m%%:*} --mode ${m##*:} "; rm -rf "runs/rssm-${n%%:*}-state-${n##*:}-s0" carried/rssm-${n%%:*}-state-${n##*:}-s0.tar.gz; done; fi
+if [ -f .gpu/kill ]; then
+  for n in $(cat .gpu/kill); do
+    m=${n//+/[+]}; task=${m%%:*}; rest=${m#*:}
+    pkill -9 -f -- "--task $task --mode ${rest%%:*} --recipe ${rest#*:} "
+    dir=$(folder "$n"); rm -rf "$dir" "carried/$(basename "$dir").tar.gz"
+  done
+fi
 while [ $(( $(date +%s) - t0 )) -lt "$until_s" ]; do sleep 20; done
 progress
 grep -l -i "error\|traceback" runs/gpu-*.log && tail -5 runs/gpu-*.log

@@ -17,6 +17,17 @@ steps. Runs live in <runs-dir>/rssm-<task>-<obs>-<mode>-s<seed>/ and resume afte
 --plan-samples / --plan-iterations shrink the CEM (used for collection and evaluation alike;
 the report records what each run used). --threads sets torch's threads.
 
+`run --recipe dreamer` trains DreamerV3's regime instead (`training.planet_trainer.
+recipe_settings`: DreamerV2's discrete latents, action repeat 2, 16 x 64 batches, 250
+updates per episode for V3's train ratio of 512, V3's actor-critic, and in planner+actor
+the critic's value at the end of every CEM candidate), in .../rssm-<task>-<obs>-<mode>-
+dreamer-s<seed>/. PlaNet's recipe levels off near 400 on cartpole-swingup; this is the one
+meant for DreamerV3's targets. It is a GPU job: an update costs 8 s on this CPU
+(benchmarks/rssm_update_cost.py), 56 h per 100k env steps:
+
+    python benchmarks/planet_learning.py run --task cartpole-swingup --mode actor --recipe dreamer --device cuda
+    python benchmarks/planet_learning.py run --task cartpole-swingup --mode planner+actor --recipe dreamer --device cuda
+
 `report` reads every run there and writes <results-dir>/planet_learning.{csv,json,png}: one
 panel per task with one curve per mode, DreamerV3's published 100k state returns (677
 cartpole-swingup, 872 reacher-easy) as reference lines, the best mode's return at 100k
@@ -40,10 +51,12 @@ reacher-easy 832; ANCHORS section 3). The full-budget command, for a GPU machine
 
 On this CPU, a shorter pixel run shows the model learning: the reconstruction loss falling
 (train.csv, and the report's panel), the return rising (eval.csv), and the open-loop /
-reconstruction pictures the trainer writes every 10k env steps into <run>/pictures/:
+reconstruction pictures the trainer writes every 10k env steps into <run>/pictures/. Its
+batches are 8 x 32 frames, not PlaNet's 50 x 50: one update on 50 x 50 frames takes 27 s
+here against 2 s (benchmarks/rssm_update_cost.py), 34 h of updates per 50k env steps:
 
     python benchmarks/planet_learning.py run --task cartpole-swingup --obs pixels --mode planner \
-        --steps 50000 --plan-samples 500 --plan-iterations 5 --threads 2
+        --steps 50000 --plan-samples 500 --plan-iterations 5 --batch-size 8 --chunk-length 32 --threads 1
 
 Quick checks of the machinery only (numbers meaningless; never into runs/):
 
@@ -77,6 +90,7 @@ import torch  # noqa: E402
 
 from benchmarks.machine import machine_info  # noqa: E402
 from benchmarks.results_io import atomic_write_text, read_json  # noqa: E402
+from training.planet_trainer import MODES, RECIPES, recipe_settings  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results"
 RUNS = ROOT / "runs"
@@ -87,7 +101,6 @@ DREAMERV3_100K = {"cartpole-swingup": 677.0, "reacher-easy": 872.0}
 # PlaNet's published pixel returns at 1M env steps (ANCHORS section 3): the pixel references.
 PLANET_PIXELS_1M = {"cartpole-swingup": 821.0, "reacher-easy": 832.0}
 TASKS = tuple(DREAMERV3_100K)
-MODES = ("planner", "actor", "planner+actor")
 OBS = ("state", "pixels")
 TARGET_STEP = 100_000
 TIMER_NAMES = ("env", "act", "update", "eval")
@@ -96,8 +109,14 @@ TIMER_NAMES = ("env", "act", "update", "eval")
 # -- files -------------------------------------------------------------------------------------
 
 
-def run_dir(runs_dir: Path, task: str, obs: str, mode: str, seed: int) -> Path:
-    return runs_dir / f"rssm-{task}-{obs}-{mode}-s{seed}"
+def run_dir(runs_dir: Path, task: str, obs: str, mode: str, seed: int, recipe: str = "planet") -> Path:
+    """<runs>/rssm-<task>-<obs>-<mode>-s<seed>/ for PlaNet's recipe, ...-<mode>-<recipe>-s<seed>/ otherwise."""
+    return runs_dir / f"rssm-{task}-{obs}-{mode}{'' if recipe == 'planet' else f'-{recipe}'}-s{seed}"
+
+
+def label(mode: str, recipe: str) -> str:
+    """How a run is named in the report: the mode, with any recipe but PlaNet's in brackets."""
+    return mode if recipe == "planet" else f"{mode} ({recipe})"
 
 
 def progress_wanted(args: argparse.Namespace) -> bool:
@@ -112,22 +131,26 @@ def run(args: argparse.Namespace) -> None:
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    quick = {k: getattr(args, k) for k in ("collect_interval", "batch_size", "chunk_length", "seed_episodes",
-                                            "max_episode_steps") if getattr(args, k) is not None}  # fmt: skip
+    settings = recipe_settings(args.recipe, args.mode)
+    # Flags given explicitly override the recipe (quick checks, or another action repeat).
+    settings.update({k: getattr(args, k) for k in ("model", "action_repeat", "collect_interval", "batch_size",
+                                                   "chunk_length", "seed_episodes", "max_episode_steps")
+                     if getattr(args, k) is not None})  # fmt: skip
     try:
         config = PlaNetTrainConfig(
-            task=args.task, steps=args.steps, obs=args.obs, model=args.model, seed=args.seed, mode=args.mode,
+            task=args.task, steps=args.steps, obs=args.obs, seed=args.seed, mode=args.mode,
             plan_samples=args.plan_samples, plan_iterations=args.plan_iterations, eval_every=args.eval_every,
             eval_episodes=args.eval_episodes, precision=args.precision, imagine_starts=args.imagine_starts,
             eval_at_start=False,  # the untrained agent's return is not worth a full evaluation here
-            **quick,
+            **settings,
         )  # fmt: skip
-        out = run_dir(Path(args.runs_dir), args.task, args.obs, args.mode, args.seed)
+        out = run_dir(Path(args.runs_dir), args.task, args.obs, args.mode, args.seed, args.recipe)
         trainer = PlaNetTrainer(config, out, device=args.device, progress=progress_wanted(args))
     except ValueError as error:
         raise SystemExit(f"error: {error}") from None
     samples, elites = config.planner_budget()
-    print(f"training rssm ({args.model}, {args.obs}, {args.mode}) on {args.task} to {args.steps} env steps "
+    print(f"training rssm ({args.recipe} recipe: {config.model}, {args.obs}, {args.mode}) on {args.task} to "
+          f"{args.steps} env steps "
           f"(action repeat {trainer.action_repeat}, CEM {samples}/{elites} x "
           f"{trainer.planner.config.iterations} it x horizon {config.plan_horizon}; {config.precision}"
           f"{'' if not config.uses_actor else f', imagining from {config.imagine_starts or config.batch_size * config.chunk_length} starts'}"
@@ -185,7 +208,7 @@ def read_run(path: Path) -> dict[str, Any] | None:
         info.update(
             config=config,
             model=config.get("model"),
-            benchmark_configuration=config.get("model") == "planet",
+            benchmark_configuration=config.get("model") != "tiny",  # full-size PlaNet or DreamerV2 latents
             action_repeat=action_repeat,
             env_steps=env_steps,
             episodes=int(state["episode"]),
@@ -196,6 +219,7 @@ def read_run(path: Path) -> dict[str, Any] | None:
             split_fraction={k: round(v / wall, 3) if wall > 0 else None for k, v in split.items()},
             plan_budget={"samples": samples, "iterations": config.get("plan_iterations") or 10,
                          "horizon": config.get("plan_horizon", 12)},
+            batch=[config.get("batch_size", 50), config.get("chunk_length", 50)],  # sequences x steps
             # Budget settings that differ from the papers' (older runs predate them: defaults).
             precision=config.get("precision", "float32"),
             imagine_starts=config.get("imagine_starts"),
@@ -261,7 +285,10 @@ def budget_note(info: dict[str, Any]) -> str:
     return f" [{', '.join(notes)}]" if notes else ""
 
 
-def earlier_state_runs(results: Path) -> dict[tuple[str, str, str], dict[str, Any]]:
+RunKey = tuple[str, str, str, str]  # (task, obs, mode, recipe)
+
+
+def earlier_state_runs(results: Path) -> dict[RunKey, dict[str, Any]]:
     """The state runs of the last report (planet_learning.json and .csv), as `read_run`
     returns them but with no training rows.
 
@@ -271,57 +298,63 @@ def earlier_state_runs(results: Path) -> dict[tuple[str, str, str], dict[str, An
     (their report needs the training log); carry their folder with benchmarks/carry_run.py.
     """
     previous = read_json(results / f"{NAME}.json")
-    evals: dict[tuple[str, str, str], list[dict[str, Any]]] = {}
+    evals: dict[RunKey, list[dict[str, Any]]] = {}
     for r in _read_csv(results / f"{NAME}.csv"):
-        evals.setdefault((r["task"], r["obs"], r["mode"]), []).append(
+        # Reports from before recipes had no recipe column: those runs are PlaNet's.
+        evals.setdefault((r["task"], r["obs"], r["mode"], r.get("recipe") or "planet"), []).append(
             {"env_step": int(r["env_step"]), "mean_return": float(r["mean_return"]),
              "std_return": float(r["std_return"]), "returns": r["returns"], "wall_s": float(r["wall_s"])})  # fmt: skip
     runs = {}
     for task, summary in (previous.get("tasks") or {}).items():
-        for mode, m in (summary.get("modes") or {}).items():
+        for name, m in (summary.get("modes") or {}).items():
+            mode, recipe = m.get("mode", name), m.get("recipe", "planet")
             info = {k: v for k, v in m.items() if k not in ("latest_env_step", "latest_return", "return_100k")}
             info.setdefault("machine", previous.get("machine"))
-            info.update(evals=sorted(evals.get((task, "state", mode), []), key=lambda r: r["env_step"]), train=[],
-                        pictures=[])  # fmt: skip
-            runs[(task, "state", mode)] = info
+            key = (task, "state", mode, recipe)
+            info.update(evals=sorted(evals.get(key, []), key=lambda r: r["env_step"]), train=[], pictures=[])
+            runs[key] = info
     return runs
 
 
 def report(args: argparse.Namespace) -> None:
     runs_dir, results = Path(args.runs_dir), Path(args.results_dir)
-    runs: dict[tuple[str, str, str], dict[str, Any]] = {}
+    runs: dict[RunKey, dict[str, Any]] = {}
     earlier = earlier_state_runs(results)
     for task in TASKS:
         for obs in OBS:
-            for mode in MODES:
-                info = read_run(run_dir(runs_dir, task, obs, mode, args.seed))
-                if info is not None:
-                    runs[(task, obs, mode)] = info
-                elif (task, obs, mode) in earlier:
-                    runs[(task, obs, mode)] = earlier[(task, obs, mode)]
-                    print(f"{task} {obs} {mode}: no run folder under {runs_dir}; kept the earlier report's results")
+            for recipe in RECIPES:
+                for mode in MODES:
+                    key = (task, obs, mode, recipe)
+                    info = read_run(run_dir(runs_dir, task, obs, mode, args.seed, recipe))
+                    if info is not None:
+                        runs[key] = info
+                    elif key in earlier:
+                        runs[key] = earlier[key]
+                        print(f"{task} {obs} {label(mode, recipe)}: no run folder under {runs_dir}; kept the "
+                              "earlier report's results")
     if not runs:
         raise SystemExit(f"error: no runs under {runs_dir} (looked for rssm-<task>-<obs>-<mode>-s{args.seed}/); "
                          "start one with `python benchmarks/planet_learning.py run --task ... --mode ...`")
 
     buffer = io.StringIO()
     writer = csv.writer(buffer)
-    writer.writerow(["task", "obs", "mode", "env_step", "mean_return", "std_return", "returns", "wall_s"])
-    for (task, obs, mode), info in runs.items():
+    writer.writerow(["task", "obs", "mode", "env_step", "mean_return", "std_return", "returns", "wall_s", "recipe"])
+    for (task, obs, mode, recipe), info in runs.items():
         for r in info["evals"]:
             writer.writerow([task, obs, mode, r["env_step"], r["mean_return"], r["std_return"], r["returns"],
-                             r["wall_s"]])
+                             r["wall_s"], recipe])
 
     tasks: dict[str, Any] = {}
     for task in TASKS:
-        modes: dict[str, Any] = {}
-        for mode in MODES:
-            info = runs.get((task, "state", mode))
-            if info is None:
+        modes: dict[str, Any] = {}  # keyed by label(mode, recipe)
+        for (t, obs, mode, recipe), info in runs.items():
+            if t != task or obs != "state":
                 continue
             last = info["evals"][-1] if info["evals"] else None
             at = _at(info["evals"], TARGET_STEP)
-            modes[mode] = {
+            modes[label(mode, recipe)] = {
+                "mode": mode,
+                "recipe": recipe,
                 "latest_env_step": None if last is None else last["env_step"],
                 "latest_return": None if last is None else round(last["mean_return"], 1),
                 "return_100k": None if at is None else round(at["mean_return"], 1),
@@ -329,12 +362,11 @@ def report(args: argparse.Namespace) -> None:
                 "config": info.get("config"),
             }
         pixels: dict[str, Any] = {}
-        for mode in MODES:
-            info = runs.get((task, "pixels", mode))
-            if info is None:
+        for (t, obs, mode, recipe), info in runs.items():
+            if t != task or obs != "pixels":
                 continue
             last = info["evals"][-1] if info["evals"] else None
-            pixels[mode] = {
+            pixels[label(mode, recipe)] = {
                 "status": "finished" if info.get("config") and info.get("env_steps", 0) >= info["config"]["steps"]
                 else "in progress",
                 "env_steps": info.get("env_steps"),
@@ -345,7 +377,7 @@ def report(args: argparse.Namespace) -> None:
                 "pictures": len(info["pictures"]),
                 "latest_pictures": info["pictures"][-2:],
                 "planet_1m_reference": PLANET_PIXELS_1M[task],
-                **{k: info.get(k) for k in ("env_steps_per_s", "wall_h", "split_fraction", "plan_budget")},
+                **{k: info.get(k) for k in ("env_steps_per_s", "wall_h", "split_fraction", "plan_budget", "batch")},
             }
         if not modes and not pixels:
             continue
@@ -382,13 +414,13 @@ def report(args: argparse.Namespace) -> None:
     picture = plot(runs, results / f"{NAME}.png")
     for task, s in tasks.items():
         for mode, m in s["modes"].items():
-            print(f"{task:17s} state  {mode:14s} {m['latest_return'] if m['latest_return'] is not None else '-':>7} "
+            print(f"{task:17s} state  {mode:24s} {m['latest_return'] if m['latest_return'] is not None else '-':>7} "
                   f"at {m['latest_env_step'] or 0:>6} env steps; {m.get('env_steps_per_s', '?')} env steps/s"
-                  f"{'' if m.get('benchmark_configuration', True) else ' (not the PlaNet-sized model)'}"
+                  f"{'' if m.get('benchmark_configuration', True) else ' (the tiny model, not the benchmark)'}"
                   f"{budget_note(m)}{_where(m)}")
         for mode, p in s["pixels"].items():
             recon = p["reconstruction_loss"]
-            print(f"{task:17s} pixels {mode:14s} {p['latest_return'] if p['latest_return'] is not None else '-':>7} "
+            print(f"{task:17s} pixels {mode:24s} {p['latest_return'] if p['latest_return'] is not None else '-':>7} "
                   f"at {p['env_steps']} of {p['target_steps']} env steps ({p['status']}); reconstruction "
                   f"{recon['first']} -> {recon['latest']}; {p['pictures']} pictures")
         best = s["best_mode_100k"]
@@ -399,7 +431,7 @@ def report(args: argparse.Namespace) -> None:
     print(f"wrote {', '.join(written)} in {results}/")
 
 
-def plot(runs: dict[tuple[str, str, str], dict[str, Any]], path: Path) -> Path | None:
+def plot(runs: dict[RunKey, dict[str, Any]], path: Path) -> Path | None:
     try:
         import matplotlib
 
@@ -415,15 +447,16 @@ def plot(runs: dict[tuple[str, str, str], dict[str, Any]], path: Path) -> Path |
     colours = dict(zip(MODES, ("C0", "C1", "C2")))
     for ax, task in zip(axes[0], tasks):
         right = TARGET_STEP
-        for (t, obs, mode), info in runs.items():
+        for (t, obs, mode, recipe), info in runs.items():
             if t != task or not info["evals"]:
                 continue
             steps = [r["env_step"] / 1000 for r in info["evals"]]
             means = [r["mean_return"] for r in info["evals"]]
             right = max(right, info["evals"][-1]["env_step"])
-            style = "-" if obs == "state" else ":"
-            ax.plot(steps, means, style, marker="o", markersize=3, color=colours[mode],
-                    label=mode if obs == "state" else f"{mode} (pixels)")
+            style = ":" if obs == "pixels" else ("-" if recipe == "planet" else "--")
+            marker = "o" if recipe == "planet" else "s"
+            ax.plot(steps, means, style, marker=marker, markersize=3, color=colours[mode],
+                    label=label(mode, recipe) if obs == "state" else f"{label(mode, recipe)} (pixels)")
             if obs == "state":
                 stds = [r["std_return"] for r in info["evals"]]
                 ax.fill_between(steps, [m - s for m, s in zip(means, stds)], [m + s for m, s in zip(means, stds)],
@@ -439,9 +472,9 @@ def plot(runs: dict[tuple[str, str, str], dict[str, Any]], path: Path) -> Path |
     axes[0][0].set_ylabel("evaluation return (10 episodes)")
     if pixel_runs:
         ax = axes[0][-1]
-        for (task, _, mode), info in pixel_runs.items():
+        for (task, _, mode, recipe), info in pixel_runs.items():
             points = [(r["env_step"] / 1000, r["reconstruction"]) for r in info["train"] if r["reconstruction"]]
-            ax.plot(*zip(*points), marker=".", label=f"{task} {mode}")
+            ax.plot(*zip(*points), marker=".", label=f"{task} {label(mode, recipe)}")
         ax.set_title("pixel runs: reconstruction loss")
         ax.set_xlabel("env steps (thousands)")
         ax.set_ylabel("per-episode mean of the updates")
@@ -557,6 +590,12 @@ def main() -> None:
     p.add_argument("--mode", required=True, choices=MODES,
                    help="act by CEM over the RSSM, by the Dreamer actor, or by CEM with the actor's proposals")
     p.add_argument("--obs", default="state", choices=OBS)
+    p.add_argument("--recipe", default="planet", choices=RECIPES,
+                   help="planet: PlaNet's model and loop; dreamer: DreamerV3's regime (discrete latents, action "
+                        "repeat 2, 16 x 64 batches, train ratio 512, V3 actor-critic, critic value in CEM); "
+                        "runs of other recipes live in their own folders")
+    p.add_argument("--action-repeat", type=int, default=None,
+                   help="env steps per agent step (default: the recipe's: PlaNet's table, or 2)")
     p.add_argument("--steps", type=int, default=TARGET_STEP, help="env steps (action repeat included)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--plan-samples", type=int, default=None, help="CEM candidates (default PlaNet's 1000, top 10%%)")
@@ -572,7 +611,8 @@ def main() -> None:
     p.add_argument("--runs-dir", default=str(RUNS), help="where run folders live")
     p.add_argument("--no-progress", action="store_true", help="no progress bar (it shows only on a terminal)")
     quick = p.add_argument_group("quick checks only (the benchmark uses the defaults)")
-    quick.add_argument("--model", default="planet", choices=("planet", "dreamerv2", "tiny"), help="RSSM preset")
+    quick.add_argument("--model", default=None, choices=("planet", "dreamerv2", "tiny"),
+                       help="RSSM preset (default: the recipe's)")
     quick.add_argument("--max-episode-steps", type=int, default=None, help="cut episodes to this many agent steps")
     quick.add_argument("--collect-interval", type=int, default=None, help="updates per episode (PlaNet: 100)")
     quick.add_argument("--batch-size", type=int, default=None, help="sequences per batch (PlaNet: 50)")
@@ -597,7 +637,7 @@ def main() -> None:
     p.add_argument("--no-progress", action="store_true")
 
     args = parser.parse_args()
-    for name in ("steps", "warmup", "plan_samples", "plan_iterations", "eval_every", "eval_episodes"):
+    for name in ("steps", "warmup", "plan_samples", "plan_iterations", "eval_every", "eval_episodes", "action_repeat"):
         value = getattr(args, name, None)
         if value is not None and value < (0 if name == "warmup" else 1):
             parser.error(f"--{name.replace('_', '-')} {value} must be at least {0 if name == 'warmup' else 1}")

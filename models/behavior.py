@@ -72,6 +72,7 @@ __all__ = [
     "BehaviorConfig",
     "Critic",
     "ReturnNormalizer",
+    "TINY_SIZES",
     "TanhNormal",
     "lambda_returns",
 ]
@@ -84,6 +85,16 @@ _ACTIVATIONS: dict[str, type[nn.Module]] = {"elu": nn.ELU, "silu": nn.SiLU, "rel
 
 
 # ---------------------------------------------------------------------------- config
+
+
+# The settings `BehaviorConfig.tiny` changes: small networks and a short horizon (tests).
+TINY_SIZES: dict[str, Any] = {
+    "horizon": 5,
+    "actor_hidden": (32, 32),
+    "critic_hidden": (32, 32),
+    "critic_bins": 41,
+    "actor_init_std": 1.0,
+}
 
 
 @dataclass(frozen=True)
@@ -251,14 +262,8 @@ class BehaviorConfig:
 
     @classmethod
     def tiny(cls, **overrides: Any) -> BehaviorConfig:
-        """Small networks and a short horizon for tests and smoke runs."""
-        settings: dict[str, Any] = {
-            "horizon": 5,
-            "actor_hidden": (32, 32),
-            "critic_hidden": (32, 32),
-            "critic_bins": 41,
-            "actor_init_std": 1.0,
-        }
+        """Small networks and a short horizon for tests and smoke runs (`TINY_SIZES`)."""
+        settings: dict[str, Any] = dict(TINY_SIZES)
         settings.update(overrides)
         return cls(**settings)
 

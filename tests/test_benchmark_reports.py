@@ -86,3 +86,51 @@ def test_the_planet_report_keeps_a_state_run_whose_folder_is_gone(tmp_path, caps
     assert "kept the earlier report's results" in capsys.readouterr().out
     planet_learning.report(args)  # and again: nothing drifts
     assert json.loads((results / "planet_learning.json").read_text())["tasks"]["cartpole-swingup"]["modes"]["actor"] == out
+
+
+@pytest.mark.parametrize("mode", ["planner", "actor", "planner+actor"])
+def test_the_dreamer_recipe_keeps_dreamerv3s_train_ratio_and_builds_a_valid_run(mode):
+    from benchmarks import planet_learning
+    from training.planet_trainer import PlaNetTrainConfig
+
+    settings = planet_learning.recipe_settings("dreamer", mode)
+    config = PlaNetTrainConfig(task="cartpole-swingup", obs="state", mode=mode, steps=100_000, **settings)
+    agent_steps_per_episode = 1000 // config.action_repeat
+    replayed_per_agent_step = config.collect_interval * config.batch_size * config.chunk_length / agent_steps_per_episode
+    assert replayed_per_agent_step == 512 and config.action_repeat == 2 and config.model == "dreamerv2"
+    assert config.plan_value == (mode == "planner+actor") and config.behavior == "dreamerv3"
+    assert (config.exploration_noise == 0.0) == (mode == "actor")  # the actor explores by sampling
+    assert planet_learning.recipe_settings("planet", mode) == {}  # PlaNet's: the trainer's defaults
+    with pytest.raises(ValueError, match=r"recipe='dreamerv3' is not one of \('planet', 'dreamer'\)"):
+        planet_learning.recipe_settings("dreamerv3", mode)
+
+
+def test_the_planet_report_keeps_recipes_apart(tmp_path):
+    from benchmarks import planet_learning
+
+    runs = tmp_path / "runs"
+    assert planet_learning.run_dir(runs, "reacher-easy", "state", "actor", 0).name == "rssm-reacher-easy-state-actor-s0"
+    assert planet_learning.run_dir(runs, "reacher-easy", "state", "actor", 0, "dreamer").name == (
+        "rssm-reacher-easy-state-actor-dreamer-s0"
+    )
+    results = tmp_path / "results"
+    results.mkdir()
+    entry = {"latest_env_step": 10000, "latest_return": 0.0, "return_100k": None, "config": {}}
+    earlier = {"tasks": {"reacher-easy": {"pixels": {}, "modes": {
+        "actor": {**entry, "run": "rssm-reacher-easy-state-actor-s0"},
+        "actor (dreamer)": {**entry, "run": "rssm-reacher-easy-state-actor-dreamer-s0", "mode": "actor",
+                            "recipe": "dreamer"},
+    }}}}  # fmt: skip
+    (results / "planet_learning.json").write_text(json.dumps(earlier))
+    with (results / "planet_learning.csv").open("w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["task", "obs", "mode", "env_step", "mean_return", "std_return", "returns", "wall_s", "recipe"])
+        writer.writerow(["reacher-easy", "state", "actor", 10000, 100.0, 1.0, "100", 10.0, "planet"])
+        writer.writerow(["reacher-easy", "state", "actor", 10000, 900.0, 1.0, "900", 10.0, "dreamer"])
+        writer.writerow(["reacher-easy", "state", "actor", 100000, 880.0, 1.0, "880", 90.0, "dreamer"])
+
+    planet_learning.report(argparse.Namespace(runs_dir=str(runs), results_dir=str(results), seed=0))
+    task = json.loads((results / "planet_learning.json").read_text())["tasks"]["reacher-easy"]
+    assert task["modes"]["actor"]["latest_return"] == 100.0 and task["modes"]["actor"]["recipe"] == "planet"
+    assert task["modes"]["actor (dreamer)"]["latest_return"] == 880.0
+    assert task["best_mode_100k"] == "actor (dreamer)" and task["meets_dreamerv3"] is True

@@ -44,3 +44,21 @@ def test_actor_modes_need_the_behaviour_file(tmp_path, capsys):
     assert "behavior.pt is missing" in capsys.readouterr().err
     assert run_planning.main(["--model", "rssm", "--max-steps", "2"]) == 2
     assert "--model rssm needs --checkpoint" in capsys.readouterr().err
+
+
+def test_the_dreamer_recipe_trains_and_plans_with_the_critics_value(tmp_path, capsys):
+    out = tmp_path / "run"
+    # The tiny model and short episodes of QUICK_TRAIN: the machinery, not the numbers.
+    assert run_planning.main([*QUICK_TRAIN, "--recipe", "dreamer", "--mode", "planner+actor", "--out", str(out)]) == 0
+    assert "dreamer recipe" in capsys.readouterr().out
+    import torch
+
+    config = torch.load(out / "checkpoint.pt", weights_only=True)["train_config"]
+    assert config["action_repeat"] == 2 and config["plan_value"] and config["behavior"] == "dreamerv3"
+    act = ["--model", "rssm", "--checkpoint", str(out / "model.pt"), "--planner", "cem", "--samples", "16",
+           "--elites", "4", "--iterations", "2", "--horizon", "4", "--max-steps", "3", "--action-repeat", "2",
+           "--out", str(tmp_path / "eval"), "--no-progress"]  # fmt: skip
+    assert run_planning.main([*act, "--mode", "planner+actor", "--plan-value"]) == 0
+    assert "mean return" in capsys.readouterr().out
+    assert run_planning.main([*act, "--mode", "actor", "--plan-value"]) == 2
+    assert "--plan-value plans with the critic, so it needs --mode planner+actor, not actor" in capsys.readouterr().err

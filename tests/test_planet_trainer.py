@@ -254,6 +254,9 @@ def test_state_pictures_and_the_missing_library_note(tmp_path, monkeypatch):
         ({"mode": "planner+actor", "plan_samples": 20, "num_proposals": 20}, r"num_proposals=20 must be below plan_samples=20"),
         ({"precision": "float16"}, r"precision='float16' is not one of \('float32', 'bfloat16'\)"),
         ({"imagine_starts": 0}, r"imagine_starts=0 must be an int >= 1"),
+        ({"behavior": "dreamerv4"}, r"behavior='dreamerv4' is not one of \('dreamerv1', 'dreamerv3'\)"),
+        ({"free_nats": -1.0}, r"free_nats=-1.0 must be None or a finite number >= 0"),
+        ({"mode": "actor", "plan_value": True}, r"plan_value=True needs mode='planner\+actor'.*not 'actor'"),
     ],
 )
 def test_config_errors_name_the_bad_value(overrides, message):
@@ -287,3 +290,38 @@ def test_the_budget_settings_reach_the_learner_and_the_planner(tmp_path):
     rows = trainer.run()
     assert math.isfinite(rows[-1]["mean_return"])
     assert math.isfinite(float(read_csv(tmp_path / "train.csv")[-1]["actor_loss"]))
+
+
+def test_plan_value_ends_every_candidate_with_the_critics_discounted_value(tmp_path, monkeypatch):
+    config = quick_config(mode="planner+actor", plan_value=True, behavior="dreamerv3", free_nats=1.0)
+    trainer = quiet(config, tmp_path)
+    gamma, horizon = trainer.behavior.config.gamma, config.plan_horizon
+    assert gamma == 0.997 and trainer.model.config.free_nats == 1.0
+    assert trainer.controller.use_value and trainer.controller.discount == gamma
+    assert isinstance(trainer.controller.model, ActorGuidedModel) and hasattr(trainer.controller.model, "value")
+    obs, _ = trainer.env.reset(seed=0)
+
+    def best_return_with_value(value: float) -> float:
+        monkeypatch.setattr(trainer.behavior.critic, "forward", lambda feature: torch.full(feature.shape[:-1], value))
+        torch.manual_seed(0)
+        trainer.eval_controller.reset()
+        trainer.eval_controller.act(obs)
+        return float(trainer.eval_controller.last_result.best_return)
+
+    # Same seed, same candidates: only the terminal value differs, gamma^H x the value.
+    difference = best_return_with_value(1000.0) - best_return_with_value(0.0)
+    assert difference == pytest.approx(gamma**horizon * 1000.0, rel=1e-4)
+
+
+def test_without_plan_value_the_critic_does_not_reach_the_plan(tmp_path, monkeypatch):
+    trainer = quiet(quick_config(mode="planner+actor"), tmp_path)
+    assert not trainer.controller.use_value and trainer.controller.discount == 1.0  # PlaNet's objective
+    assert not hasattr(trainer.controller.model, "value")
+
+
+def test_resuming_with_other_behaviour_settings_names_them(tmp_path):
+    quiet(quick_config(mode="planner+actor", steps=80, eval_at_start=False, eval_episodes=1), tmp_path).run()
+    with pytest.raises(ValueError, match=r"behavior='dreamerv1' \(checkpoint\) vs 'dreamerv3'"):
+        quiet(quick_config(mode="planner+actor", behavior="dreamerv3"), tmp_path)
+    with pytest.raises(ValueError, match=r"plan_value=False \(checkpoint\) vs True"):
+        quiet(quick_config(mode="planner+actor", plan_value=True), tmp_path)

@@ -17,7 +17,9 @@ How to act (`mode`):
 - "actor": the Dreamer actor alone (`ActorController`; Hafner et al., 2020), sampled
   while collecting and its mean when evaluating;
 - "planner+actor": CEM with `num_proposals` of the candidates rolled out by the actor
-  through the RSSM (`ActorGuidedModel`, TD-MPC2 style proposals).
+  through the RSSM (`ActorGuidedModel`, TD-MPC2 style proposals); with `plan_value` the
+  critic's value also ends every candidate (discounted with the actor-critic's gamma), so
+  the plan looks past its horizon as TD-MPC's does.
 With an actor, every model update is followed by one actor-critic update
 (`ActorCritic.update`) imagining from the batch's posterior states, as in Dreamer.
 
@@ -60,7 +62,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from models.behavior import ActorController, ActorCritic, ActorGuidedModel, BehaviorConfig
+from models.behavior import TINY_SIZES, ActorController, ActorCritic, ActorGuidedModel, BehaviorConfig
 from models.rssm import RSSM, RSSMConfig, sequences_from_transitions
 from planners import CEM, MPCController
 from planners.controller import PRECISIONS, resolve_device
@@ -77,14 +79,20 @@ from training.run_files import (
 )
 from training.told_trainer import evaluate_batched
 
-__all__ = ["MODEL_PRESETS", "MODES", "PlaNetTrainConfig", "PlaNetTrainer"]
+__all__ = ["BEHAVIOR_PRESETS", "MODEL_PRESETS", "MODES", "RECIPES", "PlaNetTrainConfig", "PlaNetTrainer", "recipe_settings"]
 
 CHECKPOINT_VERSION = 1
 MODEL_PRESETS: tuple[str, ...] = ("planet", "dreamerv2", "tiny")
 MODES: tuple[str, ...] = ("planner", "actor", "planner+actor")
+# Actor-critic settings: Dreamer v1's (with DreamerV3's critic additions, the
+# `BehaviorConfig` defaults) or DreamerV3's (`BehaviorConfig.dreamerv3`).
+BEHAVIOR_PRESETS: tuple[str, ...] = ("dreamerv1", "dreamerv3")
+# Named sets of settings for a whole run (`recipe_settings`).
+RECIPES: tuple[str, ...] = ("planet", "dreamer")
 OBS_TYPES: tuple[str, ...] = ("state", "pixels")
 # Settings that define a run: resuming with any of them changed is refused.
-_RUN_IDENTITY = ("task", "obs", "model", "seed", "action_repeat", "mode", "precision", "imagine_starts")
+_RUN_IDENTITY = ("task", "obs", "model", "seed", "action_repeat", "mode", "precision", "imagine_starts", "behavior",
+                 "free_nats", "plan_value")
 _BEHAVIOR_NAMES = ("actor_loss", "critic_loss", "entropy", "return_mean", "value_mean")
 
 
@@ -132,6 +140,14 @@ class PlaNetTrainConfig:
         imagine_starts: posterior states the actor-critic imagines from per update
             (`BehaviorConfig.imagine_starts`); None: all batch_size x chunk_length of
             them (Dreamer v1's 2500). DreamerV3 uses 1024.
+        behavior: the actor-critic's settings, "dreamerv1" (`BehaviorConfig()`) or
+            "dreamerv3" (`BehaviorConfig.dreamerv3()`); with the "tiny" model, on
+            `models.behavior.TINY_SIZES` networks.
+        free_nats: the KL's free nats; None keeps the model preset's (PlaNet 3,
+            DreamerV2 0; DreamerV3's free bits are 1).
+        plan_value: in "planner+actor", end every CEM candidate with the critic's value
+            and discount its rewards by the actor-critic's gamma (PlaNet's objective, the
+            undiscounted reward sum, otherwise).
     """
 
     task: str = "cartpole-swingup"
@@ -163,9 +179,13 @@ class PlaNetTrainConfig:
     max_episode_steps: int | None = None
     precision: str = "float32"
     imagine_starts: int | None = None
+    behavior: str = "dreamerv1"
+    free_nats: float | None = None
+    plan_value: bool = False
 
     def __post_init__(self) -> None:
-        for name, accepted in (("obs", OBS_TYPES), ("model", MODEL_PRESETS), ("mode", MODES)):
+        for name, accepted in (("obs", OBS_TYPES), ("model", MODEL_PRESETS), ("mode", MODES),
+                               ("behavior", BEHAVIOR_PRESETS)):
             if getattr(self, name) not in accepted:
                 raise ValueError(f"{name}={getattr(self, name)!r} is not one of {accepted}")
         for name in ("steps", "collect_interval", "batch_size", "chunk_length", "plan_horizon", "eval_every",
@@ -187,6 +207,17 @@ class PlaNetTrainConfig:
             value = getattr(self, name)
             if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
                 raise ValueError(f"{name}={value!r} must be a finite number > 0")
+        if self.free_nats is not None and not (
+            isinstance(self.free_nats, (int, float)) and not isinstance(self.free_nats, bool)
+            and math.isfinite(self.free_nats) and self.free_nats >= 0
+        ):  # fmt: skip
+            raise ValueError(f"free_nats={self.free_nats!r} must be None or a finite number >= 0")
+        if not isinstance(self.plan_value, bool):
+            raise ValueError(f"plan_value={self.plan_value!r} must be True or False")
+        if self.plan_value and self.mode != "planner+actor":
+            raise ValueError(
+                f"plan_value=True needs mode='planner+actor' (the critic it plans with is trained there), not {self.mode!r}"
+            )
         if not (math.isfinite(self.exploration_noise) and self.exploration_noise >= 0):
             raise ValueError(f"exploration_noise={self.exploration_noise!r} must be a finite number >= 0")
         samples, elites = self.planner_budget()
@@ -224,6 +255,46 @@ class PlaNetTrainConfig:
     def from_dict(cls, d: dict[str, Any]) -> PlaNetTrainConfig:
         known = {f.name for f in fields(cls)}
         return cls(**{k: v for k, v in d.items() if k in known})
+
+
+def recipe_settings(recipe: str, mode: str) -> dict[str, Any]:
+    """`PlaNetTrainConfig` settings of a recipe for one mode (the rest stays the trainer's).
+
+    "planet": PlaNet's model and loop, the trainer's defaults (Hafner et al., 2019), with
+    Dreamer v1's actor-critic in the actor modes.
+
+    "dreamer": DreamerV3's data regime and losses as far as our parts have them (Hafner
+    et al., 2023; ANCHORS section 2): DreamerV2's discrete latents with KL balancing and a
+    discount head, 1 free nat (V3's free bits); action repeat 2; batches of 16 x 64;
+    world-model Adam lr 1e-4 (eps 1e-8); DreamerV3's actor-critic (`BehaviorConfig.
+    dreamerv3`) imagining from all 1024 posterior states of a batch; 250 updates per
+    500-step episode, V3's train ratio of 512 replayed steps per agent step; no action
+    noise for the actor (it explores by sampling); and in "planner+actor" the critic's
+    value ends every CEM candidate. Not carried over: V3's symlog inputs and two-hot
+    reward head, its 1% uniform mix in the latents, its larger networks.
+    """
+    if recipe not in RECIPES:
+        raise ValueError(f"recipe={recipe!r} is not one of {RECIPES}")
+    if mode not in MODES:
+        raise ValueError(f"mode={mode!r} is not one of {MODES}")
+    if recipe == "planet":
+        return {}
+    batch_size, chunk_length, action_repeat, train_ratio = 16, 64, 2, 512
+    episode_agent_steps = 1000 // action_repeat
+    return {
+        "model": "dreamerv2",
+        "free_nats": 1.0,
+        "action_repeat": action_repeat,
+        "batch_size": batch_size,
+        "chunk_length": chunk_length,
+        "collect_interval": train_ratio * episode_agent_steps // (batch_size * chunk_length),
+        "lr": 1e-4,
+        "adam_eps": 1e-8,
+        "behavior": "dreamerv3",
+        "exploration_noise": 0.0 if mode == "actor" else 0.3,
+        "plan_value": mode == "planner+actor",
+    }
+
 
 
 def _check_int(name: str, value: Any, minimum: int) -> None:
@@ -312,12 +383,16 @@ class PlaNetTrainer:
 
         torch.manual_seed(c.seed)
         build = {"planet": RSSMConfig.planet, "dreamerv2": RSSMConfig.dreamerv2, "tiny": RSSMConfig.tiny}[c.model]
-        self.model = RSSM(build(c.obs, obs_shape, self.action_dim)).to(self.device)
+        model_overrides = {} if c.free_nats is None else {"free_nats": float(c.free_nats)}
+        self.model = RSSM(build(c.obs, obs_shape, self.action_dim, **model_overrides)).to(self.device)
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=c.lr, eps=c.adam_eps)
         self.behavior: ActorCritic | None = None
         if c.uses_actor:
             behavior_settings = {"precision": c.precision, "imagine_starts": c.imagine_starts}
-            behavior_config = (BehaviorConfig.tiny if c.model == "tiny" else BehaviorConfig)(**behavior_settings)
+            if c.model == "tiny":  # the preset's settings on tiny networks
+                behavior_settings = {**TINY_SIZES, **behavior_settings}
+            preset = {"dreamerv1": BehaviorConfig, "dreamerv3": BehaviorConfig.dreamerv3}[c.behavior]
+            behavior_config = preset(**behavior_settings)
             self.behavior = ActorCritic.for_model(self.model, behavior_config)
 
         samples, elites = c.planner_budget()
@@ -367,10 +442,12 @@ class PlaNetTrainer:
             return ActorController(model, self.behavior, deterministic=not explore, device=self.device)
         if c.mode == "planner+actor":
             assert self.behavior is not None
-            model = ActorGuidedModel(model, self.behavior)
-        # PlaNet's objective: the undiscounted sum of predicted rewards, no terminal value.
+            model = ActorGuidedModel(model, self.behavior, use_value=c.plan_value)
+        # PlaNet's objective: the undiscounted sum of predicted rewards, no terminal value;
+        # with plan_value, the actor-critic's discounted return, critic value at the end.
+        discount = self.behavior.config.gamma if c.plan_value and self.behavior is not None else 1.0
         return MPCController(
-            model, self.planner, objective="reward", discount=1.0, use_value=False, device=self.device,
+            model, self.planner, objective="reward", discount=discount, use_value=c.plan_value, device=self.device,
             precision=c.precision,
         )  # fmt: skip
 

@@ -1,0 +1,125 @@
+#!/usr/bin/env python
+"""What one RSSM training update costs on this machine, for the runs we would like to make.
+
+    python benchmarks/rssm_update_cost.py                  # 1 thread; writes rssm_update_cost.json
+    python benchmarks/rssm_update_cost.py --threads 2 --repeats 3
+
+Two questions it answers, each as seconds per update and hours of updates per run:
+
+- Pixels. PlaNet's world model on 64x64 images with its batch of 50 x 50 frames, against
+  the smaller batches a CPU demonstration run can afford (`planet_learning.py run --obs
+  pixels --batch-size 8 --chunk-length 32`). The conv decoder dominates: its cost is
+  proportional to the frames in the batch.
+- The dreamer recipe (`training.planet_trainer.recipe_settings("dreamer", "actor")`): a
+  DreamerV2-latent world-model step on 16 x 64 state sequences plus a DreamerV3
+  actor-critic step imagining 15 steps from all 1,024 posterior states, 250 times per
+  500-step episode (train ratio 512), 25,000 times per 100k env steps.
+
+Random weights and random batches: the work per update does not depend on what the model
+has learned. Each setting runs `--warmup` untimed updates, then the median of `--repeats`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+os.environ.setdefault("MUJOCO_GL", "egl")
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+import torch  # noqa: E402
+
+from benchmarks.machine import machine_info, median_seconds  # noqa: E402
+from benchmarks.results_io import write_json_result  # noqa: E402
+
+RESULTS = ROOT / "benchmarks" / "results"
+PIXEL_BATCHES = ((50, 50), (16, 50), (8, 32))  # (sequences, steps): PlaNet's first
+# Updates per 50k env steps of cartpole at action repeat 8: 45 trained episodes x 100.
+PIXEL_UPDATES_PER_50K = 4_500
+
+
+def random_batch(obs_shape: tuple[int, ...], action_dim: int, batch: int, length: int, pixels: bool) -> dict[str, torch.Tensor]:
+    g = torch.Generator().manual_seed(0)
+    if pixels:
+        obs = torch.randint(0, 256, (batch, length, *obs_shape), generator=g, dtype=torch.uint8)
+    else:
+        obs = torch.randn(batch, length, *obs_shape, generator=g)
+    return {
+        "obs": obs,
+        "actions": 2 * torch.rand(batch, length, action_dim, generator=g) - 1,
+        "rewards": torch.rand(batch, length, generator=g),
+    }
+
+
+def world_model_step(model: torch.nn.Module, batch: dict[str, torch.Tensor], lr: float, eps: float):
+    optimizer = torch.optim.Adam(model.parameters(), lr=lr, eps=eps)
+
+    def step() -> None:
+        out = model.loss(batch)
+        optimizer.zero_grad(set_to_none=True)
+        out.loss.backward()
+        optimizer.step()
+
+    return step
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--warmup", type=int, default=1)
+    p.add_argument("--repeats", type=int, default=2)
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--results-dir", default=str(RESULTS))
+    args = p.parse_args()
+    if args.warmup < 0 or args.repeats < 1 or args.threads < 1:
+        p.error(f"--warmup {args.warmup} must be >= 0, --repeats {args.repeats} and --threads {args.threads} >= 1")
+    torch.set_num_threads(args.threads)
+
+    from models.behavior import ActorCritic, BehaviorConfig
+    from models.rssm import RSSM, RSSMConfig
+    from training.planet_trainer import recipe_settings
+
+    torch.manual_seed(0)
+    pixel_rows = []
+    model = RSSM(RSSMConfig.planet("pixels", (3, 64, 64), 1))
+    for sequences, steps in PIXEL_BATCHES:
+        batch = random_batch((3, 64, 64), 1, sequences, steps, pixels=True)
+        seconds = median_seconds(world_model_step(model, batch, 1e-3, 1e-4), args.repeats, args.warmup)
+        pixel_rows.append({"batch": [sequences, steps], "frames": sequences * steps, "update_s": round(seconds, 3),
+                           "hours_per_50k_cartpole": round(seconds * PIXEL_UPDATES_PER_50K / 3600, 2)})  # fmt: skip
+        print(f"pixel world model, {sequences} x {steps} frames: {seconds:.2f} s per update "
+              f"({pixel_rows[-1]['hours_per_50k_cartpole']} h per 50k cartpole env steps)", flush=True)
+
+    recipe = recipe_settings("dreamer", "actor")
+    obs_dim, action_dim = 5, 1  # cartpole-swingup
+    model = RSSM(RSSMConfig.dreamerv2("state", (obs_dim,), action_dim, free_nats=recipe["free_nats"]))
+    batch = random_batch((obs_dim,), action_dim, recipe["batch_size"], recipe["chunk_length"], pixels=False)
+    model_s = median_seconds(world_model_step(model, batch, recipe["lr"], recipe["adam_eps"]), args.repeats, args.warmup)
+    learner = ActorCritic.for_model(model, BehaviorConfig.dreamerv3())
+    posterior = model.loss(batch).posterior.detach()
+    behavior_s = median_seconds(lambda: learner.update(model, posterior), args.repeats, args.warmup)
+    updates_per_100k = recipe["collect_interval"] * 100_000 // 1000  # one collect interval per 1000-env-step episode
+    dreamer = {
+        "recipe": recipe,
+        "world_model_s": round(model_s, 3),
+        "actor_critic_s": round(behavior_s, 3),
+        "update_s": round(model_s + behavior_s, 3),
+        "updates_per_100k": updates_per_100k,
+        "hours_per_100k": round((model_s + behavior_s) * updates_per_100k / 3600, 1),
+    }
+    print(f"dreamer recipe (cartpole, actor): world model {model_s:.2f} s + actor-critic {behavior_s:.2f} s per "
+          f"update; {updates_per_100k} updates = {dreamer['hours_per_100k']} h per 100k env steps", flush=True)
+
+    write_json_result(args.results_dir, "rssm_update_cost.json", {
+        "machine": machine_info(),
+        "benchmark": "one RSSM training update: PlaNet pixels by batch size; the dreamer recipe's state update",
+        "settings": {"warmup": args.warmup, "repeats": args.repeats},
+        "pixels": pixel_rows,
+        "dreamer_recipe": dreamer,
+    })  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()
