@@ -68,11 +68,15 @@ progress
 grep -l -i "error\|traceback" runs/gpu-*.log && tail -5 runs/gpu-*.log
 nvidia-smi --query-gpu=utilization.gpu,memory.used --format=csv,noheader
 if [ "$phase" = finish ]; then pkill -9 -f planet_learning.py; sleep 2; fi
+# Bring back the runs named in .gpu/return (task:mode:recipe words), else all of $RUNS. A
+# call returns at most 64 MiB: a dreamer-recipe actor run packs to about 50 MB, so name one
+# per call there. Only bundles packed now go out (carried/ also holds the committed ones).
 mkdir -p carried
-for r in runs/rssm-*-state-*-s0; do
-  [ -f "$r/checkpoint.pt" ] || continue
-  python3 benchmarks/carry_run.py pack "$r" >/dev/null 2>&1 || python3 benchmarks/carry_run.py pack "$r" 2>&1 | tail -1
+for r in $(cat .gpu/return 2>/dev/null || echo $RUNS); do
+  dir=$(folder "$r"); [ -f "$dir/checkpoint.pt" ] || continue
+  python3 benchmarks/carry_run.py pack "$dir" >/dev/null 2>&1 || python3 benchmarks/carry_run.py pack "$dir" 2>&1 | tail -1
+  f="carried/$(basename "$dir").tar.gz"
+  [ -f "$f" ] && split -b 15M -d "$f" "$OUT/$(basename "$f" | sed 's/+/_plus_/').part"
 done
-for f in carried/rssm-*.tar.gz; do [ -f "$f" ] && split -b 15M -d "$f" "$OUT/$(basename "$f" | sed 's/+/_plus_/').part"; done
 for f in runs/gpu-*.log; do echo "##### $f"; tail -40 "$f"; done > "$OUT/logs.txt"
 ls -la "$OUT"

@@ -505,9 +505,9 @@ def plan_time(args: argparse.Namespace) -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     folder = Path(args.run)
-    checkpoint, model_path = folder / "checkpoint.pt", folder / "model.pt"
-    if not checkpoint.is_file() or not model_path.is_file():
-        raise SystemExit(f"error: {folder} has no checkpoint.pt and model.pt; give a run folder of "
+    checkpoint = folder / "checkpoint.pt"
+    if not checkpoint.is_file():
+        raise SystemExit(f"error: {folder} has no checkpoint.pt; give a run folder of "
                          "`planet_learning.py run` (e.g. runs/rssm-cartpole-swingup-state-planner-s0)")
     state = torch.load(checkpoint, map_location="cpu", weights_only=True)
     if state.get("trainer") != "planet":
@@ -516,10 +516,10 @@ def plan_time(args: argparse.Namespace) -> None:
     env = envs.make(config["task"], obs=config["obs"], seed=args.seed, action_repeat=config.get("action_repeat"),
                     action_repeat_preset="planet")  # fmt: skip
     action_dim = int(env.action_space.shape[0])
-    try:
-        model = RSSM.load(model_path, obs_shape=tuple(env.observation_space.shape), action_dim=action_dim)
+    try:  # the checkpoint's own copy of the model (a carried run has no model.pt until it saves)
+        model = RSSM.from_checkpoint(state["model"], obs_shape=tuple(env.observation_space.shape), action_dim=action_dim)
     except ValueError as error:
-        raise SystemExit(f"error: {model_path}: {error}") from None
+        raise SystemExit(f"error: {checkpoint}: {error}") from None
     model = model.eval()
     planner = CEM.planet(action_dim)  # PlaNet's preset, whatever budget the run trained with
     controller = MPCController(model, planner, objective="reward", discount=1.0, use_value=False, device="cpu",
@@ -626,7 +626,7 @@ def main() -> None:
     p.add_argument("--results-dir", default=str(RESULTS))
 
     p = sub.add_parser("plan-time", help="time PlaNet's CEM preset on a trained RSSM", formatter_class=fmt)
-    p.add_argument("--run", required=True, help="a run folder (with checkpoint.pt and model.pt)")
+    p.add_argument("--run", required=True, help="a run folder (with checkpoint.pt)")
     p.add_argument("--steps", type=int, default=20, help="planning steps timed")
     p.add_argument("--precision", default="float32", choices=("float32", "bfloat16"),
                    help="the RSSM's matrix products while planning (MPCController precision)")

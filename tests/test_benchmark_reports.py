@@ -134,3 +134,23 @@ def test_the_planet_report_keeps_recipes_apart(tmp_path):
     assert task["modes"]["actor"]["latest_return"] == 100.0 and task["modes"]["actor"]["recipe"] == "planet"
     assert task["modes"]["actor (dreamer)"]["latest_return"] == 880.0
     assert task["best_mode_100k"] == "actor (dreamer)" and task["meets_dreamerv3"] is True
+
+
+def test_plan_time_reads_the_model_from_the_checkpoint_of_a_carried_run(tmp_path):
+    from benchmarks import planet_learning
+    from training.planet_trainer import PlaNetTrainConfig, PlaNetTrainer
+
+    run = tmp_path / "rssm-cartpole-swingup-state-planner-s0"
+    config = PlaNetTrainConfig(task="cartpole-swingup", steps=160, obs="state", model="tiny", seed_episodes=1,
+                               collect_interval=2, batch_size=4, chunk_length=8, plan_samples=20, plan_iterations=2,
+                               eval_at_start=False, eval_episodes=1, picture_every=0, max_episode_steps=10)  # fmt: skip
+    PlaNetTrainer(config, run, progress=False, log=lambda _: None).run()
+    (run / "model.pt").unlink()  # carry_run bundles hold checkpoint.pt, not model.pt
+    args = argparse.Namespace(run=str(run), steps=2, warmup=0, precision="float32", seed=0, threads=0,
+                              results_dir=str(tmp_path / "results"), no_progress=True)  # fmt: skip
+    planet_learning.plan_time(args)
+    entry = json.loads((tmp_path / "results" / "planet_learning.json").read_text())["plan_time"][run.name]
+    assert entry["model_env_steps"] == 160 and entry["steps_timed"] == 2 and entry["median_ms"] > 0
+    assert entry["planner"]["num_samples"] == 1000 and entry["planner"]["iterations"] == 10  # PlaNet's preset
+    with pytest.raises(SystemExit, match="has no checkpoint.pt"):
+        planet_learning.plan_time(argparse.Namespace(**{**vars(args), "run": str(tmp_path / "nothing")}))
