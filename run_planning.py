@@ -33,6 +33,7 @@ from planners import PLANNERS, PRESETS, MPCController, make_planner, resolve_dev
 from planners.controller import PRECISIONS  # noqa: E402
 from training import EpisodeRecord, run_episode, summarise, write_video  # noqa: E402
 from training.oracle_presets import matched_planner, oracle_settings  # noqa: E402
+from training.planet_trainer import RECIPES as RSSM_RECIPES  # noqa: E402
 
 DEFAULT_TASK = "cartpole-swingup"
 # With no --planner, each model gets the planner its paper uses: MPPI (TD-MPC2) over TOLD,
@@ -76,10 +77,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--checkpoint", default=None, help="weights file of a learned model")
     parser.add_argument("--mode", default="planner", choices=ACT_MODES,
                         help="rssm: plan, act with the Dreamer actor, or plan with the actor's proposals")
-    parser.add_argument("--plan-value", action="store_true",
+    parser.add_argument("--plan-value", action=argparse.BooleanOptionalAction, default=None,
                         help="rssm --mode planner+actor: end every CEM candidate with the critic's value, "
-                             "discounted by its gamma (as runs of the dreamer recipe plan; use --action-repeat 2 "
-                             "for those)")
+                             "discounted by its gamma, as dreamer-recipe runs plan (default: as the run beside "
+                             "--checkpoint trained, else no)")
     parser.add_argument("--encoder-weights", default=None,
                         help="dinowm: the DINOv2 weight file (e.g. dinov2_vits14_pretrain.pth); nothing is downloaded")
     parser.add_argument("--env-steps", type=int, default=50, help="dinowm: env steps each goal gets")
@@ -394,12 +395,33 @@ def rssm_controller(args: argparse.Namespace, env: Any, device: torch.device) ->
                          precision=args.precision)
 
 
+def rssm_training_settings(model_path: Path) -> dict[str, Any]:
+    """The settings of the PlaNet training run whose folder holds `model_path` (its
+    checkpoint.pt's train_config: action repeat, plan_value, ...), or {} when there is none
+    (a model file on its own)."""
+    checkpoint = model_path.with_name("checkpoint.pt")
+    if model_path.name == "checkpoint.pt" or not checkpoint.is_file():
+        return {}
+    try:
+        state = torch.load(checkpoint, map_location="cpu", weights_only=True)
+    except Exception as error:  # noqa: BLE001 - not ours or unreadable: act on the flags alone
+        print(f"note: could not read {checkpoint} ({type(error).__name__}); using the flags' action repeat and "
+              "--plan-value", file=sys.stderr)
+        return {}
+    if not isinstance(state, dict) or state.get("trainer") != "planet":
+        return {}
+    return dict(state.get("train_config") or {})
+
+
 def run_rssm(args: argparse.Namespace) -> list[EpisodeRecord]:
     """Act with a trained PlaNet RSSM (and its Dreamer actor) in the env it was trained on."""
     from envs.action_repeat import action_repeat_for
 
     domain = args.task.split("-")[0]
-    repeat = args.action_repeat
+    trained = rssm_training_settings(Path(args.checkpoint)) if args.checkpoint else {}
+    if args.plan_value is None:  # plan as the run did (its critic value is for planner+actor only)
+        args.plan_value = bool(trained.get("plan_value", False)) and args.mode == "planner+actor"
+    repeat = args.action_repeat if args.action_repeat is not None else trained.get("action_repeat")
     if repeat is None:
         try:
             repeat = action_repeat_for(domain, "planet")  # PlaNet's table, as the trainer uses
@@ -587,7 +609,7 @@ def build_train_parser() -> argparse.ArgumentParser:
                         help="rssm: planet (default), dreamerv2 or tiny; dinowm: cpu (default), paper or tiny")
     parser.add_argument("--mode", default="planner", choices=ACT_MODES,
                         help="rssm: act with CEM, the Dreamer actor, or CEM with actor proposals")
-    parser.add_argument("--recipe", default="planet", choices=("planet", "dreamer"),
+    parser.add_argument("--recipe", default="planet", choices=RSSM_RECIPES,
                         help="rssm: PlaNet's model and loop, or DreamerV3's regime (discrete latents, action repeat "
                              "2, 16 x 64 batches, train ratio 512, V3 actor-critic, critic value in the plan); "
                              "--preset and the batch flags override it")
@@ -632,6 +654,8 @@ def train_main(argv: list[str]) -> int:
             return 0
         if args.task not in envs.list_tasks("suite"):
             raise UserError(f"unknown task {args.task!r}; choose one of the DM Control tasks (see --list)")
+        if args.recipe != "planet" and args.model != "rssm":
+            raise UserError(f"--recipe {args.recipe} is a recipe for --model rssm, not {args.model}")
         # Runs of another rssm recipe get their own default folder (resuming across recipes is refused).
         recipe = f"-{args.recipe}" if args.model == "rssm" and args.recipe != "planet" else ""
         out = Path(args.out) if args.out else Path("runs") / f"{args.model}-{args.task}-{args.obs}{recipe}-s{args.seed}"

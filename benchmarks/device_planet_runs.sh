@@ -25,8 +25,12 @@ if [ ! -d /tmp/site/dm_control ]; then
 fi
 export PYTHONPATH=/tmp/site:$PWD
 RUNS=$(cat .gpu/runs 2>/dev/null || echo "cartpole-swingup:actor:dreamer cartpole-swingup:planner+actor:dreamer reacher-easy:actor:dreamer reacher-easy:planner+actor:dreamer")
-folder() {  # task:mode:recipe -> the run folder (benchmarks/planet_learning.py run_dir)
-  local task=${1%%:*} rest=${1#*:}; local mode=${rest%%:*} recipe=${rest#*:}
+parse() {  # task:mode[:recipe] -> sets task, mode, recipe (planet when left out)
+  task=${1%%:*}; local rest=${1#*:}; mode=${rest%%:*}
+  if [[ $rest == *:* ]]; then recipe=${rest#*:}; else recipe=planet; fi
+}
+folder() {  # task:mode[:recipe] -> the run folder (benchmarks/planet_learning.py run_dir)
+  parse "$1"
   [ "$recipe" = planet ] && echo "runs/rssm-$task-state-$mode-s0" || echo "runs/rssm-$task-state-$mode-$recipe-s0"
 }
 progress() {
@@ -50,7 +54,7 @@ if [ "$phase" = start ]; then
     b="carried/$(basename "$(folder "$r")").tar.gz"; [ -f "$b" ] && python3 benchmarks/carry_run.py unpack "$b" 2>&1 | tail -1
   done
   for r in $RUNS; do
-    task=${r%%:*}; rest=${r#*:}; mode=${rest%%:*}; recipe=${rest#*:}
+    parse "$r"
     setsid nohup python3 benchmarks/planet_learning.py run --task $task --mode $mode --recipe $recipe --device cuda \
       --threads 1 --no-progress > runs/gpu-$task-$mode-$recipe.log 2>&1 < /dev/null &
   done
@@ -58,8 +62,7 @@ if [ "$phase" = start ]; then
 fi
 if [ -f .gpu/kill ]; then
   for n in $(cat .gpu/kill); do
-    m=${n//+/[+]}; task=${m%%:*}; rest=${m#*:}
-    pkill -9 -f -- "--task $task --mode ${rest%%:*} --recipe ${rest#*:} "
+    parse "$n"; pkill -9 -f -- "--task $task --mode ${mode//+/[+]} --recipe $recipe "
     dir=$(folder "$n"); rm -rf "$dir" "carried/$(basename "$dir").tar.gz"
   done
 fi
@@ -68,15 +71,20 @@ progress
 grep -l -i "error\|traceback" runs/gpu-*.log && tail -5 runs/gpu-*.log
 nvidia-smi --query-gpu=utilization.gpu,memory.used --format=csv,noheader
 if [ "$phase" = finish ]; then pkill -9 -f planet_learning.py; sleep 2; fi
-# Bring back the runs named in .gpu/return (task:mode:recipe words), else all of $RUNS. A
-# call returns at most 64 MiB: a dreamer-recipe actor run packs to about 50 MB, so name one
-# per call there. Only bundles packed now go out (carried/ also holds the committed ones).
+# Bring back the runs named in .gpu/return (task:mode[:recipe] words), else those of $RUNS,
+# in order, while they fit: a call returns at most 64 MiB (60 used here), and a dreamer-
+# recipe actor run packs to about 50 MB, so one per call. Only bundles packed by this call
+# go out (carried/ also holds committed ones, which must not be mistaken for new).
 mkdir -p carried
+left=$((60 * 1024 * 1024))
 for r in $(cat .gpu/return 2>/dev/null || echo $RUNS); do
   dir=$(folder "$r"); [ -f "$dir/checkpoint.pt" ] || continue
-  python3 benchmarks/carry_run.py pack "$dir" >/dev/null 2>&1 || python3 benchmarks/carry_run.py pack "$dir" 2>&1 | tail -1
-  f="carried/$(basename "$dir").tar.gz"
-  [ -f "$f" ] && split -b 15M -d "$f" "$OUT/$(basename "$f" | sed 's/+/_plus_/').part"
+  f="carried/$(basename "$dir").tar.gz"; rm -f "$f"
+  python3 benchmarks/carry_run.py pack "$dir" > /tmp/pack.log 2>&1 || { tail -1 /tmp/pack.log; continue; }
+  size=$(stat -c %s "$f")
+  if [ "$size" -gt "$left" ]; then echo "not returned this call (no room): $dir ($size bytes)"; continue; fi
+  left=$((left - size))
+  split -b 15M -d "$f" "$OUT/$(basename "$f" | sed 's/+/_plus_/').part"
 done
 for f in runs/gpu-*.log; do echo "##### $f"; tail -40 "$f"; done > "$OUT/logs.txt"
 ls -la "$OUT"

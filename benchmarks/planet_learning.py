@@ -131,12 +131,12 @@ def run(args: argparse.Namespace) -> None:
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    settings = recipe_settings(args.recipe, args.mode)
-    # Flags given explicitly override the recipe (quick checks, or another action repeat).
-    settings.update({k: getattr(args, k) for k in ("model", "action_repeat", "collect_interval", "batch_size",
-                                                   "chunk_length", "seed_episodes", "max_episode_steps")
-                     if getattr(args, k) is not None})  # fmt: skip
     try:
+        settings = recipe_settings(args.recipe, args.mode, args.action_repeat)
+        # Flags given explicitly override the recipe (quick checks).
+        settings.update({k: getattr(args, k) for k in ("model", "collect_interval", "batch_size", "chunk_length",
+                                                       "seed_episodes", "max_episode_steps")
+                         if getattr(args, k) is not None})  # fmt: skip
         config = PlaNetTrainConfig(
             task=args.task, steps=args.steps, obs=args.obs, seed=args.seed, mode=args.mode,
             plan_samples=args.plan_samples, plan_iterations=args.plan_iterations, eval_every=args.eval_every,
@@ -208,7 +208,6 @@ def read_run(path: Path) -> dict[str, Any] | None:
         info.update(
             config=config,
             model=config.get("model"),
-            benchmark_configuration=config.get("model") != "tiny",  # full-size PlaNet or DreamerV2 latents
             action_repeat=action_repeat,
             env_steps=env_steps,
             episodes=int(state["episode"]),
@@ -275,6 +274,23 @@ def _recon_summary(train: list[dict[str, Any]]) -> dict[str, Any]:
 # -- report ----------------------------------------------------------------------------------
 
 
+# Settings a recipe fixes; a run that changed any of them is not that recipe's benchmark.
+RECIPE_KEYS = ("model", "action_repeat", "batch_size", "chunk_length", "collect_interval", "lr", "adam_eps",
+               "free_nats", "behavior", "plan_value", "exploration_noise", "seed_episodes", "max_episode_steps")
+
+
+def recipe_differences(config: dict[str, Any], recipe: str, mode: str) -> dict[str, Any]:
+    """The run's settings that differ from its recipe's (quick-check or demonstration flags),
+    as {name: the run's value}. Settings a checkpoint does not record count as the defaults."""
+    from training.planet_trainer import PlaNetTrainConfig
+    from training.run_files import config_defaults
+
+    defaults = config_defaults(PlaNetTrainConfig)
+    expected = {**defaults, **recipe_settings(recipe, mode)}
+    used = {k: config.get(k, defaults[k]) for k in RECIPE_KEYS}
+    return {k: v for k, v in used.items() if v != expected[k]}
+
+
 def budget_note(info: dict[str, Any]) -> str:
     """'' for the papers' settings, else what the run changed (precision, imagination starts)."""
     notes = []
@@ -286,6 +302,10 @@ def budget_note(info: dict[str, Any]) -> str:
 
 
 RunKey = tuple[str, str, str, str]  # (task, obs, mode, recipe)
+
+
+def _settings(info: dict[str, Any]) -> str:
+    return ", ".join(f"{k}={v!r}" for k, v in (info.get("differs_from_recipe") or {}).items()) or "other settings"
 
 
 def earlier_state_runs(results: Path) -> dict[RunKey, dict[str, Any]]:
@@ -327,13 +347,16 @@ def report(args: argparse.Namespace) -> None:
                     key = (task, obs, mode, recipe)
                     info = read_run(run_dir(runs_dir, task, obs, mode, args.seed, recipe))
                     if info is not None:
+                        if info.get("config"):
+                            info["differs_from_recipe"] = recipe_differences(info["config"], recipe, mode)
+                            info["benchmark_configuration"] = not info["differs_from_recipe"]
                         runs[key] = info
                     elif key in earlier:
                         runs[key] = earlier[key]
                         print(f"{task} {obs} {label(mode, recipe)}: no run folder under {runs_dir}; kept the "
                               "earlier report's results")
     if not runs:
-        raise SystemExit(f"error: no runs under {runs_dir} (looked for rssm-<task>-<obs>-<mode>-s{args.seed}/); "
+        raise SystemExit(f"error: no runs under {runs_dir} (looked for rssm-<task>-<obs>-<mode>[-<recipe>]-s{args.seed}/); "
                          "start one with `python benchmarks/planet_learning.py run --task ... --mode ...`")
 
     buffer = io.StringIO()
@@ -377,7 +400,8 @@ def report(args: argparse.Namespace) -> None:
                 "pictures": len(info["pictures"]),
                 "latest_pictures": info["pictures"][-2:],
                 "planet_1m_reference": PLANET_PIXELS_1M[task],
-                **{k: info.get(k) for k in ("env_steps_per_s", "wall_h", "split_fraction", "plan_budget", "batch")},
+                **{k: info.get(k) for k in ("env_steps_per_s", "wall_h", "split_fraction", "plan_budget", "batch",
+                                              "differs_from_recipe")},
             }
         if not modes and not pixels:
             continue
@@ -416,13 +440,14 @@ def report(args: argparse.Namespace) -> None:
         for mode, m in s["modes"].items():
             print(f"{task:17s} state  {mode:24s} {m['latest_return'] if m['latest_return'] is not None else '-':>7} "
                   f"at {m['latest_env_step'] or 0:>6} env steps; {m.get('env_steps_per_s', '?')} env steps/s"
-                  f"{'' if m.get('benchmark_configuration', True) else ' (the tiny model, not the benchmark)'}"
+                  f"{'' if m.get('benchmark_configuration', True) else ' (not the benchmark: ' + _settings(m) + ')'}"
                   f"{budget_note(m)}{_where(m)}")
         for mode, p in s["pixels"].items():
             recon = p["reconstruction_loss"]
             print(f"{task:17s} pixels {mode:24s} {p['latest_return'] if p['latest_return'] is not None else '-':>7} "
                   f"at {p['env_steps']} of {p['target_steps']} env steps ({p['status']}); reconstruction "
-                  f"{recon['first']} -> {recon['latest']}; {p['pictures']} pictures")
+                  f"{recon['first']} -> {recon['latest']}; {p['pictures']} pictures"
+                  f"{'; ' + _settings(p) if p.get('differs_from_recipe') else ''}")
         best = s["best_mode_100k"]
         verdict = "no run at 100k yet" if best is None else (
             f"best {best} {s['best_return_100k']:.1f} = {s['fraction_of_dreamerv3']:.2f} x DreamerV3")

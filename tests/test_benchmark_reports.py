@@ -101,6 +101,9 @@ def test_the_dreamer_recipe_keeps_dreamerv3s_train_ratio_and_builds_a_valid_run(
     assert config.plan_value == (mode == "planner+actor") and config.behavior == "dreamerv3"
     assert (config.exploration_noise == 0.0) == (mode == "actor")  # the actor explores by sampling
     assert planet_learning.recipe_settings("planet", mode) == {}  # PlaNet's: the trainer's defaults
+    assert planet_learning.recipe_settings("planet", mode, action_repeat=4) == {"action_repeat": 4}
+    four = planet_learning.recipe_settings("dreamer", mode, action_repeat=4)  # another repeat keeps the ratio
+    assert four["action_repeat"] == 4 and four["collect_interval"] * 16 * 64 / 250 == 512
     with pytest.raises(ValueError, match=r"recipe='dreamerv3' is not one of \('planet', 'dreamer'\)"):
         planet_learning.recipe_settings("dreamerv3", mode)
 

@@ -46,7 +46,7 @@ def test_actor_modes_need_the_behaviour_file(tmp_path, capsys):
     assert "--model rssm needs --checkpoint" in capsys.readouterr().err
 
 
-def test_the_dreamer_recipe_trains_and_plans_with_the_critics_value(tmp_path, capsys):
+def test_the_dreamer_recipe_trains_and_plans_with_the_critics_value(tmp_path, capsys, monkeypatch):
     out = tmp_path / "run"
     # The tiny model and short episodes of QUICK_TRAIN: the machinery, not the numbers.
     assert run_planning.main([*QUICK_TRAIN, "--recipe", "dreamer", "--mode", "planner+actor", "--out", str(out)]) == 0
@@ -56,9 +56,22 @@ def test_the_dreamer_recipe_trains_and_plans_with_the_critics_value(tmp_path, ca
     config = torch.load(out / "checkpoint.pt", weights_only=True)["train_config"]
     assert config["action_repeat"] == 2 and config["plan_value"] and config["behavior"] == "dreamerv3"
     act = ["--model", "rssm", "--checkpoint", str(out / "model.pt"), "--planner", "cem", "--samples", "16",
-           "--elites", "4", "--iterations", "2", "--horizon", "4", "--max-steps", "3", "--action-repeat", "2",
+           "--elites", "4", "--iterations", "2", "--horizon", "4", "--max-steps", "3",
            "--out", str(tmp_path / "eval"), "--no-progress"]  # fmt: skip
-    assert run_planning.main([*act, "--mode", "planner+actor", "--plan-value"]) == 0
+    seen = []
+    original = run_planning.rssm_controller
+
+    def recording_controller(args, env, device):
+        seen.append((args.plan_value, env.action_repeat))
+        return original(args, env, device)
+
+    monkeypatch.setattr(run_planning, "rssm_controller", recording_controller)
+    # Without flags: the run's own action repeat (2, not PlaNet's 8) and its plan_value.
+    assert run_planning.main([*act, "--mode", "planner+actor"]) == 0
     assert "mean return" in capsys.readouterr().out
+    assert run_planning.main([*act, "--mode", "planner+actor", "--no-plan-value", "--action-repeat", "4"]) == 0
+    assert run_planning.main([*act, "--mode", "actor"]) == 0  # the run's plan_value is for planning only
+    assert seen == [(True, 2), (False, 4), (False, 2)]
+    capsys.readouterr()
     assert run_planning.main([*act, "--mode", "actor", "--plan-value"]) == 2
     assert "--plan-value plans with the critic, so it needs --mode planner+actor, not actor" in capsys.readouterr().err

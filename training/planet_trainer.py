@@ -257,8 +257,11 @@ class PlaNetTrainConfig:
         return cls(**{k: v for k, v in d.items() if k in known})
 
 
-def recipe_settings(recipe: str, mode: str) -> dict[str, Any]:
+def recipe_settings(recipe: str, mode: str, action_repeat: int | None = None) -> dict[str, Any]:
     """`PlaNetTrainConfig` settings of a recipe for one mode (the rest stays the trainer's).
+
+    `action_repeat` replaces the recipe's; the dreamer recipe then keeps its train ratio
+    (updates per episode follow the agent steps per 1000-step episode).
 
     "planet": PlaNet's model and loop, the trainer's defaults (Hafner et al., 2019), with
     Dreamer v1's actor-critic in the actor modes.
@@ -271,30 +274,34 @@ def recipe_settings(recipe: str, mode: str) -> dict[str, Any]:
     500-step episode, V3's train ratio of 512 replayed steps per agent step; no action
     noise for the actor (it explores by sampling); and in "planner+actor" the critic's
     value ends every CEM candidate. Not carried over: V3's symlog inputs and two-hot
-    reward head, its 1% uniform mix in the latents, its larger networks.
+    reward head, its 1% uniform mix in the latents, its KL weights (0.5 dynamics, 0.1
+    representation; V2's balance 0.8 at scale 1 here), LayerNorm + SiLU in the world
+    model (ELU here), its larger networks.
     """
     if recipe not in RECIPES:
         raise ValueError(f"recipe={recipe!r} is not one of {RECIPES}")
     if mode not in MODES:
         raise ValueError(f"mode={mode!r} is not one of {MODES}")
+    if action_repeat is not None:
+        _check_int("action_repeat", action_repeat, 1)
     if recipe == "planet":
-        return {}
-    batch_size, chunk_length, action_repeat, train_ratio = 16, 64, 2, 512
-    episode_agent_steps = 1000 // action_repeat
+        return {} if action_repeat is None else {"action_repeat": action_repeat}
+    batch_size, chunk_length, train_ratio = 16, 64, 512
+    action_repeat = action_repeat or 2
+    episode_agent_steps = math.ceil(1000 / action_repeat)  # DM Control episodes: 1000 env steps
     return {
         "model": "dreamerv2",
         "free_nats": 1.0,
         "action_repeat": action_repeat,
         "batch_size": batch_size,
         "chunk_length": chunk_length,
-        "collect_interval": train_ratio * episode_agent_steps // (batch_size * chunk_length),
+        "collect_interval": max(1, round(train_ratio * episode_agent_steps / (batch_size * chunk_length))),
         "lr": 1e-4,
         "adam_eps": 1e-8,
         "behavior": "dreamerv3",
         "exploration_noise": 0.0 if mode == "actor" else 0.3,
         "plan_value": mode == "planner+actor",
     }
-
 
 
 def _check_int(name: str, value: Any, minimum: int) -> None:
