@@ -325,3 +325,6 @@ def test_resuming_with_other_behaviour_settings_names_them(tmp_path):
         quiet(quick_config(mode="planner+actor", behavior="dreamerv3"), tmp_path)
     with pytest.raises(ValueError, match=r"plan_value=False \(checkpoint\) vs True"):
         quiet(quick_config(mode="planner+actor", plan_value=True), tmp_path)
+    with pytest.raises(ValueError, match=r"free_nats=3.0 \(checkpoint\) vs 1.0"):
+        quiet(quick_config(mode="planner+actor", free_nats=1.0), tmp_path)
+    assert quiet(quick_config(mode="planner+actor", free_nats=3.0), tmp_path).resumed  # the preset's own value

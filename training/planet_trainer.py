@@ -304,6 +304,20 @@ def recipe_settings(recipe: str, mode: str, action_repeat: int | None = None) ->
     }
 
 
+_MODEL_BUILDERS = {"planet": RSSMConfig.planet, "dreamerv2": RSSMConfig.dreamerv2, "tiny": RSSMConfig.tiny}
+
+
+def _with_free_nats(config: dict[str, Any]) -> dict[str, Any]:
+    """A run config with free_nats=None replaced by the model preset's value, so resuming
+    compares the free nats used (None and the preset's own number are the same run)."""
+    if config.get("free_nats") is not None:
+        return config
+    model = config.get("model", "planet")
+    if model not in _MODEL_BUILDERS:
+        return config  # an unknown preset: check_same_run reports the model itself
+    return {**config, "free_nats": _MODEL_BUILDERS[model]("state", (1,), 1).free_nats}
+
+
 def _check_int(name: str, value: Any, minimum: int) -> None:
     if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
         raise ValueError(f"{name}={value!r} must be an int >= {minimum}")
@@ -389,7 +403,7 @@ class PlaNetTrainer:
         self.out_dir.mkdir(parents=True, exist_ok=True)
 
         torch.manual_seed(c.seed)
-        build = {"planet": RSSMConfig.planet, "dreamerv2": RSSMConfig.dreamerv2, "tiny": RSSMConfig.tiny}[c.model]
+        build = _MODEL_BUILDERS[c.model]
         model_overrides = {} if c.free_nats is None else {"free_nats": float(c.free_nats)}
         self.model = RSSM(build(c.obs, obs_shape, self.action_dim, **model_overrides)).to(self.device)
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=c.lr, eps=c.adam_eps)
@@ -473,8 +487,8 @@ class PlaNetTrainer:
                 f"{self.checkpoint_path} is not a PlaNet training checkpoint of version {CHECKPOINT_VERSION} "
                 f"(trainer={state.get('trainer')!r}, version={state.get('version')!r}); use another --out folder"
             )
-        check_same_run(self.checkpoint_path, state["train_config"], asdict(self.config), _RUN_IDENTITY,
-                       defaults=config_defaults(PlaNetTrainConfig))
+        check_same_run(self.checkpoint_path, _with_free_nats(state["train_config"]), _with_free_nats(asdict(self.config)),
+                       _RUN_IDENTITY, defaults=config_defaults(PlaNetTrainConfig))  # fmt: skip
         self.model.load_checkpoint(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         if self.behavior is not None:
