@@ -13,9 +13,15 @@
 # The runs are task:mode:recipe words, from .gpu/runs if it exists (session 11 ran the six
 # PlaNet-recipe ones), else the four DreamerV3-recipe actor runs below. `start` first unpacks
 # their bundles in carried/, if any, so a run carried from an earlier session resumes.
-# A file .gpu/kill listing task:mode:recipe lines stops those runs at the next call. Each call packs
-# every run with carry_run.py into $OUT (split in 15 MB parts, the tool's file limit);
-# unpack them here with `cat parts > run.tar.gz; python benchmarks/carry_run.py unpack run.tar.gz`.
+# A file .gpu/kill listing task:mode[:recipe] lines stops those runs at the next call. Each
+# call packs runs with carry_run.py into $OUT (see the return step at the end: .gpu/return,
+# 60 MiB; 15 MB parts, the tool's file limit); unpack them here with
+# `cat parts > run.tar.gz; python benchmarks/carry_run.py unpack run.tar.gz`.
+# With a session's 30 device minutes and ~50 MB dreamer bundles: start two runs (.gpu/runs),
+# put one in .gpu/return before the second call and the other before the last, and unpack
+# both into runs/ here (it has survived between sessions on this machine; committing a
+# 50 MB bundle breaks the 20 MB rule, so only as a last resort). The working tree travels
+# too (64 MiB in all): move large untracked files out of it first.
 phase=$1; until_s=$2
 t0=$(date +%s)
 export PYTHONUNBUFFERED=1 MUJOCO_GL=disable OMP_NUM_THREADS=1
