@@ -602,6 +602,32 @@ def plan_time(args: argparse.Namespace) -> None:
           f"{entry['p90_ms']}; {entry['machine']['torch_threads']} threads); into {json_path}")
 
 
+# -- export ----------------------------------------------------------------------------------
+
+
+def export(args: argparse.Namespace) -> None:
+    """Write model.pt (and behavior.pt, for the actor modes) from a run's checkpoint.pt, as
+    the trainer does at every save: a run carried with carry_run.py has only checkpoint.pt
+    until it trains again, and `run_planning.py --model rssm` acts from those two files."""
+    from training.run_files import atomic_torch_save
+
+    folder = Path(args.run)
+    checkpoint = folder / "checkpoint.pt"
+    if not checkpoint.is_file():
+        raise SystemExit(f"error: {folder} has no checkpoint.pt; give a run folder of `planet_learning.py run`")
+    state = torch.load(checkpoint, map_location="cpu", weights_only=True)
+    if state.get("trainer") != "planet":
+        raise SystemExit(f"error: {checkpoint} is not a PlaNet training checkpoint (trainer={state.get('trainer')!r})")
+    written = [folder / "model.pt"]
+    atomic_torch_save(state["model"], written[0])
+    if state.get("behavior") is not None:
+        behavior = {k: v for k, v in state["behavior"].items() if k != "optimizers"}  # acting needs no optimiser
+        written.append(folder / "behavior.pt")
+        atomic_torch_save(behavior, written[1])
+    steps = int(state["train_rows"][-1]["env_step"]) if state.get("train_rows") else 0
+    print(f"wrote {', '.join(str(w) for w in written)} (the model at {steps} env steps)")
+
+
 # -- command line ------------------------------------------------------------------------------
 
 
@@ -661,12 +687,16 @@ def main() -> None:
     p.add_argument("--results-dir", default=str(RESULTS))
     p.add_argument("--no-progress", action="store_true")
 
+    p = sub.add_parser("export", help="write model.pt (and behavior.pt) from a run's checkpoint.pt",
+                       formatter_class=fmt)
+    p.add_argument("--run", required=True, help="a run folder (with checkpoint.pt)")
+
     args = parser.parse_args()
     for name in ("steps", "warmup", "plan_samples", "plan_iterations", "eval_every", "eval_episodes", "action_repeat"):
         value = getattr(args, name, None)
         if value is not None and value < (0 if name == "warmup" else 1):
             parser.error(f"--{name.replace('_', '-')} {value} must be at least {0 if name == 'warmup' else 1}")
-    {"run": run, "report": report, "plan-time": plan_time}[args.command](args)
+    {"run": run, "report": report, "plan-time": plan_time, "export": export}[args.command](args)
 
 
 if __name__ == "__main__":

@@ -139,16 +139,23 @@ def test_the_planet_report_keeps_recipes_apart(tmp_path):
     assert task["best_mode_100k"] == "actor (dreamer)" and task["meets_dreamerv3"] is True
 
 
-def test_plan_time_reads_the_model_from_the_checkpoint_of_a_carried_run(tmp_path):
+def test_plan_time_and_export_read_the_model_from_the_checkpoint_of_a_carried_run(tmp_path):
+    import torch
+
     from benchmarks import planet_learning
+    from models.behavior import ActorCritic
+    from models.rssm import RSSM
     from training.planet_trainer import PlaNetTrainConfig, PlaNetTrainer
 
-    run = tmp_path / "rssm-cartpole-swingup-state-planner-s0"
+    run = tmp_path / "rssm-cartpole-swingup-state-planner+actor-s0"
     config = PlaNetTrainConfig(task="cartpole-swingup", steps=160, obs="state", model="tiny", seed_episodes=1,
+                               mode="planner+actor",
                                collect_interval=2, batch_size=4, chunk_length=8, plan_samples=20, plan_iterations=2,
                                eval_at_start=False, eval_episodes=1, picture_every=0, max_episode_steps=10)  # fmt: skip
-    PlaNetTrainer(config, run, progress=False, log=lambda _: None).run()
-    (run / "model.pt").unlink()  # carry_run bundles hold checkpoint.pt, not model.pt
+    trainer = PlaNetTrainer(config, run, progress=False, log=lambda _: None)
+    trainer.run()
+    for name in ("model.pt", "behavior.pt"):
+        (run / name).unlink()  # carry_run bundles hold checkpoint.pt, not these
     args = argparse.Namespace(run=str(run), steps=2, warmup=0, precision="float32", seed=0, threads=0,
                               results_dir=str(tmp_path / "results"), no_progress=True)  # fmt: skip
     planet_learning.plan_time(args)
@@ -157,3 +164,9 @@ def test_plan_time_reads_the_model_from_the_checkpoint_of_a_carried_run(tmp_path
     assert entry["planner"]["num_samples"] == 1000 and entry["planner"]["iterations"] == 10  # PlaNet's preset
     with pytest.raises(SystemExit, match="has no checkpoint.pt"):
         planet_learning.plan_time(argparse.Namespace(**{**vars(args), "run": str(tmp_path / "nothing")}))
+
+    planet_learning.export(argparse.Namespace(run=str(run)))  # what run_planning.py acts from
+    model, ac = RSSM.load(run / "model.pt"), ActorCritic.load(run / "behavior.pt")
+    assert all(torch.equal(a, b) for a, b in zip(model.parameters(), trainer.model.parameters()))
+    assert all(torch.equal(a, b) for a, b in zip(ac.actor.parameters(), trainer.behavior.actor.parameters()))
+    assert "optimizers" not in torch.load(run / "behavior.pt", weights_only=True)
