@@ -645,6 +645,8 @@ def train_main(argv: list[str]) -> int:
     try:
         if args.model not in TRAINABLE_MODELS:
             raise UserError(f"cannot train model {args.model!r} yet; trainable: {list(TRAINABLE_MODELS)}")
+        if args.recipe != "planet" and args.model != "rssm":
+            raise UserError(f"--recipe {args.recipe} is a recipe for --model rssm, not {args.model}")
         if args.model == "dinowm":
             trainer, what = build_dinowm_trainer(args, progress=not args.no_progress and sys.stderr.isatty())
             out = Path(trainer.out_dir)
@@ -654,8 +656,6 @@ def train_main(argv: list[str]) -> int:
             return 0
         if args.task not in envs.list_tasks("suite"):
             raise UserError(f"unknown task {args.task!r}; choose one of the DM Control tasks (see --list)")
-        if args.recipe != "planet" and args.model != "rssm":
-            raise UserError(f"--recipe {args.recipe} is a recipe for --model rssm, not {args.model}")
         # Runs of another rssm recipe get their own default folder (resuming across recipes is refused).
         recipe = f"-{args.recipe}" if args.model == "rssm" and args.recipe != "planet" else ""
         out = Path(args.out) if args.out else Path("runs") / f"{args.model}-{args.task}-{args.obs}{recipe}-s{args.seed}"
