@@ -276,7 +276,8 @@ def recipe_settings(recipe: str, mode: str, action_repeat: int | None = None) ->
     value ends every CEM candidate. Not carried over: V3's symlog inputs and two-hot
     reward head, its 1% uniform mix in the latents, its KL weights (0.5 dynamics, 0.1
     representation; V2's balance 0.8 at scale 1 here), LayerNorm + SiLU in the world
-    model (ELU here), its larger networks.
+    model (ELU here), its sizes (a 512-unit GRU and 2 x 512 MLPs for proprio; PlaNet's
+    200 here).
     """
     if recipe not in RECIPES:
         raise ValueError(f"recipe={recipe!r} is not one of {RECIPES}")
