@@ -606,7 +606,7 @@ def build_train_parser() -> argparse.ArgumentParser:
     parser.add_argument("--obs", default="state", choices=["state", "pixels"])
     parser.add_argument("--size", default="1M", help="TOLD size: tiny, 1M or 5M")
     parser.add_argument("--preset", default=None,
-                        help="rssm: planet (default), dreamerv2 or tiny; dinowm: cpu (default), paper or tiny")
+                        help="rssm: planet (default), dreamerv2, dreamerv3 or tiny; dinowm: cpu (default), paper or tiny")
     parser.add_argument("--mode", default="planner", choices=ACT_MODES,
                         help="rssm: act with CEM, the Dreamer actor, or CEM with actor proposals")
     parser.add_argument("--recipe", default="planet", choices=RSSM_RECIPES,

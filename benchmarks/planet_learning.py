@@ -18,12 +18,12 @@ steps. Runs live in <runs-dir>/rssm-<task>-<obs>-<mode>-s<seed>/ and resume afte
 the report records what each run used). --threads sets torch's threads.
 
 `run --recipe dreamer` trains DreamerV3's regime instead (`training.planet_trainer.
-recipe_settings`: DreamerV2's discrete latents, action repeat 2, 16 x 64 batches, 250
+recipe_settings`: V3's world model on PlaNet's sizes, action repeat 2, 16 x 64 batches, 250
 updates per episode for V3's train ratio of 512, V3's actor-critic, and in planner+actor
 the critic's value at the end of every CEM candidate), in .../rssm-<task>-<obs>-<mode>-
 dreamer-s<seed>/. PlaNet's recipe levels off near 400 on cartpole-swingup; this is the one
-meant for DreamerV3's targets. It is a GPU job: an update costs 8 s on this CPU
-(benchmarks/rssm_update_cost.py), 56 h per 100k env steps:
+meant for DreamerV3's targets. It is a GPU job: an update costs 9 s on this CPU
+(benchmarks/rssm_update_cost.py), 65 h per 100k env steps:
 
     python benchmarks/planet_learning.py run --task cartpole-swingup --mode actor --recipe dreamer --device cuda
     python benchmarks/planet_learning.py run --task cartpole-swingup --mode planner+actor --recipe dreamer --device cuda
@@ -662,7 +662,7 @@ def main() -> None:
     p.add_argument("--runs-dir", default=str(RUNS), help="where run folders live")
     p.add_argument("--no-progress", action="store_true", help="no progress bar (it shows only on a terminal)")
     quick = p.add_argument_group("quick checks only (the benchmark uses the defaults)")
-    quick.add_argument("--model", default=None, choices=("planet", "dreamerv2", "tiny"),
+    quick.add_argument("--model", default=None, choices=("planet", "dreamerv2", "dreamerv3", "tiny"),
                        help="RSSM preset (default: the recipe's)")
     quick.add_argument("--max-episode-steps", type=int, default=None, help="cut episodes to this many agent steps")
     quick.add_argument("--collect-interval", type=int, default=None, help="updates per episode (PlaNet: 100)")

@@ -11,9 +11,12 @@ Two questions it answers, each as seconds per update and hours of updates per ru
   pixels --batch-size 8 --chunk-length 32`). The conv decoder dominates: its cost is
   proportional to the frames in the batch.
 - The dreamer recipe (`training.planet_trainer.recipe_settings("dreamer", "actor")`): a
-  DreamerV2-latent world-model step on 16 x 64 state sequences plus a DreamerV3
-  actor-critic step imagining 15 steps from all 1,024 posterior states, 250 times per
-  500-step episode (train ratio 512), 25,000 times per 100k env steps.
+  world-model step with DreamerV3's options (`RSSMConfig.dreamerv3`) on 16 x 64 state
+  sequences plus a DreamerV3 actor-critic step imagining 15 steps from all 1,024
+  posterior states, 250 times per 500-step episode (train ratio 512), 25,000 times per
+  100k env steps. It also counts
+  the recipe's parameters, and what its weights with Adam's two moments weigh (the bulk
+  of a run's resume bundle), at our sizes and at V3's proprio sizes (GRU 512, 2 x 512).
 
 Random weights and random batches: the work per update does not depend on what the model
 has learned. Each setting runs `--warmup` untimed updates, then the median of `--repeats`.
@@ -52,6 +55,18 @@ def random_batch(obs_shape: tuple[int, ...], action_dim: int, batch: int, length
         "actions": 2 * torch.rand(batch, length, action_dim, generator=g) - 1,
         "rewards": torch.rand(batch, length, generator=g),
     }
+
+
+def weights_with_adam_mb(*modules: torch.nn.Module) -> float:
+    """Megabytes of float32 weights (4 bytes each, slow copies included) plus Adam's two
+    moments of the trained ones (8 bytes each)."""
+    weights = sum(parameter_count(m) for m in modules)
+    trained = sum(p.numel() for m in modules for p in m.parameters() if p.requires_grad)
+    return round((4 * weights + 8 * trained) / 1e6, 1)
+
+
+def parameter_count(module: torch.nn.Module) -> int:
+    return sum(p.numel() for p in module.parameters())
 
 
 def world_model_step(model: torch.nn.Module, batch: dict[str, torch.Tensor], lr: float, eps: float):
@@ -94,13 +109,22 @@ def main() -> None:
 
     recipe = recipe_settings("dreamer", "actor")
     obs_dim, action_dim = 5, 1  # cartpole-swingup
-    model = RSSM(RSSMConfig.dreamerv2("state", (obs_dim,), action_dim, free_nats=recipe["free_nats"]))
+    model = RSSM(RSSMConfig.dreamerv3("state", (obs_dim,), action_dim, free_nats=recipe["free_nats"]))
     batch = random_batch((obs_dim,), action_dim, recipe["batch_size"], recipe["chunk_length"], pixels=False)
     model_s = median_seconds(world_model_step(model, batch, recipe["lr"], recipe["adam_eps"]), args.repeats, args.warmup)
     learner = ActorCritic.for_model(model, BehaviorConfig.dreamerv3())
     posterior = model.loss(batch).posterior.detach()
     behavior_s = median_seconds(lambda: learner.update(model, posterior), args.repeats, args.warmup)
     updates_per_100k = recipe["collect_interval"] * 100_000 // 1000  # one collect interval per 1000-env-step episode
+    v3_model = RSSM(RSSMConfig.dreamerv3("state", (obs_dim,), action_dim, deter=512, hidden=512))
+    v3_learner = ActorCritic.for_model(v3_model, BehaviorConfig.dreamerv3())
+    sizes = {
+        "ours": {"world_model_parameters": parameter_count(model), "actor_critic_parameters": parameter_count(learner),
+                 "weights_with_adam_mb": weights_with_adam_mb(model, learner)},
+        "v3_proprio_sizes": {"world_model_parameters": parameter_count(v3_model),
+                             "actor_critic_parameters": parameter_count(v3_learner),
+                             "weights_with_adam_mb": weights_with_adam_mb(v3_model, v3_learner)},
+    }  # fmt: skip
     dreamer = {
         "recipe": recipe,
         "world_model_s": round(model_s, 3),
@@ -108,9 +132,12 @@ def main() -> None:
         "update_s": round(model_s + behavior_s, 3),
         "updates_per_100k": updates_per_100k,
         "hours_per_100k": round((model_s + behavior_s) * updates_per_100k / 3600, 1),
+        "sizes": sizes,
     }
     print(f"dreamer recipe (cartpole, actor): world model {model_s:.2f} s + actor-critic {behavior_s:.2f} s per "
           f"update; {updates_per_100k} updates = {dreamer['hours_per_100k']} h per 100k env steps", flush=True)
+    print(f"weights with Adam state: {sizes['ours']['weights_with_adam_mb']} MB at our sizes, "
+          f"{sizes['v3_proprio_sizes']['weights_with_adam_mb']} MB at V3's proprio sizes", flush=True)
 
     write_json_result(args.results_dir, "rssm_update_cost.json", {
         "machine": machine_info(),

@@ -5,7 +5,11 @@ The model of Hafner et al. (2019), "Learning Latent Dynamics for Planning from P
 VAE (the ELBO: reconstruction + reward likelihood - KL(posterior || prior), KL with free
 nats, optional latent overshooting). Options from Hafner et al. (2021), "Mastering Atari
 with Discrete World Models" (DreamerV2): 32 categoricals of 32 classes with
-straight-through gradients, KL balancing, ELU activations and a discount head.
+straight-through gradients, KL balancing, ELU activations and a discount head. Options
+from Hafner et al. (2023), "Mastering Diverse Domains through World Models" (DreamerV3):
+LayerNorm + SiLU layers and a normalised GRU, symlog-squashed state observations, a
+two-hot symlog reward head, a 1% uniform mix in the categoricals, and free nats clamped
+per step ("free bits") with separate dynamics / representation weights.
 
 Time convention (the one every method here and every data pipeline feeding it follows):
 
@@ -44,6 +48,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from models.checkpoints import atomic_torch_save, model_checkpoint, read_header
+from models.layers import symlog
+from models.told import soft_cross_entropy, two_hot_inverse
 
 __all__ = [
     "CHECKPOINT_FORMAT_VERSION",
@@ -60,7 +66,10 @@ CHECKPOINT_FORMAT_VERSION = 1
 _MODEL_NAME = "rssm"
 _OBS_TYPES = ("state", "pixels")
 _LATENTS = ("gaussian", "discrete")
-_ACTIVATIONS: dict[str, type[nn.Module]] = {"relu": nn.ReLU, "elu": nn.ELU}
+_ACTIVATIONS: dict[str, type[nn.Module]] = {"relu": nn.ReLU, "elu": nn.ELU, "silu": nn.SiLU}
+_REWARD_HEADS = ("gaussian", "twohot")
+# DreamerV3's two-hot support for rewards: 255 bins over [-20, 20] in symlog space.
+REWARD_TWOHOT_RANGE = (-20.0, 20.0)
 # PlaNet's conv architecture is built for 64x64 images: 4 stride-2 convs of kernel 4 take
 # 64 -> 31 -> 14 -> 6 -> 2, and the transposed convs (kernels 5, 5, 6, 6) take 1 -> 64.
 _IMAGE_SIZE = 64
@@ -81,10 +90,19 @@ _ARCHITECTURE_FIELDS = (
     "latent",
     "discount_head",
     "bit_depth",
+    "layer_norm",
+    "symlog_obs",
+    "reward_head",
+    "reward_bins",
+    "unimix",
 )
 
 
 # ---------------------------------------------------------------------------- config
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 @dataclass(frozen=True)
@@ -108,19 +126,37 @@ class RSSMConfig:
         mlp_layers: hidden layers of the state encoder/decoder and of the reward and
             discount heads.
         min_std: added to softplus(std) of Gaussian latents (0.1 in PlaNet).
-        activation: "relu" (PlaNet) or "elu" (DreamerV2).
+        activation: "relu" (PlaNet), "elu" (DreamerV2) or "silu" (DreamerV3).
+        layer_norm: LayerNorm between every hidden Linear and its activation, and the
+            GRU replaced by DreamerV3's normalised GRU (one Linear on [x, h] -> LayerNorm
+            -> gates, update gate biased by -1).
         latent: "gaussian" (PlaNet) or "discrete" (DreamerV2: stoch x classes one-hot
             samples with straight-through gradients).
         free_nats: the KL term is max(KL, free_nats) with KL averaged over batch and
-            time first (PlaNet: 3.0).
+            time first (PlaNet: 3.0), or per step with `free_nats_per_step`.
+        free_nats_per_step: clamp each step's KL before averaging, mean(max(KL_bt,
+            free_nats)) (DreamerV3's "free bits", 1.0), instead of PlaNet's clamp of the mean.
         kl_balance: None, or alpha in (0, 1): alpha * KL(sg(post) || prior) +
             (1 - alpha) * KL(post || sg(prior)) (DreamerV2: 0.8).
         kl_scale: the weight of the KL term in the loss (beta).
+        reconstruction_scale: the weight of the reconstruction term. Ours is
+            0.5 * squared error (a unit-variance Gaussian's NLL); DreamerV3's symlog MSE
+            has no 0.5, so its preset sets 2.0 to keep V3's balance against the KL.
         overshooting: latent overshooting distance D (PlaNet, section 4): the KL term is
             the average over distances 1..D of KL(sg(posterior) || d-step prior). 0 or 1
             is the standard one-step KL (the final PlaNet agent uses none).
         discount_head: predict Bernoulli logits of episode continuation (DreamerV2).
         bit_depth: images are quantised to this many bits (PlaNet: 5).
+        symlog_obs: state observations enter the encoder, and are reconstructed, as
+            symlog(obs) (DreamerV3), so large velocities do not dominate the loss. State
+            observations only.
+        reward_head: "gaussian" (a unit-variance Gaussian mean; PlaNet) or "twohot" (a
+            categorical over `reward_bins` bins in symlog space, trained by cross-entropy
+            to the two-hot target, output layer zero-initialised; DreamerV3).
+        reward_bins: bins of the two-hot reward head (DreamerV3: 255 over [-20, 20]).
+        unimix: discrete latents only: each categorical is (1 - unimix) * softmax(logits)
+            + unimix / classes (DreamerV3: 0.01), so no class has probability 0 and the KL
+            stays bounded.
     """
 
     obs_type: str = "state"
@@ -139,9 +175,16 @@ class RSSMConfig:
     free_nats: float = 3.0
     kl_balance: float | None = None
     kl_scale: float = 1.0
+    reconstruction_scale: float = 1.0
     overshooting: int = 0
     discount_head: bool = False
     bit_depth: int = 5
+    layer_norm: bool = False
+    free_nats_per_step: bool = False
+    symlog_obs: bool = False
+    reward_head: str = "gaussian"
+    reward_bins: int = 255
+    unimix: float = 0.0
 
     def __post_init__(self) -> None:
         # Lists come back from JSON/CLI; a tuple keeps the config hashable and comparable.
@@ -173,12 +216,29 @@ class RSSMConfig:
             raise ValueError(f"free_nats={self.free_nats!r} must be a finite float >= 0")
         if self.kl_balance is not None and not 0.0 < self.kl_balance < 1.0:
             raise ValueError(f"kl_balance={self.kl_balance!r} must be None or in (0, 1) (DreamerV2 uses 0.8)")
-        if not (math.isfinite(self.kl_scale) and self.kl_scale >= 0.0):
-            raise ValueError(f"kl_scale={self.kl_scale!r} must be a finite float >= 0")
+        for name in ("kl_scale", "reconstruction_scale"):
+            value = getattr(self, name)
+            if not (_is_number(value) and math.isfinite(value) and value >= 0.0):
+                raise ValueError(f"{name}={value!r} must be a finite float >= 0")
         if not isinstance(self.overshooting, int) or isinstance(self.overshooting, bool) or self.overshooting < 0:
             raise ValueError(f"overshooting={self.overshooting!r} must be an int >= 0 (0 = off)")
         if not isinstance(self.bit_depth, int) or not 1 <= self.bit_depth <= 8:
             raise ValueError(f"bit_depth={self.bit_depth!r} must be an int in [1, 8]")
+        for name in ("layer_norm", "free_nats_per_step", "symlog_obs", "discount_head"):
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(f"{name}={getattr(self, name)!r} must be True or False")
+        if self.symlog_obs and self.obs_type != "state":
+            raise ValueError(
+                "symlog_obs=True applies to obs_type='state' only; images are already scaled to [-0.5, 0.5)"
+            )
+        if self.reward_head not in _REWARD_HEADS:
+            raise ValueError(f"reward_head={self.reward_head!r} must be one of {_REWARD_HEADS}")
+        if not isinstance(self.reward_bins, int) or isinstance(self.reward_bins, bool) or self.reward_bins < 2:
+            raise ValueError(f"reward_bins={self.reward_bins!r} must be an int >= 2")
+        if not (_is_number(self.unimix) and math.isfinite(self.unimix) and 0.0 <= self.unimix < 1.0):
+            raise ValueError(f"unimix={self.unimix!r} must be a float in [0, 1) (DreamerV3 uses 0.01)")
+        if self.unimix > 0.0 and self.latent != "discrete":
+            raise ValueError(f"unimix={self.unimix!r} applies to latent='discrete' only (latent={self.latent!r})")
 
     @property
     def stoch_size(self) -> int:
@@ -204,6 +264,27 @@ class RSSMConfig:
         settings: dict[str, Any] = dict(
             latent="discrete", stoch=32, classes=32, activation="elu", kl_balance=0.8, free_nats=0.0, discount_head=True
         )
+        settings.update(overrides)
+        return cls(obs_type=obs_type, obs_shape=tuple(obs_shape), action_dim=action_dim, **settings)
+
+    @classmethod
+    def dreamerv3(cls, obs_type: str, obs_shape: tuple[int, ...], action_dim: int, **overrides: Any) -> RSSMConfig:
+        """DreamerV3's world-model options (Hafner et al., 2023) on PlaNet's sizes:
+        32 x 32 categoricals with a 1% uniform mix, LayerNorm + SiLU and the normalised
+        GRU, symlog state inputs and targets, a 255-bin two-hot reward head, a discount
+        head, and V3's KL weights: 0.5 on the dynamics term KL(sg(post) || prior) and 0.1
+        on the representation term KL(post || sg(prior)), each clamped at 1 free nat per
+        step. In our balance form that is kl_scale 0.6 with kl_balance 0.5 / 0.6 = 5/6;
+        reconstruction_scale 2 turns our 0.5 * squared error into V3's plain one.
+        Not carried over: V3's learned initial state (zeros here, as in PlaNet), its
+        weight initialisation and LayerNorm epsilon, and LayerNorm in the conv stacks.
+        V3's own proprio sizes (a 512 GRU, 2 x 512 layers) are an override away
+        (deter=512, hidden=512); the defaults keep PlaNet's 200 to stay cheap."""
+        settings: dict[str, Any] = dict(
+            latent="discrete", stoch=32, classes=32, unimix=0.01, activation="silu", layer_norm=True,
+            kl_balance=5.0 / 6.0, kl_scale=0.6, reconstruction_scale=2.0, free_nats=1.0, free_nats_per_step=True,
+            discount_head=True, symlog_obs=obs_type == "state", reward_head="twohot", reward_bins=255,
+        )  # fmt: skip
         settings.update(overrides)
         return cls(obs_type=obs_type, obs_shape=tuple(obs_shape), action_dim=action_dim, **settings)
 
@@ -362,15 +443,45 @@ class RSSMLossOutput(NamedTuple):
 # ---------------------------------------------------------------------------- networks
 
 
-def _mlp(in_features: int, hidden: int, layers: int, out_features: int, act: type[nn.Module]) -> nn.Sequential:
-    """`layers` hidden Linear -> act, then a Linear output. [M, in] -> [M, out]."""
+def _dense(in_features: int, out_features: int, act: type[nn.Module], layer_norm: bool) -> list[nn.Module]:
+    """One hidden layer: Linear (-> LayerNorm) -> act. The Linear has no bias under
+    LayerNorm, whose own shift makes it redundant (as in DreamerV3)."""
+    if layer_norm:
+        return [nn.Linear(in_features, out_features, bias=False), nn.LayerNorm(out_features), act()]
+    return [nn.Linear(in_features, out_features), act()]
+
+
+def _mlp(
+    in_features: int, hidden: int, layers: int, out_features: int, act: type[nn.Module], layer_norm: bool = False
+) -> nn.Sequential:
+    """`layers` hidden layers (`_dense`), then a Linear output. [M, in] -> [M, out]."""
     modules: list[nn.Module] = []
     size = in_features
     for _ in range(layers):
-        modules += [nn.Linear(size, hidden), act()]
+        modules += _dense(size, hidden, act, layer_norm)
         size = hidden
     modules.append(nn.Linear(size, out_features))
     return nn.Sequential(*modules)
+
+
+class _NormGRUCell(nn.Module):
+    """DreamerV3's GRU: one Linear on [x, h] -> LayerNorm -> reset, candidate and update
+    parts; h' = u * tanh(r * c) + (1 - u) * h with u = sigmoid(update - 1), the -1 making
+    the cell keep its state early in training. Same call as nn.GRUCell.
+
+    Shapes: x [M, I], h [M, D] -> [M, D].
+    """
+
+    def __init__(self, input_size: int, hidden_size: int) -> None:
+        super().__init__()
+        self.linear = nn.Linear(input_size + hidden_size, 3 * hidden_size, bias=False)
+        self.norm = nn.LayerNorm(3 * hidden_size)
+
+    def forward(self, x: Tensor, h: Tensor) -> Tensor:
+        reset, candidate, update = self.norm(self.linear(torch.cat([x, h], dim=-1))).chunk(3, dim=-1)
+        candidate = torch.tanh(torch.sigmoid(reset) * candidate)
+        update = torch.sigmoid(update - 1.0)
+        return update * candidate + (1.0 - update) * h
 
 
 class _ConvEncoder(nn.Module):
@@ -459,20 +570,30 @@ class RSSM(nn.Module):
         else:
             # The last layer has an activation too: the embedding is a hidden layer's output,
             # like the conv encoder's (which ends in a ReLU).
-            self.encoder = nn.Sequential(_mlp(c.obs_shape[0], c.hidden, c.mlp_layers, c.embed, act), act())
-            self.decoder = _mlp(feat, c.hidden, c.mlp_layers, c.obs_shape[0], act)
+            # (The nested form keeps PlaNet-config checkpoints' parameter names.)
+            mlp = _mlp(c.obs_shape[0], c.hidden, c.mlp_layers, c.embed, act, c.layer_norm)
+            norm = [nn.LayerNorm(c.embed)] if c.layer_norm else []
+            self.encoder = nn.Sequential(mlp, *norm, act())
+            self.decoder = _mlp(feat, c.hidden, c.mlp_layers, c.obs_shape[0], act, c.layer_norm)
 
         # Transition (PlaNet, section 3): h_t = GRU(h_{t-1}, dense([s_{t-1}, a])); prior
         # p(s_t | h_t) from dense(h_t); posterior q(s_t | h_t, o_t) from dense([h_t, e_t]).
-        self.img_in = nn.Sequential(nn.Linear(c.stoch_size + c.action_dim, c.hidden), act())
-        self.gru = nn.GRUCell(c.hidden, c.deter)
-        self.prior_hidden = nn.Sequential(nn.Linear(c.deter, c.hidden), act())
+        # LayerNorm, when on, covers these dense layers and the GRU; the conv stacks keep
+        # PlaNet's form.
+        self.img_in = nn.Sequential(*_dense(c.stoch_size + c.action_dim, c.hidden, act, c.layer_norm))
+        self.gru: nn.Module = _NormGRUCell(c.hidden, c.deter) if c.layer_norm else nn.GRUCell(c.hidden, c.deter)
+        self.prior_hidden = nn.Sequential(*_dense(c.deter, c.hidden, act, c.layer_norm))
         self.prior_out = nn.Linear(c.hidden, stats)
-        self.post_hidden = nn.Sequential(nn.Linear(c.deter + c.embed, c.hidden), act())
+        self.post_hidden = nn.Sequential(*_dense(c.deter + c.embed, c.hidden, act, c.layer_norm))
         self.post_out = nn.Linear(c.hidden, stats)
 
-        self.reward_head = _mlp(feat, c.hidden, c.mlp_layers, 1, act)
-        self.discount_head = _mlp(feat, c.hidden, c.mlp_layers, 1, act) if c.discount_head else None
+        reward_out = c.reward_bins if c.reward_head == "twohot" else 1
+        self.reward_head = _mlp(feat, c.hidden, c.mlp_layers, reward_out, act, c.layer_norm)
+        if c.reward_head == "twohot":
+            # Zero logits predict a reward of 0 at the start, not a random one (DreamerV3).
+            nn.init.zeros_(self.reward_head[-1].weight)
+            nn.init.zeros_(self.reward_head[-1].bias)
+        self.discount_head = _mlp(feat, c.hidden, c.mlp_layers, 1, act, c.layer_norm) if c.discount_head else None
 
     # ------------------------------------------------------------------ distributions
 
@@ -481,7 +602,10 @@ class RSSM(nn.Module):
 
         Gaussian: std = softplus + min_std (PlaNet); s = mean + std * eps (rsample).
         Discrete: logits [..., stoch, classes]; s = one_hot + probs - sg(probs)
-        (straight-through, DreamerV2), flattened to [..., stoch * classes].
+        (straight-through, DreamerV2), flattened to [..., stoch * classes]. With unimix
+        the probabilities are mixed with the uniform first and the state's logits are
+        their logs, so sampling, the straight-through gradient and the KL all see the
+        mixed categorical (DreamerV3).
         """
         c = self.config
         if c.latent == "gaussian":
@@ -495,6 +619,9 @@ class RSSM(nn.Module):
             return RSSMState(deter=deter, stoch=stoch, mean=mean, std=std)
         logits = stats.unflatten(-1, (c.stoch, c.classes))
         probs = logits.softmax(dim=-1)
+        if c.unimix > 0.0:
+            probs = (1.0 - c.unimix) * probs + c.unimix / c.classes
+            logits = probs.log()
         if sample:
             # Exponential race: argmax(p / E), E ~ Exp(1), is a categorical draw; the
             # generator keeps it reproducible (torch.distributions takes none).
@@ -638,23 +765,47 @@ class RSSM(nn.Module):
         return self.encoder(self.preprocess(obs, noise=noise))
 
     def preprocess(self, obs: Tensor, noise: bool = False) -> Tensor:
-        """uint8 images -> centred 5-bit floats (see `preprocess_images`); float inputs
-        pass unchanged (state vectors, or images preprocessed already)."""
-        if self.config.obs_type == "pixels" and not obs.is_floating_point():
-            return preprocess_images(obs, self.config.bit_depth, noise=noise, generator=self.generator)
-        return obs.float()
+        """Observations -> the model's input space, which is also what the decoder
+        reconstructs: uint8 images -> centred 5-bit floats (see `preprocess_images`);
+        state vectors -> symlog(obs) with `symlog_obs`, else unchanged; float images
+        (preprocessed already) pass unchanged."""
+        if self.config.obs_type == "pixels":
+            if not obs.is_floating_point():
+                return preprocess_images(obs, self.config.bit_depth, noise=noise, generator=self.generator)
+            return obs.float()
+        return symlog(obs.float()) if self.config.symlog_obs else obs.float()
 
     def postprocess(self, x: Tensor) -> Tensor:
         """Decoded (or preprocessed) images -> uint8 for pictures. [..., C, H, W]."""
         return postprocess_images(x, self.config.bit_depth)
 
     def decode(self, feature: Tensor) -> Tensor:
-        """The mean of p(o | s) (unit variance). [M, F] -> [M, *obs]."""
+        """The mean of p(o | s) (unit variance) in the model's input space (see
+        `preprocess`: images in [-0.5, 0.5), symlog states with `symlog_obs`).
+        [M, F] -> [M, *obs]."""
         return self.decoder(feature)
 
     def predict_reward(self, feature: Tensor) -> Tensor:
-        """The mean of p(r | s) (unit variance). [..., F] -> [...]."""
-        return self.reward_head(feature).squeeze(-1)
+        """The predicted reward: the mean of p(r | s) (unit-variance Gaussian), or the
+        two-hot categorical's expectation in symlog space mapped back by symexp.
+        [..., F] -> [...]."""
+        out = self.reward_head(feature)
+        if self.config.reward_head == "twohot":
+            # The expectation over 255 bins, then symexp, loses about 1% in bfloat16, so it
+            # runs in float32 even under autocast (as the two-hot critic does).
+            with torch.autocast(out.device.type, enabled=False):
+                return two_hot_inverse(out.float(), *REWARD_TWOHOT_RANGE)
+        return out.squeeze(-1)
+
+    def reward_loss(self, feature: Tensor, rewards: Tensor) -> Tensor:
+        """-log p(r | s) averaged over [...]: 0.5 (mean - r)^2 for the Gaussian head (no
+        constant), the cross-entropy to the two-hot encoding of symlog(r) for "twohot".
+        feature [..., F], rewards [...] -> a scalar."""
+        if self.config.reward_head == "twohot":
+            logits = self.reward_head(feature)
+            return soft_cross_entropy(logits, rewards.to(logits.dtype), self.config.reward_bins,
+                                      *REWARD_TWOHOT_RANGE).mean()  # fmt: skip
+        return 0.5 * (self.predict_reward(feature) - rewards.float()).pow(2).mean()
 
     def discount_logits(self, feature: Tensor) -> Tensor:
         """Bernoulli logits of continuing after this state (DreamerV2). [..., F] -> [...]."""
@@ -669,16 +820,24 @@ class RSSM(nn.Module):
 
         Free nats as PlaNet applies them: max(mean over batch and time of the KL summed
         over latent dimensions, free_nats), so the term (and its gradient) vanishes while
-        the average KL is below the allowance. With balancing (DreamerV2) each of the two
+        the average KL is below the allowance; with `free_nats_per_step` (DreamerV3's free
+        bits) each step's KL is clamped before the mean, so only the steps under the
+        allowance lose their gradient. With balancing (DreamerV2) each of the two
         stop-gradient terms is clamped the same way.
         """
         c = self.config
-        kl = self.kl_divergence(post, prior).mean()
+
+        def clamped(kl_steps: Tensor) -> Tensor:
+            if c.free_nats_per_step:
+                return kl_steps.clamp(min=c.free_nats).mean()
+            return kl_steps.mean().clamp(min=c.free_nats)
+
+        kl_steps = self.kl_divergence(post, prior)
         if c.kl_balance is None:
-            return kl.clamp(min=c.free_nats), kl.detach()
-        train_prior = self.kl_divergence(post.detach(), prior).mean().clamp(min=c.free_nats)
-        train_post = self.kl_divergence(post, prior.detach()).mean().clamp(min=c.free_nats)
-        return c.kl_balance * train_prior + (1.0 - c.kl_balance) * train_post, kl.detach()
+            return clamped(kl_steps), kl_steps.mean().detach()
+        train_prior = clamped(self.kl_divergence(post.detach(), prior))
+        train_post = clamped(self.kl_divergence(post, prior.detach()))
+        return c.kl_balance * train_prior + (1.0 - c.kl_balance) * train_post, kl_steps.mean().detach()
 
     def _overshooting_terms(self, post: RSSMState, prior: RSSMState, actions: Tensor) -> list[Tensor]:
         """Clamped KLs of d-step priors, d = 2..D, to the stop-gradient posteriors
@@ -697,17 +856,20 @@ class RSSM(nn.Module):
             b, n = start.deter.shape[:2]
             stepped = self.img_step(start.flatten_batch(), actions[:, d:].flatten(0, 1))
             reach = stepped.map(lambda x, b=b, n=n: x.unflatten(0, (b, n)))  # [B, T - d, ...]
-            terms.append(self.kl_divergence(target[:, d:], reach).mean().clamp(min=c.free_nats))
+            kl_steps = self.kl_divergence(target[:, d:], reach)
+            terms.append(kl_steps.clamp(min=c.free_nats).mean() if c.free_nats_per_step
+                         else kl_steps.mean().clamp(min=c.free_nats))  # fmt: skip
         return terms
 
     def loss(self, batch: Mapping[str, Tensor]) -> RSSMLossOutput:
         """The negative ELBO of a batch of sequences (PlaNet, eq. 3), with options.
 
-        loss = reconstruction + reward + kl_scale * kl (+ discount), where
+        loss = reconstruction_scale * reconstruction + reward + kl_scale * kl (+ discount), where
         reconstruction = -log p(o_t | s_t) summed over observation dims (pixels),
-        reward = -log p(r_t | s_t), both unit-variance Gaussians written without the
-        constant 0.5 log(2 pi) per dimension (so 0 is a perfect prediction), averaged
-        over batch and time; kl is `_kl_term` (free nats, balancing) or, with
+        reward = -log p(r_t | s_t) (`reward_loss`), the Gaussians unit-variance and
+        written without the constant 0.5 log(2 pi) per dimension (so 0 is a perfect
+        prediction), averaged over batch and time; reconstruction targets are in the
+        model's input space (`preprocess`); kl is `_kl_term` (free nats, balancing) or, with
         overshooting D >= 2, the average of that and the d-step terms d = 2..D;
         discount = Bernoulli NLL of `discounts` (DreamerV2), when the head is on.
 
@@ -748,7 +910,7 @@ class RSSM(nn.Module):
 
         recon = self.decoder(feature.flatten(0, 1))
         reconstruction = 0.5 * (recon - target).pow(2).flatten(1).sum(dim=1).mean()
-        reward = 0.5 * (self.predict_reward(feature) - rewards.float()).pow(2).mean()
+        reward = self.reward_loss(feature, rewards.float())
         kl, kl_value = self._kl_term(post, prior)
         parts: dict[str, Tensor] = {"reconstruction": reconstruction, "reward": reward}
         if c.overshooting >= 2:
@@ -758,7 +920,7 @@ class RSSM(nn.Module):
                 kl = (kl + torch.stack(extra).sum()) / (1 + len(extra))
         parts["kl"] = kl
         parts["kl_value"] = kl_value
-        total = reconstruction + reward + c.kl_scale * kl
+        total = c.reconstruction_scale * reconstruction + reward + c.kl_scale * kl
         if self.discount_head is not None:
             discounts = batch.get("discounts")
             if discounts is None:
@@ -897,6 +1059,8 @@ class RSSM(nn.Module):
         # Loss settings (free nats, KL weights, overshooting) may differ: fine-tuning with
         # other settings is legitimate. What builds or evaluates the network may not.
         differ = {n for n in _ARCHITECTURE_FIELDS if getattr(config, n) != getattr(self.config, n)}
+        if config.reward_head == self.config.reward_head == "gaussian":
+            differ.discard("reward_bins")  # unused by a Gaussian head
         if differ:
             pairs = ", ".join(f"{n}: {getattr(config, n)!r} vs {getattr(self.config, n)!r}" for n in sorted(differ))
             raise ValueError(f"checkpoint config differs from this model's (checkpoint vs model): {pairs}")

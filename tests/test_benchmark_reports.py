@@ -97,7 +97,7 @@ def test_the_dreamer_recipe_keeps_dreamerv3s_train_ratio_and_builds_a_valid_run(
     config = PlaNetTrainConfig(task="cartpole-swingup", obs="state", mode=mode, steps=100_000, **settings)
     agent_steps_per_episode = 1000 // config.action_repeat
     replayed_per_agent_step = config.collect_interval * config.batch_size * config.chunk_length / agent_steps_per_episode
-    assert replayed_per_agent_step == 512 and config.action_repeat == 2 and config.model == "dreamerv2"
+    assert replayed_per_agent_step == 512 and config.action_repeat == 2 and config.model == "dreamerv3"
     assert config.plan_value == (mode == "planner+actor") and config.behavior == "dreamerv3"
     assert (config.exploration_noise == 0.0) == (mode == "actor")  # the actor explores by sampling
     assert planet_learning.recipe_settings("planet", mode) == {}  # PlaNet's: the trainer's defaults

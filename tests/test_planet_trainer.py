@@ -245,7 +245,7 @@ def test_state_pictures_and_the_missing_library_note(tmp_path, monkeypatch):
     ("overrides", "message"),
     [
         ({"mode": "dreamer"}, r"mode='dreamer' is not one of \('planner', 'actor', 'planner\+actor'\)"),
-        ({"model": "huge"}, r"model='huge' is not one of \('planet', 'dreamerv2', 'tiny'\)"),
+        ({"model": "huge"}, r"model='huge' is not one of \('planet', 'dreamerv2', 'dreamerv3', 'tiny'\)"),
         ({"obs": "rgb"}, r"obs='rgb'"),
         ({"collect_interval": 0}, r"collect_interval=0 must be an int >= 1"),
         ({"exploration_noise": -0.1}, r"exploration_noise=-0.1"),

@@ -149,7 +149,11 @@ def _write_pixel_pictures(
     return written
 
 
-def _write_state_plot(out_dir: Path, pred: dict[str, Tensor], tag: str, max_dims: int, log: Callable[[str], None]) -> list[Path]:
+def _write_state_plot(
+    out_dir: Path, pred: dict[str, Tensor], tag: str, max_dims: int, log: Callable[[str], None], symlog: bool = False
+) -> list[Path]:
+    """One figure of real vs posterior vs open-loop state dimensions, in the model's input
+    space (symlog units when the model squashes its inputs)."""
     try:
         from matplotlib.figure import Figure
     except ImportError:
@@ -168,7 +172,7 @@ def _write_state_plot(out_dir: Path, pred: dict[str, Tensor], tag: str, max_dims
         ax.plot(steps, recon[:, d], color="tab:blue", ls="--", lw=1, label="posterior")
         ax.plot(steps[context - 1 :], openloop[context - 1 :, d], color="tab:red", lw=1, label="open loop")
         ax.axvline(context - 0.5, color="grey", lw=0.8, ls=":")
-        ax.set_title(f"state dim {d}", fontsize=8)
+        ax.set_title(f"symlog state dim {d}" if symlog else f"state dim {d}", fontsize=8)
         ax.tick_params(labelsize=7)
         if d == 0:
             ax.legend(fontsize=6)
@@ -213,4 +217,4 @@ def write_model_pictures(
         model.train(was_training)
     if model.config.obs_type == "pixels":
         return _write_pixel_pictures(out_dir, model, pred, tag, max_sequences, max_frames, log)
-    return _write_state_plot(out_dir, pred, tag, max_dims, log)
+    return _write_state_plot(out_dir, pred, tag, max_dims, log, symlog=model.config.symlog_obs)

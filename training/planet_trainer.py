@@ -82,7 +82,7 @@ from training.told_trainer import evaluate_batched
 __all__ = ["BEHAVIOR_PRESETS", "MODEL_PRESETS", "MODES", "RECIPES", "PlaNetTrainConfig", "PlaNetTrainer", "recipe_settings"]
 
 CHECKPOINT_VERSION = 1
-MODEL_PRESETS: tuple[str, ...] = ("planet", "dreamerv2", "tiny")
+MODEL_PRESETS: tuple[str, ...] = ("planet", "dreamerv2", "dreamerv3", "tiny")
 MODES: tuple[str, ...] = ("planner", "actor", "planner+actor")
 # Actor-critic settings: Dreamer v1's (with DreamerV3's critic additions, the
 # `BehaviorConfig` defaults) or DreamerV3's (`BehaviorConfig.dreamerv3`).
@@ -106,7 +106,9 @@ class PlaNetTrainConfig:
             reported returns are at 10^6).
         obs: "state" or "pixels" (64x64 RGB, one frame).
         model: RSSM preset: "planet" (Gaussian latents), "dreamerv2" (discrete latents,
-            KL balancing, discount head) or "tiny" (tests and smoke runs; small actor-critic
+            KL balancing, discount head), "dreamerv3" (those plus V3's LayerNorm + SiLU,
+            symlog inputs, two-hot reward, 1% unimix, free bits and KL weights; see
+            `RSSMConfig.dreamerv3`) or "tiny" (tests and smoke runs; small actor-critic
             as well).
         seed: run seed (env, weights, sampling).
         action_repeat: None for PlaNet's table (cartpole 8; reacher, cheetah, cup 4;
@@ -267,17 +269,18 @@ def recipe_settings(recipe: str, mode: str, action_repeat: int | None = None) ->
     Dreamer v1's actor-critic in the actor modes.
 
     "dreamer": DreamerV3's data regime and losses as far as our parts have them (Hafner
-    et al., 2023; ANCHORS section 2): DreamerV2's discrete latents with KL balancing and a
-    discount head, 1 free nat (V3's free bits); action repeat 2; batches of 16 x 64;
+    et al., 2023; ANCHORS section 2): V3's world model on PlaNet's sizes
+    (`RSSMConfig.dreamerv3`: 32 x 32 categoricals with a 1% uniform mix, LayerNorm +
+    SiLU and the normalised GRU, symlog state inputs, a two-hot reward head, a discount
+    head, KL weights 0.5 dynamics / 0.1 representation with 1 free nat per step); action repeat 2; batches of 16 x 64;
     world-model Adam lr 1e-4 (eps 1e-8); DreamerV3's actor-critic (`BehaviorConfig.
     dreamerv3`) imagining from all 1024 posterior states of a batch; 250 updates per
     500-step episode, V3's train ratio of 512 replayed steps per agent step; no action
     noise for the actor (it explores by sampling); and in "planner+actor" the critic's
-    value ends every CEM candidate. Not carried over: V3's symlog inputs and two-hot
-    reward head, its 1% uniform mix in the latents, its KL weights (0.5 dynamics, 0.1
-    representation; V2's balance 0.8 at scale 1 here), LayerNorm + SiLU in the world
-    model (ELU here), its sizes (a 512-unit GRU and 2 x 512 MLPs for proprio; PlaNet's
-    200 here).
+    value ends every CEM candidate. Not carried over: V3's sizes (a 512-unit GRU and
+    2 x 512 MLPs for proprio; PlaNet's 200 here, which keeps a run's resume bundle small
+    enough to come back from a device machine), its learned initial state, weight
+    initialisation and LayerNorm epsilon, and LayerNorm in the conv stacks (pixel runs).
     """
     if recipe not in RECIPES:
         raise ValueError(f"recipe={recipe!r} is not one of {RECIPES}")
@@ -291,7 +294,7 @@ def recipe_settings(recipe: str, mode: str, action_repeat: int | None = None) ->
     action_repeat = action_repeat or 2
     episode_agent_steps = math.ceil(1000 / action_repeat)  # DM Control episodes: 1000 env steps
     return {
-        "model": "dreamerv2",
+        "model": "dreamerv3",
         "free_nats": 1.0,
         "action_repeat": action_repeat,
         "batch_size": batch_size,
@@ -305,7 +308,12 @@ def recipe_settings(recipe: str, mode: str, action_repeat: int | None = None) ->
     }
 
 
-_MODEL_BUILDERS = {"planet": RSSMConfig.planet, "dreamerv2": RSSMConfig.dreamerv2, "tiny": RSSMConfig.tiny}
+_MODEL_BUILDERS = {
+    "planet": RSSMConfig.planet,
+    "dreamerv2": RSSMConfig.dreamerv2,
+    "dreamerv3": RSSMConfig.dreamerv3,
+    "tiny": RSSMConfig.tiny,
+}
 
 
 def _with_free_nats(config: dict[str, Any]) -> dict[str, Any]:
