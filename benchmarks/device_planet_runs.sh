@@ -1,13 +1,12 @@
 #!/bin/bash
 # The driver that ran the PlaNet RSSM state benchmark on a lent GPU machine (session 11,
 # one H100; see README "PlaNet's RSSM"). That machine has torch but not MuJoCo or
-# dm-control, and no network, so they travel with the call:
-#   .whl/            mujoco==3.17.0 and dm-tree==0.1.10 wheels for CPython 3.12 (pip download
-#                    --only-binary=:all: --python-version 3.12 --platform manylinux_2_28_x86_64 ...)
-#   .gpu/site.tar.gz dm_control, dm_env, gymnasium, farama_notifications and glfw copied from
-#                    this venv (pure Python), without dm_control's locomotion, viewer,
-#                    blender and dog assets (not used by our tasks; they would not fit the
-#                    call's 64 MiB).
+# dm-control, and no network, so they travel with the call, in .gpu/site.tar.xz (10 MB;
+# built by `python benchmarks/device_site.py` from the mujoco==3.17.0 and dm-tree==0.1.10
+# wheels for CPython 3.12 and the pure-Python dm_control, dm_env, gymnasium, glfw,
+# farama_notifications, all kept in the ignored .whl/). Session 11 carried the wheels
+# themselves (.whl/, 27 MB) and .gpu/site.tar.gz; that path still works when site.tar.xz is
+# absent. Call with carry [".gpu"] (or [".gpu", ".whl"] for the old path).
 # Calls (each at most 10 minutes; the runs go on between calls in their own sessions):
 #   bash benchmarks/device_planet_runs.sh start 530; ... watch 520; ... finish 495
 # The runs are task:mode:recipe words, from .gpu/runs if it exists (session 11 ran the six
@@ -17,17 +16,23 @@
 # call packs runs with carry_run.py into $OUT (see the return step at the end: .gpu/return,
 # 60 MiB; 15 MB parts, the tool's file limit); unpack them here with
 # `cat parts > run.tar.gz; python benchmarks/carry_run.py unpack run.tar.gz`.
-# With a session's 30 device minutes and ~50 MB dreamer bundles: start two runs (.gpu/runs),
-# put one in .gpu/return before the second call and the other before the last, and unpack
-# both into runs/ here (it has survived between sessions on this machine; committing a
-# 50 MB bundle breaks the 20 MB rule, so only as a last resort). The working tree travels
-# too (64 MiB in all): move large untracked files out of it first.
+# Dreamer-recipe runs are packed with --drop-optimizer (about 20 MB instead of 50: the run
+# resumes with fresh Adam moments, recorded in its checkpoint), so up to three come back
+# per call, and one can travel back in a later session to resume: before that call, pack
+# it here (`carry_run.py pack --drop-optimizer runs/<run>`, into carried/, untracked) and
+# name it in .gpu/runs. The working tree travels too (64 MiB in all, with .gpu): the code
+# is about 23 MB, site.tar.xz 10 MB, so keep carried/ to one such bundle and move other
+# large untracked files out first. A run needs more than one session's 30 device minutes.
 phase=$1; until_s=$2
 t0=$(date +%s)
 export PYTHONUNBUFFERED=1 MUJOCO_GL=disable OMP_NUM_THREADS=1
 if [ ! -d /tmp/site/dm_control ]; then
-  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl || exit 1
-  tar xzf .gpu/site.tar.gz -C /tmp/site || exit 1
+  if [ -f .gpu/site.tar.xz ]; then
+    python3 -c "import tarfile; tarfile.open('.gpu/site.tar.xz').extractall('/tmp/site')" || exit 1
+  else
+    python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl || exit 1
+    tar xzf .gpu/site.tar.gz -C /tmp/site || exit 1
+  fi
 fi
 export PYTHONPATH=/tmp/site:$PWD
 RUNS=$(cat .gpu/runs 2>/dev/null || echo "cartpole-swingup:actor:dreamer cartpole-swingup:planner+actor:dreamer reacher-easy:actor:dreamer reacher-easy:planner+actor:dreamer")
@@ -78,15 +83,16 @@ grep -l -i "error\|traceback" runs/gpu-*.log && tail -5 runs/gpu-*.log
 nvidia-smi --query-gpu=utilization.gpu,memory.used --format=csv,noheader
 if [ "$phase" = finish ]; then pkill -9 -f planet_learning.py; sleep 2; fi
 # Bring back the runs named in .gpu/return (task:mode[:recipe] words), else those of $RUNS,
-# in order, while they fit: a call returns at most 64 MiB (60 used here), and a dreamer-
-# recipe actor run packs to about 50 MB, so one per call. Only bundles packed by this call
-# go out (carried/ also holds committed ones, which must not be mistaken for new).
+# in order, while they fit: a call returns at most 64 MiB (60 used here); a dreamer-recipe
+# run packs to about 20 MB without its optimisers, a PlaNet-recipe run to about 11 MB with
+# them. Only bundles packed by this call go out (carried/ may also hold bundles brought in).
 mkdir -p carried
 left=$((60 * 1024 * 1024))
 for r in $(cat .gpu/return 2>/dev/null || echo $RUNS); do
   dir=$(folder "$r"); [ -f "$dir/checkpoint.pt" ] || continue
   f="carried/$(basename "$dir").tar.gz"; rm -f "$f"
-  python3 benchmarks/carry_run.py pack "$dir" > /tmp/pack.log 2>&1 || { tail -1 /tmp/pack.log; continue; }
+  parse "$r"; slim=$([ "$recipe" = dreamer ] && echo --drop-optimizer)
+  python3 benchmarks/carry_run.py pack $slim "$dir" > /tmp/pack.log 2>&1 || { tail -1 /tmp/pack.log; continue; }
   size=$(stat -c %s "$f")
   if [ "$size" -gt "$left" ]; then echo "not returned this call (no room): $dir ($size bytes)"; continue; fi
   left=$((left - size))

@@ -223,6 +223,8 @@ def read_run(path: Path) -> dict[str, Any] | None:
             precision=config.get("precision", "float32"),
             imagine_starts=config.get("imagine_starts"),
             trained_on=trained_on(state.get("machine_segments"), env_steps, wall, timers),
+            # Env steps where the run resumed from a bundle packed without its Adam moments.
+            optimizer_restarts=[int(s) for s in state.get("optimizer_restarts") or []],
         )
     pictures = path / "pictures"
     info["pictures"] = sorted(p.name for p in pictures.glob("*.png")) if pictures.is_dir() else []
@@ -248,13 +250,16 @@ def trained_on(segments: list[dict[str, Any]] | None, env_steps: int, wall: floa
 
 
 def _where(info: dict[str, Any]) -> str:
-    """'; trained on <where> (from-to k), ...' for runs that recorded it, else ''."""
+    """'; trained on <where> (from-to k), ...[; Adam restarted at <k>]' for runs that
+    recorded where they trained, else ''."""
     segments = info.get("trained_on")
     if not segments:
         return ""
     parts = [f"{s['where']} {s['from_env_step'] // 1000}k-{s['to_env_step'] // 1000}k"
              f" ({s['env_steps_per_s']} env steps/s)" for s in segments]  # fmt: skip
-    return "; trained on " + ", ".join(parts)
+    restarts = info.get("optimizer_restarts") or []
+    note = f"; Adam restarted at {', '.join(f'{s // 1000}k' for s in restarts)}" if restarts else ""
+    return "; trained on " + ", ".join(parts) + note
 
 
 def _at(rows: list[dict[str, Any]], step: int) -> dict[str, Any] | None:

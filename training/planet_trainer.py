@@ -454,6 +454,7 @@ class PlaNetTrainer:
         self.wall_before = 0.0
         # Where each stretch of the run trained (the run may move between machines).
         self.machine_segments = extend_machine_segments(None, where_training_runs(self.device), 0, 0.0, self.timers)
+        self.optimizer_restarts: list[int] = []  # env steps where a resume had no optimiser state
         names = ["loss", "reconstruction", "reward", "kl", "kl_value"]
         if self.model.discount_head is not None:
             names.append("discount")
@@ -499,12 +500,21 @@ class PlaNetTrainer:
         check_same_run(self.checkpoint_path, _with_free_nats(state["train_config"]), _with_free_nats(asdict(self.config)),
                        _RUN_IDENTITY, defaults=config_defaults(PlaNetTrainConfig))  # fmt: skip
         self.model.load_checkpoint(state["model"])
-        self.optimizer.load_state_dict(state["optimizer"])
+        # A run carried without its optimisers (`carry_run.py pack --drop-optimizer`, to fit a
+        # device call) resumes with fresh Adam moments; the checkpoint keeps the env steps
+        # where that happened, and the report shows them.
+        self.optimizer_restarts = [int(s) for s in state.get("optimizer_restarts", [])]
+        dropped = state.get("optimizer") is None
+        if not dropped:
+            self.optimizer.load_state_dict(state["optimizer"])
         if self.behavior is not None:
             behavior = state["behavior"]
             self.behavior.load_state_dict(behavior["state_dict"])
-            self.behavior.actor_optimizer.load_state_dict(behavior["optimizers"]["actor"])
-            self.behavior.critic_optimizer.load_state_dict(behavior["optimizers"]["critic"])
+            if "optimizers" in behavior:
+                self.behavior.actor_optimizer.load_state_dict(behavior["optimizers"]["actor"])
+                self.behavior.critic_optimizer.load_state_dict(behavior["optimizers"]["critic"])
+            else:
+                dropped = True
         self.buffer = EpisodeReplay.load(self.out_dir / state["replay_file"], seed=self.config.seed)
         self.step, self.episode, self.updates = int(state["step"]), int(state["episode"]), int(state["updates"])
         self.last_picture_step = int(state["last_picture_step"])
@@ -521,6 +531,10 @@ class PlaNetTrainer:
             self.wall_before, self.timers)  # fmt: skip
         restore_logs(self.out_dir, {"eval.csv": self.eval_rows, "train.csv": self.train_rows})
         self.log(f"resumed {self.out_dir} at env step {self.step * self.action_repeat} (episode {self.episode})")
+        if dropped:
+            self.optimizer_restarts.append(self.step * self.action_repeat)
+            self.log("the checkpoint carries no optimiser state (packed with --drop-optimizer): Adam restarts "
+                     "from zero moments here")
         return True
 
     def save_checkpoint(self, wall: float) -> None:
@@ -548,6 +562,7 @@ class PlaNetTrainer:
             "timers": self.timers,
             "wall": wall,
             "machine_segments": self.machine_segments,
+            "optimizer_restarts": self.optimizer_restarts,
         }
         atomic_torch_save(state, self.checkpoint_path)
         self.model.save(self.out_dir / "model.pt")
