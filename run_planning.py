@@ -397,8 +397,17 @@ def rssm_controller(args: argparse.Namespace, env: Any, device: torch.device) ->
 
 def rssm_training_settings(model_path: Path) -> dict[str, Any]:
     """The settings of the PlaNet training run whose folder holds `model_path` (its
-    checkpoint.pt's train_config: action repeat, plan_value, ...), or {} when there is none
-    (a model file on its own)."""
+    checkpoint.pt's train_config: action repeat, plan_value, ...), or of a shipped model
+    (the train_config.json that `planet_learning.py ship` writes beside it), or {} when
+    there is neither (a model file on its own)."""
+    shipped = model_path.with_name("train_config.json")
+    if shipped.is_file():
+        try:
+            return dict(json.loads(shipped.read_text())["train_config"])
+        except (ValueError, KeyError, TypeError) as error:
+            print(f"note: could not read {shipped} ({type(error).__name__}); using the flags' action repeat and "
+                  "--plan-value", file=sys.stderr)
+            return {}
     checkpoint = model_path.with_name("checkpoint.pt")
     if model_path.name == "checkpoint.pt" or not checkpoint.is_file():
         return {}

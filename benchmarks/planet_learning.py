@@ -9,6 +9,7 @@ State observations, 100k env steps (the benchmark; ANCHORS sections 2-3):
     python benchmarks/planet_learning.py run --task reacher-easy --mode planner            # ... and so on
     python benchmarks/planet_learning.py report                                            # curves, table, speed
     python benchmarks/planet_learning.py plan-time --run runs/rssm-cartpole-swingup-state-planner-s0
+    python benchmarks/planet_learning.py ship --run runs/rssm-cartpole-swingup-state-actor-s0   # -> checkpoints/
 
 `run` trains the PlaNet-sized RSSM with PlaNet's loop (`training.planet_trainer`: 5 random
 seed episodes, 100 updates on 50 x 50 chunks per collected episode, exploration noise 0.3,
@@ -94,6 +95,7 @@ from training.planet_trainer import MODES, RECIPES, recipe_settings  # noqa: E40
 
 RESULTS = ROOT / "benchmarks" / "results"
 RUNS = ROOT / "runs"
+CHECKPOINTS = ROOT / "checkpoints"
 NAME = "planet_learning"
 
 # DreamerV3's published state-based returns at 100k env steps (ANCHORS section 3): the targets.
@@ -610,27 +612,67 @@ def plan_time(args: argparse.Namespace) -> None:
 # -- export ----------------------------------------------------------------------------------
 
 
-def export(args: argparse.Namespace) -> None:
-    """Write model.pt (and behavior.pt, for the actor modes) from a run's checkpoint.pt, as
-    the trainer does at every save: a run carried with carry_run.py has only checkpoint.pt
-    until it trains again, and `run_planning.py --model rssm` acts from those two files."""
-    from training.run_files import atomic_torch_save
-
-    folder = Path(args.run)
+def _training_state(folder: Path) -> dict[str, Any]:
+    """A run folder's checkpoint.pt, checked to be a PlaNet training checkpoint."""
     checkpoint = folder / "checkpoint.pt"
     if not checkpoint.is_file():
         raise SystemExit(f"error: {folder} has no checkpoint.pt; give a run folder of `planet_learning.py run`")
     state = torch.load(checkpoint, map_location="cpu", weights_only=True)
     if state.get("trainer") != "planet":
         raise SystemExit(f"error: {checkpoint} is not a PlaNet training checkpoint (trainer={state.get('trainer')!r})")
+    return state
+
+
+def _write_acting_files(state: dict[str, Any], folder: Path) -> list[Path]:
+    """model.pt and (actor modes) behavior.pt of a training checkpoint, written atomically."""
+    from training.run_files import atomic_torch_save
+
+    folder.mkdir(parents=True, exist_ok=True)
     written = [folder / "model.pt"]
     atomic_torch_save(state["model"], written[0])
     if state.get("behavior") is not None:
         behavior = {k: v for k, v in state["behavior"].items() if k != "optimizers"}  # acting needs no optimiser
         written.append(folder / "behavior.pt")
         atomic_torch_save(behavior, written[1])
-    steps = int(state["train_rows"][-1]["env_step"]) if state.get("train_rows") else 0
-    print(f"wrote {', '.join(str(w) for w in written)} (the model at {steps} env steps)")
+    return written
+
+
+def _env_steps(state: dict[str, Any]) -> int:
+    return int(state["train_rows"][-1]["env_step"]) if state.get("train_rows") else 0
+
+
+def export(args: argparse.Namespace) -> None:
+    """Write model.pt (and behavior.pt, for the actor modes) from a run's checkpoint.pt, as
+    the trainer does at every save: a run carried with carry_run.py has only checkpoint.pt
+    until it trains again, and `run_planning.py --model rssm` acts from those two files."""
+    state = _training_state(Path(args.run))
+    written = _write_acting_files(state, Path(args.run))
+    print(f"wrote {', '.join(str(w) for w in written)} (the model at {_env_steps(state)} env steps)")
+
+
+def ship(args: argparse.Namespace) -> None:
+    """Copy a run's model (and actor-critic) into checkpoints/rssm-<task>/ with the run's
+    settings in train_config.json, which `run_planning.py --model rssm` reads for the
+    action repeat and --plan-value, as it reads a run folder's checkpoint.pt."""
+    from models.checkpoints import atomic_write
+
+    state = _training_state(Path(args.run))
+    config = dict(state["train_config"])
+    target = Path(args.checkpoints_dir) / f"rssm-{config['task']}"
+    written = _write_acting_files(state, target)
+    summary = {
+        "train_config": config,
+        "env_steps": _env_steps(state),
+        "eval_rows": list(state.get("eval_rows") or []),
+        "trained_on": state.get("machine_segments"),
+        "shipped_from": Path(args.run).name,
+        "command": f"python benchmarks/planet_learning.py ship --run {args.run}",
+    }
+    written.append(target / "train_config.json")
+    text = json.dumps(summary, indent=1, default=str) + "\n"
+    atomic_write(written[-1], lambda tmp: Path(tmp).write_text(text))
+    sizes = ", ".join(f"{w.name} {w.stat().st_size / 1e6:.1f} MB" for w in written)
+    print(f"{target}: {sizes} (the model at {_env_steps(state)} env steps)")
 
 
 # -- command line ------------------------------------------------------------------------------
@@ -696,12 +738,17 @@ def main() -> None:
                        formatter_class=fmt)
     p.add_argument("--run", required=True, help="a run folder (with checkpoint.pt)")
 
+    p = sub.add_parser("ship", help="copy a run's model (and actor-critic) to checkpoints/rssm-<task>/",
+                       formatter_class=fmt)
+    p.add_argument("--run", required=True, help="a run folder (with checkpoint.pt)")
+    p.add_argument("--checkpoints-dir", default=str(CHECKPOINTS))
+
     args = parser.parse_args()
     for name in ("steps", "warmup", "plan_samples", "plan_iterations", "eval_every", "eval_episodes", "action_repeat"):
         value = getattr(args, name, None)
         if value is not None and value < (0 if name == "warmup" else 1):
             parser.error(f"--{name.replace('_', '-')} {value} must be at least {0 if name == 'warmup' else 1}")
-    {"run": run, "report": report, "plan-time": plan_time, "export": export}[args.command](args)
+    {"run": run, "report": report, "plan-time": plan_time, "export": export, "ship": ship}[args.command](args)
 
 
 if __name__ == "__main__":

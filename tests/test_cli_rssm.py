@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import argparse
+import json
+
 import pytest
 
 import run_planning
+from benchmarks import planet_learning
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
 
@@ -75,3 +79,26 @@ def test_the_dreamer_recipe_trains_and_plans_with_the_critics_value(tmp_path, ca
     capsys.readouterr()
     assert run_planning.main([*act, "--mode", "actor", "--plan-value"]) == 2
     assert "--plan-value plans with the critic, so it needs --mode planner+actor, not actor" in capsys.readouterr().err
+
+
+def test_a_shipped_model_acts_with_its_runs_settings(tmp_path, capsys, monkeypatch):
+    run = tmp_path / "run"
+    assert run_planning.main([*QUICK_TRAIN, "--recipe", "dreamer", "--mode", "planner+actor", "--out", str(run)]) == 0
+    planet_learning.ship(argparse.Namespace(run=str(run), checkpoints_dir=str(tmp_path / "checkpoints")))
+    shipped = tmp_path / "checkpoints" / "rssm-cartpole-swingup"
+    assert sorted(p.name for p in shipped.iterdir()) == ["behavior.pt", "model.pt", "train_config.json"]
+    summary = json.loads((shipped / "train_config.json").read_text())
+    assert summary["train_config"]["action_repeat"] == 2 and summary["env_steps"] == 400
+    seen = []
+    original = run_planning.rssm_controller
+
+    def recording_controller(args, env, device):
+        seen.append((args.plan_value, env.action_repeat))
+        return original(args, env, device)
+
+    monkeypatch.setattr(run_planning, "rssm_controller", recording_controller)
+    code = run_planning.main(["--model", "rssm", "--checkpoint", str(shipped / "model.pt"), "--mode", "planner+actor",
+                              "--planner", "cem", "--samples", "16", "--elites", "4", "--iterations", "2",
+                              "--horizon", "4", "--max-steps", "3", "--out", str(tmp_path / "eval"), "--no-progress"])
+    assert code == 0 and "mean return" in capsys.readouterr().out
+    assert seen == [(True, 2)]  # the run's action repeat and plan_value, with no checkpoint.pt beside the model
