@@ -21,8 +21,9 @@
 # per call, and one can travel back in a later session to resume: before that call, pack
 # it here (`carry_run.py pack --drop-optimizer runs/<run>`, into carried/, untracked) and
 # name it in .gpu/runs. The working tree travels too (64 MiB in all, with .gpu): the code
-# is about 23 MB, site.tar.xz 10 MB, so keep carried/ to one such bundle and move other
-# large untracked files out first. A run needs more than one session's 30 device minutes.
+# is about 33 MB (checkpoints included), site.tar.xz 10 MB, which leaves about 24 MB: keep
+# carried/ to one such bundle and move other large untracked files out first. A run needs
+# more than one session's 30 device minutes.
 phase=$1; until_s=$2
 t0=$(date +%s)
 export PYTHONUNBUFFERED=1 MUJOCO_GL=disable OMP_NUM_THREADS=1
