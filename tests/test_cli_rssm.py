@@ -20,6 +20,20 @@ QUICK_TRAIN = [
 ]  # fmt: skip
 
 
+def record_plan_settings(monkeypatch) -> list[tuple[bool, int]]:
+    """A list that fills with (plan_value, action repeat) each time run_planning builds an
+    RSSM controller."""
+    seen: list[tuple[bool, int]] = []
+    original = run_planning.rssm_controller
+
+    def recording_controller(args, env, device):
+        seen.append((args.plan_value, env.action_repeat))
+        return original(args, env, device)
+
+    monkeypatch.setattr(run_planning, "rssm_controller", recording_controller)
+    return seen
+
+
 @pytest.mark.parametrize("mode", ["planner", "actor", "planner+actor"])
 def test_train_then_act_in_each_mode(tmp_path, capsys, mode):
     out = tmp_path / "run"
@@ -62,14 +76,7 @@ def test_the_dreamer_recipe_trains_and_plans_with_the_critics_value(tmp_path, ca
     act = ["--model", "rssm", "--checkpoint", str(out / "model.pt"), "--planner", "cem", "--samples", "16",
            "--elites", "4", "--iterations", "2", "--horizon", "4", "--max-steps", "3",
            "--out", str(tmp_path / "eval"), "--no-progress"]  # fmt: skip
-    seen = []
-    original = run_planning.rssm_controller
-
-    def recording_controller(args, env, device):
-        seen.append((args.plan_value, env.action_repeat))
-        return original(args, env, device)
-
-    monkeypatch.setattr(run_planning, "rssm_controller", recording_controller)
+    seen = record_plan_settings(monkeypatch)
     # Without flags: the run's own action repeat (2, not PlaNet's 8) and its plan_value.
     assert run_planning.main([*act, "--mode", "planner+actor"]) == 0
     assert "mean return" in capsys.readouterr().out
@@ -89,14 +96,7 @@ def test_a_shipped_model_acts_with_its_runs_settings(tmp_path, capsys, monkeypat
     assert sorted(p.name for p in shipped.iterdir()) == ["behavior.pt", "model.pt", "train_config.json"]
     summary = json.loads((shipped / "train_config.json").read_text())
     assert summary["train_config"]["action_repeat"] == 2 and summary["env_steps"] == 400
-    seen = []
-    original = run_planning.rssm_controller
-
-    def recording_controller(args, env, device):
-        seen.append((args.plan_value, env.action_repeat))
-        return original(args, env, device)
-
-    monkeypatch.setattr(run_planning, "rssm_controller", recording_controller)
+    seen = record_plan_settings(monkeypatch)
     code = run_planning.main(["--model", "rssm", "--checkpoint", str(shipped / "model.pt"), "--mode", "planner+actor",
                               "--planner", "cem", "--samples", "16", "--elites", "4", "--iterations", "2",
                               "--horizon", "4", "--max-steps", "3", "--out", str(tmp_path / "eval"), "--no-progress"])
