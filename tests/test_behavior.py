@@ -269,6 +269,30 @@ def test_critic_loss_reuses_given_slow_values_exactly() -> None:
     assert not torch.allclose(ac.critic_loss(features, returns, slow_values=slow + 5.0), ac.critic_loss(features, returns))
 
 
+@pytest.mark.parametrize("critic_type", ["twohot", "mse"])
+def test_critic_losses_in_one_pass_equal_the_separate_losses_and_their_gradients(critic_type: str) -> None:
+    torch.manual_seed(0)
+    critic = ActorCritic(BehaviorConfig.tiny(critic_type=critic_type), feature_size=8, action_dim=1).critic
+    for p in critic.parameters():
+        p.data.normal_(0.0, 0.3)
+    features, returns, slow = torch.randn(16, 8), 3.0 * torch.randn(16), torch.randn(16)
+    together = critic.losses(features, (returns, slow))
+    separate = [critic.loss(features, returns), critic.loss(features, slow)]
+    for a, b in zip(together, separate):
+        torch.testing.assert_close(a, b)
+    assert not torch.allclose(together[0], together[1]), "the two targets give different losses"
+
+    def gradients(weighted_loss: torch.Tensor) -> list[torch.Tensor]:
+        critic.zero_grad()
+        weighted_loss.mean().backward()
+        return [p.grad.clone() for p in critic.parameters()]
+
+    one_pass = gradients(together[0] + 0.5 * together[1])
+    two_passes = gradients(critic.loss(features, returns) + 0.5 * critic.loss(features, slow))
+    for a, b in zip(one_pass, two_passes):
+        torch.testing.assert_close(a, b)
+
+
 def test_bfloat16_update_matches_float32_and_keeps_sums_in_float32() -> None:
     model = bandit_rssm()
     model.requires_grad_(False)
