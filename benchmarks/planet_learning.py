@@ -501,7 +501,11 @@ def plot(runs: dict[RunKey, dict[str, Any]], path: Path) -> Path | None:
         ax.set_ylim(0, 1000)
         ax.set_xlim(0, right / 1000)
         ax.legend(loc="upper left", fontsize=7)
-    axes[0][0].set_ylabel("evaluation return (10 episodes)")
+    # Runs may evaluate on different episode counts (quick checks use fewer); name them all.
+    episode_counts = sorted({int(info["config"]["eval_episodes"]) for info in runs.values()
+                             if (info.get("config") or {}).get("eval_episodes")})  # fmt: skip
+    counts = " or ".join(str(n) for n in episode_counts) or "10"
+    axes[0][0].set_ylabel(f"evaluation return ({counts} episodes)")
     if pixel_runs:
         ax = axes[0][-1]
         for (task, _, mode, recipe), info in pixel_runs.items():
