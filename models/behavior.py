@@ -508,8 +508,8 @@ class Critic(nn.Module):
         """`loss` towards each of several targets from one forward pass of the network.
 
         The critic's update has two targets for the same features (the returns and the
-        slow critic's values); one pass instead of two saves about a third of the
-        actor-critic update's work. [..., F], k x [...] -> k x [...].
+        slow critic's values); one pass instead of two saves a forward and a backward pass
+        of the critic over every imagined state. [..., F], k x [...] -> k x [...].
         """
         out = self.net(feature).float()
         c = self.config
