@@ -12,16 +12,22 @@ Models"), each a config field:
       with an EMA of decay 0.99 (`ReturnNormalizer`);
     - a critic predicting a categorical over bins in symlog space, trained with two-hot
       targets (`critic_type="twohot"`; `"mse"` is Dreamer v1's plain regression);
-    - a slow critic, an EMA of the critic (fraction 0.02 per update), that gives the
-      lambda-return bootstrap and regularises the critic towards its own predictions;
+    - a slow critic, an EMA of the critic (fraction 0.02 per update), that regularises
+      the critic towards its own past predictions (and, with `bootstrap="slow"`, gives
+      the lambda-return bootstrap, as DreamerV2's target network did);
     - entropy bonus 3e-4;
-    - REINFORCE actor gradients (`actor_grad="reinforce"`) as an option.
+    - REINFORCE actor gradients (`actor_grad="reinforce"`) as an option;
+    - V3's continuous actor (`actor_dist="normal"`, `TanhMeanNormal`): a Gaussian whose
+      mean is tanh-bounded and whose std stays in [0.1, 1], its samples scaled into
+      [-1, 1] before they reach the dynamics or the environment;
+    - lambda-returns bootstrapped from the online critic (`bootstrap="online"`), the
+      slow critic serving only as the regulariser's target.
 
 Indexing convention (the RSSM's, see `models.rssm`): imagination from start states s_0
 gives states s_1..s_H and actions a_0..a_{H-1}, a_t taken in s_t. The reward of a_t is
 the reward head at s_{t+1}, r_t = reward(s_{t+1}); the discount of that transition is
 gamma_t = gamma * P(continue | s_{t+1}) (gamma alone without a discount head); values
-v_t = slow_critic(s_t) for t = 0..H. Then
+v_t = critic(s_t) (or slow_critic(s_t), see `bootstrap`) for t = 0..H. Then
 
     R_t = r_t + gamma_t ((1 - lam) v_{t+1} + lam R_{t+1}),   R_H = v_H,
 
@@ -73,6 +79,7 @@ __all__ = [
     "Critic",
     "ReturnNormalizer",
     "TINY_SIZES",
+    "TanhMeanNormal",
     "TanhNormal",
     "lambda_returns",
 ]
@@ -81,6 +88,8 @@ BEHAVIOR_FORMAT_VERSION = 1
 _MODEL_NAME = "behavior"
 _CRITIC_TYPES = ("twohot", "mse")
 _ACTOR_GRADS = ("dynamics", "reinforce")
+_ACTOR_DISTS = ("tanh_normal", "normal")
+_BOOTSTRAPS = ("slow", "online")
 _ACTIVATIONS: dict[str, type[nn.Module]] = {"elu": nn.ELU, "silu": nn.SiLU, "relu": nn.ReLU}
 
 
@@ -130,7 +139,17 @@ class BehaviorConfig:
         actor_max_std: None: std = softplus(x + softplus^-1(init - min)) + min, unbounded
             (Dreamer v1). A float: std = (max - min) sigmoid(x + 2) + min (DreamerV3;
             init_std is then unused).
-        actor_mean_scale: pre-tanh mean = scale * tanh(mu / scale) (Dreamer v1: 5).
+        actor_mean_scale: pre-tanh mean = scale * tanh(mu / scale) (Dreamer v1: 5; only
+            for actor_dist "tanh_normal").
+        actor_dist: "tanh_normal" (a Gaussian squashed by tanh; Dreamer v1, `TanhNormal`)
+            or "normal" (a Gaussian with mean tanh(mu), its samples scaled into [-1, 1];
+            DreamerV3, `TanhMeanNormal`). The squashed one can saturate: with its
+            pre-tanh mean far out, the action is +-1 whatever the std, the entropy
+            estimate runs to minus infinity and the dynamics gradient through tanh
+            vanishes. V3's keeps the std (>= actor_min_std) in action space.
+        bootstrap: which critic's values enter the lambda-returns (and the REINFORCE
+            baseline): "slow" (the slow critic; a target network as in DreamerV2) or
+            "online" (the critic itself; DreamerV3, whose slow critic only regularises).
         critic_type: "twohot" (symlog two-hot categorical; DreamerV3) or "mse" (plain
             value regression; Dreamer v1).
         critic_bins, critic_low, critic_high: the two-hot support, in symlog space.
@@ -169,6 +188,8 @@ class BehaviorConfig:
     actor_min_std: float = 1e-4
     actor_max_std: float | None = None
     actor_mean_scale: float = 5.0
+    actor_dist: str = "tanh_normal"
+    bootstrap: str = "slow"
     critic_type: str = "twohot"
     critic_bins: int = 255
     critic_low: float = -20.0
@@ -221,6 +242,10 @@ class BehaviorConfig:
             raise ValueError(f"critic_type={self.critic_type!r} must be one of {_CRITIC_TYPES}")
         if self.actor_grad not in _ACTOR_GRADS:
             raise ValueError(f"actor_grad={self.actor_grad!r} must be one of {_ACTOR_GRADS}")
+        if self.actor_dist not in _ACTOR_DISTS:
+            raise ValueError(f"actor_dist={self.actor_dist!r} must be one of {_ACTOR_DISTS}")
+        if self.bootstrap not in _BOOTSTRAPS:
+            raise ValueError(f"bootstrap={self.bootstrap!r} must be one of {_BOOTSTRAPS}")
         if self.imagine_starts is not None and (
             isinstance(self.imagine_starts, bool) or not isinstance(self.imagine_starts, int) or self.imagine_starts < 1
         ):
@@ -241,11 +266,12 @@ class BehaviorConfig:
 
     @classmethod
     def dreamerv3(cls, **overrides: Any) -> BehaviorConfig:
-        """DreamerV3's behaviour settings (Hafner et al., 2023) on the v1 actor gradient:
-        lr 3e-5, LayerNorm + SiLU, gamma 0.997 (its 1 - 1/333), bounded actor std
-        [0.1, 1], two-hot critic, slow critic, return normalisation, entropy 3e-4.
-        The actor stays a tanh-Gaussian (V3's is a Gaussian with a tanh mean, clipped);
-        its layers are 2 x 512 here (V3's sizes go from 2 x 512 to 5 x 1024 and up)."""
+        """DreamerV3's behaviour settings (Hafner et al., 2023; its 2023 code's defaults
+        for continuous actions): lr 3e-5, LayerNorm + SiLU, gamma 0.997 (its 1 - 1/333),
+        a Gaussian actor with a tanh mean and std in [0.1, 1] whose returns are
+        backpropagated through the dynamics, two-hot critic bootstrapped from itself
+        and regularised towards the slow critic, return normalisation, entropy 3e-4.
+        Layers are 2 x 512 here (V3's sizes go from 2 x 512 to 5 x 1024 and up)."""
         settings: dict[str, Any] = {
             "gamma": 0.997,
             "actor_hidden": (512, 512),
@@ -256,6 +282,8 @@ class BehaviorConfig:
             "critic_lr": 3e-5,
             "actor_min_std": 0.1,
             "actor_max_std": 1.0,
+            "actor_dist": "normal",
+            "bootstrap": "online",
         }
         settings.update(overrides)
         return cls(**settings)
@@ -363,6 +391,22 @@ class ReturnNormalizer(nn.Module):
 # ---------------------------------------------------------------------------- networks
 
 
+@contextlib.contextmanager
+def _frozen(module: nn.Module) -> Any:
+    """Turn requires_grad off on every parameter of `module` for the block, then restore
+    each parameter's own flag (also on errors). Gradients still flow through the
+    module's activations; autograd just writes no .grad into its parameters."""
+    params = list(module.parameters())
+    flags = [p.requires_grad for p in params]
+    try:
+        for p in params:
+            p.requires_grad_(False)
+        yield
+    finally:
+        for p, flag in zip(params, flags):
+            p.requires_grad_(flag)
+
+
 def _mlp(sizes: tuple[int, ...], in_features: int, out_features: int, activation: str, layer_norm: bool) -> nn.Sequential:
     """Hidden Linear (-> LayerNorm) -> act layers, then a Linear output. [M, in] -> [M, out]."""
     act = _ACTIVATIONS[activation]
@@ -401,6 +445,17 @@ class TanhNormal:
         """A reparameterised action tanh(u)."""
         return torch.tanh(self.rsample_pre_tanh())
 
+    # The interface `ActorCritic.imagine` uses for either actor distribution: a raw
+    # sample, the action it maps to, and the raw sample's log-probability and entropy.
+    def rsample_raw(self) -> Tensor:
+        return self.rsample_pre_tanh()
+
+    def action_from_raw(self, u: Tensor) -> Tensor:
+        return torch.tanh(u)
+
+    def log_prob_raw(self, u: Tensor) -> Tensor:
+        return self.log_prob_pre_tanh(u)
+
     def sample(self) -> Tensor:
         with torch.no_grad():
             return self.rsample()
@@ -435,10 +490,11 @@ class TanhNormal:
 
 
 class Actor(nn.Module):
-    """The policy pi(a | s) on the RSSM feature: a tanh-Gaussian (Dreamer v1).
+    """The policy pi(a | s) on the RSSM feature: a tanh-Gaussian (Dreamer v1) or a
+    Gaussian with a tanh mean (DreamerV3), by `BehaviorConfig.actor_dist`.
 
     Example:
-        dist = actor(feature)          # TanhNormal
+        dist = actor(feature)          # TanhNormal or TanhMeanNormal
         action = dist.rsample()        # [M, A], differentiable
         action = actor.act(feature, deterministic=True)
     """
@@ -451,21 +507,86 @@ class Actor(nn.Module):
         self._std_shift = math.log(math.expm1(config.actor_init_std - config.actor_min_std))
         self.generator: torch.Generator | None = None
 
-    def forward(self, feature: Tensor) -> TanhNormal:
+    def forward(self, feature: Tensor) -> ActionDistribution:
         """feature [M, F] -> a distribution over actions [M, A]."""
         c = self.config
         mu, raw_std = self.net(feature).chunk(2, dim=-1)
-        mean = c.actor_mean_scale * torch.tanh(mu / c.actor_mean_scale)
         if c.actor_max_std is None:
             std = F.softplus(raw_std + self._std_shift) + c.actor_min_std
         else:
             std = (c.actor_max_std - c.actor_min_std) * torch.sigmoid(raw_std + 2.0) + c.actor_min_std
+        if c.actor_dist == "normal":
+            return TanhMeanNormal(torch.tanh(mu), std, generator=self.generator)
+        mean = c.actor_mean_scale * torch.tanh(mu / c.actor_mean_scale)
         return TanhNormal(mean, std, generator=self.generator)
 
     def act(self, feature: Tensor, deterministic: bool = False) -> Tensor:
-        """An action [M, A] in (-1, 1): the mean, or a (reparameterised) sample."""
+        """An action [M, A] in [-1, 1]: the mean, or a (reparameterised) sample."""
         dist = self(feature)
         return dist.mean if deterministic else dist.rsample()
+
+
+def scale_into_unit_box(action: Tensor) -> Tensor:
+    """a * stop_grad(1 / max(1, |a|)) per element: the value of clipping to [-1, 1], but
+    the gradient of a scaling, so an action beyond the bound still learns (DreamerV3's
+    `action_clip` in its RSSM). [..., A] -> [..., A]."""
+    return action * (1.0 / action.detach().abs().clamp(min=1.0))
+
+
+class TanhMeanNormal:
+    """DreamerV3's continuous actor: Normal(tanh(mu), std) with std in [min_std, max_std],
+    its samples scaled into [-1, 1] (`scale_into_unit_box`) before they act.
+
+    Unlike `TanhNormal` its entropy is the Gaussian's, bounded below by the min std's, so
+    the policy cannot collapse to a deterministic +-1; the log-probability and entropy
+    are of the raw (unscaled) sample, as in V3.
+
+    Shapes: mean (already tanh-bounded), std [..., A]; actions [..., A]; log-probs and
+    entropies [...].
+    """
+
+    def __init__(self, mean: Tensor, std: Tensor, generator: torch.Generator | None = None) -> None:
+        self.loc, self.scale, self.generator = mean, std, generator
+
+    def rsample_raw(self) -> Tensor:
+        """A reparameterised Gaussian sample x = loc + scale * eps (may leave [-1, 1])."""
+        eps = torch.randn(self.loc.shape, generator=self.generator, device=self.loc.device, dtype=self.loc.dtype)
+        return self.loc + self.scale * eps
+
+    def action_from_raw(self, x: Tensor) -> Tensor:
+        return scale_into_unit_box(x)
+
+    def rsample(self) -> Tensor:
+        """A reparameterised action in [-1, 1]."""
+        return self.action_from_raw(self.rsample_raw())
+
+    def sample(self) -> Tensor:
+        with torch.no_grad():
+            return self.rsample()
+
+    @property
+    def mean(self) -> Tensor:
+        """The Gaussian's mean, tanh(mu), in (-1, 1): the deterministic action."""
+        return self.loc
+
+    @property
+    def mode(self) -> Tensor:
+        return self.loc
+
+    def log_prob_raw(self, x: Tensor) -> Tensor:
+        """The Gaussian log-density of a raw sample. [..., A] -> [...]."""
+        return (-0.5 * ((x - self.loc) / self.scale).pow(2) - self.scale.log() - 0.5 * math.log(2 * math.pi)).sum(-1)
+
+    def log_prob(self, action: Tensor) -> Tensor:
+        return self.log_prob_raw(action)
+
+    def entropy(self, x: Tensor | None = None) -> Tensor:
+        """The Gaussian's exact entropy (`x` is accepted for the common interface and
+        ignored). [...]."""
+        return (0.5 + 0.5 * math.log(2 * math.pi) + self.scale.log()).sum(-1)
+
+
+ActionDistribution = TanhNormal | TanhMeanNormal
 
 
 class Critic(nn.Module):
@@ -579,20 +700,21 @@ class ActorCritic(nn.Module):
 
         Shapes (time-major, as `lambda_returns`):
             features [H + 1, B, F] (s_0..s_H), rewards [H, B], discounts [H, B],
-            values [H + 1, B] (slow critic), returns [H, B], weights [H + 1, B]
+            values [H + 1, B] (the bootstrap critic's), slow_values [H + 1, B] (the slow
+            critic's; the same tensor with bootstrap "slow"), returns [H, B], weights [H + 1, B]
             (stop-gradient), log_probs / entropies [H, B] of a_0..a_{H-1}.
         """
         c = self.config
         start = self.select_starts(start_states.detach().flatten_batch())
-        dists: list[TanhNormal] = []
-        pre_tanh: list[Tensor] = []
+        dists: list[ActionDistribution] = []
+        raw_samples: list[Tensor] = []
 
         def policy_fn(feature: Tensor) -> Tensor:
             dist = self.actor(feature)
-            u = dist.rsample_pre_tanh()
+            u = dist.rsample_raw()
             dists.append(dist)
-            pre_tanh.append(u)
-            action = torch.tanh(u)
+            raw_samples.append(u)
+            action = dist.action_from_raw(u)
             # REINFORCE needs no gradient through the dynamics; cutting it saves the work.
             return action.detach() if c.actor_grad == "reinforce" else action
 
@@ -606,21 +728,30 @@ class ActorCritic(nn.Module):
                 discounts = c.gamma * torch.sigmoid(world_model.discount_logits(imagined).float())
             else:
                 discounts = torch.full_like(rewards, c.gamma)
-            values = self.slow_critic(features)  # [H + 1, B], float32
+            if c.bootstrap == "online":
+                # Frozen for this pass: the actor's loss reaches the features through the
+                # critic, but must not write into the critic's .grad.
+                with _frozen(self.critic):
+                    values = self.critic(features)  # [H + 1, B], float32
+                with torch.no_grad():  # only the regulariser's target
+                    slow_values = self.slow_critic(features.detach())
+            else:
+                values = slow_values = self.slow_critic(features)
         returns = lambda_returns(rewards, values, discounts, c.lam)
         with torch.no_grad():
             weights = torch.cumprod(torch.cat([torch.ones_like(discounts[:1]), discounts], dim=0), dim=0)
         if c.actor_grad == "reinforce":
-            log_probs = torch.stack([d.log_prob_pre_tanh(u.detach()) for d, u in zip(dists, pre_tanh)])
+            log_probs = torch.stack([d.log_prob_raw(u.detach()) for d, u in zip(dists, raw_samples)])
         else:
-            log_probs = torch.stack([d.log_prob_pre_tanh(u) for d, u in zip(dists, pre_tanh)])
-        entropies = torch.stack([d.entropy(u) for d, u in zip(dists, pre_tanh)])
+            log_probs = torch.stack([d.log_prob_raw(u) for d, u in zip(dists, raw_samples)])
+        entropies = torch.stack([d.entropy(u) for d, u in zip(dists, raw_samples)])
         log_probs, entropies = log_probs.float(), entropies.float()
         return {
             "features": features,
             "rewards": rewards,
             "discounts": discounts,
             "values": values,
+            "slow_values": slow_values,
             "returns": returns,
             "weights": weights,
             "log_probs": log_probs,
@@ -689,18 +820,11 @@ class ActorCritic(nn.Module):
             value_mean, reward_mean, discount_mean, actor_grad_norm, critic_grad_norm.
         """
         c = self.config
-        wm_params = list(world_model.parameters())
-        flags = [p.requires_grad for p in wm_params]
-        try:
-            for p in wm_params:
-                p.requires_grad_(False)
-            self.actor_optimizer.zero_grad(set_to_none=True)
-            self.critic_optimizer.zero_grad(set_to_none=True)
+        self.actor_optimizer.zero_grad(set_to_none=True)
+        self.critic_optimizer.zero_grad(set_to_none=True)
+        # The graph is built inside; backward needs no requires_grad on these leaves.
+        with _frozen(world_model):
             traj = self.imagine(world_model, start_states)
-        finally:
-            # The graph is built; backward needs no requires_grad on these leaves.
-            for p, flag in zip(wm_params, flags):
-                p.requires_grad_(flag)
 
         returns, weights = traj["returns"], traj["weights"][:-1]  # [H, B] each
         scale = self.return_norm.update(returns) if c.return_norm else torch.ones((), device=returns.device)
@@ -715,7 +839,7 @@ class ActorCritic(nn.Module):
         actor_norm = nn.utils.clip_grad_norm_(self.actor.parameters(), c.grad_clip)
         self.actor_optimizer.step()
 
-        critic_loss = self.critic_loss(traj["features"][:-1], returns, weights, slow_values=traj["values"][:-1])
+        critic_loss = self.critic_loss(traj["features"][:-1], returns, weights, slow_values=traj["slow_values"][:-1])
         critic_loss.backward()
         critic_norm = nn.utils.clip_grad_norm_(self.critic.parameters(), c.grad_clip)
         self.critic_optimizer.step()

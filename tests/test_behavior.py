@@ -7,6 +7,7 @@ Tiny models only; the file runs in a few seconds on one CPU thread.
 
 from __future__ import annotations
 
+import copy
 import math
 
 import numpy as np
@@ -19,8 +20,10 @@ from models.behavior import (
     ActorGuidedModel,
     BehaviorConfig,
     ReturnNormalizer,
+    TanhMeanNormal,
     TanhNormal,
     lambda_returns,
+    scale_into_unit_box,
 )
 from models.rssm import RSSM, RSSMConfig, RSSMState
 from planners import CEM, MPCController
@@ -122,6 +125,52 @@ def test_tanh_normal_log_prob_and_entropy() -> None:
     assert bool((dist.rsample().abs() < 1).all())
 
 
+def test_tanh_mean_normal_is_a_gaussian_whose_samples_act_inside_the_box() -> None:
+    torch.manual_seed(0)
+    loc, std = torch.tensor([0.9, -0.2]).expand(4000, 2), torch.tensor([0.5, 0.1]).expand(4000, 2)
+    dist, reference = TanhMeanNormal(loc, std), torch.distributions.Normal(loc, std)
+    x = dist.rsample_raw()
+    torch.testing.assert_close(dist.log_prob_raw(x), reference.log_prob(x).sum(-1))
+    torch.testing.assert_close(dist.entropy(x), reference.entropy().sum(-1))
+    assert float((x[:, 0] > 1).float().mean()) > 0.3  # raw samples leave the box ...
+    action = dist.action_from_raw(x)
+    torch.testing.assert_close(action, x.clamp(-1, 1))  # ... their actions are clipped values
+    assert torch.equal(dist.mean, loc)
+
+
+def test_scale_into_unit_box_keeps_a_gradient_beyond_the_bound() -> None:
+    x = torch.tensor([0.5, 2.0, -4.0], requires_grad=True)
+    y = scale_into_unit_box(x)
+    torch.testing.assert_close(y.detach(), torch.tensor([0.5, 1.0, -1.0]))
+    y.sum().backward()
+    # Clipping would give 0 beyond the bound; the scaling gives 1 / |x| there.
+    torch.testing.assert_close(x.grad, torch.tensor([1.0, 0.5, 0.25]))
+
+
+def test_v3_actor_keeps_its_entropy_floor_where_the_tanh_gaussian_saturates() -> None:
+    """The failure the V3 actor avoids: drive both actors' pre-activations far out (mean
+    +10, std at its lower bound). The tanh-Gaussian then acts +-1 every time and its
+    entropy estimate is far below anything a std of 0.1 allows; V3's Gaussian keeps
+    std 0.1 in action space."""
+    torch.manual_seed(0)
+    floor = float(torch.distributions.Normal(0.0, 0.1).entropy())
+    spreads, entropies = {}, {}
+    for actor_dist in ("tanh_normal", "normal"):
+        config = BehaviorConfig.tiny(actor_dist=actor_dist, actor_min_std=0.1, actor_max_std=1.0)
+        ac = ActorCritic(config, feature_size=4, action_dim=1)
+        with torch.no_grad():
+            last = ac.actor.net[-1]
+            last.weight.zero_()
+            last.bias.copy_(torch.tensor([10.0, -20.0]))  # mean logit, std logit
+        dist = ac.actor(torch.zeros(2000, 4))
+        u = dist.rsample_raw().detach()
+        spreads[actor_dist] = float(dist.action_from_raw(u).std())
+        entropies[actor_dist] = float(dist.entropy(u).mean())
+    assert spreads["tanh_normal"] < 1e-3 and entropies["tanh_normal"] < floor - 5.0
+    assert spreads["normal"] > 0.03  # std 0.1 around a mean of tanh(10), clipped at 1
+    assert entropies["normal"] == pytest.approx(floor, abs=1e-4)
+
+
 # ---------------------------------------------------------------------------- config
 
 
@@ -133,6 +182,8 @@ def test_tanh_normal_log_prob_and_entropy() -> None:
         ("lam", -0.1),
         ("critic_type", "huber"),
         ("actor_grad", "pathwise"),
+        ("actor_dist", "beta"),
+        ("bootstrap", "target"),
         ("slow_critic_fraction", 0.0),
         ("actor_lr", 0.0),
         ("activation", "tanh"),
@@ -221,9 +272,25 @@ def test_critic_fits_fixed_returns(critic_type: str) -> None:
     assert error < 0.25 * error0
 
 
-def test_actor_critic_learns_the_rewarded_action() -> None:
+def test_config_presets_and_old_configs() -> None:
+    v3 = BehaviorConfig.dreamerv3()
+    assert (v3.actor_dist, v3.bootstrap, v3.actor_grad) == ("normal", "online", "dynamics")
+    assert (v3.actor_min_std, v3.actor_max_std) == (0.1, 1.0)
+    # A config saved before these fields existed loads as what it was trained with.
+    old = BehaviorConfig.dreamerv3().to_dict()
+    del old["actor_dist"], old["bootstrap"]
+    loaded = BehaviorConfig.from_dict(old)
+    assert (loaded.actor_dist, loaded.bootstrap) == ("tanh_normal", "slow")
+
+
+V1_ACTOR = {}
+V3_ACTOR = {"actor_dist": "normal", "bootstrap": "online", "actor_min_std": 0.1, "actor_max_std": 1.0}
+
+
+@pytest.mark.parametrize("actor", [V1_ACTOR, V3_ACTOR], ids=["v1-actor", "v3-actor"])
+def test_actor_critic_learns_the_rewarded_action(actor: dict) -> None:
     model = bandit_rssm()
-    config = BehaviorConfig.tiny(actor_lr=3e-3, critic_lr=3e-3)
+    config = BehaviorConfig.tiny(actor_lr=3e-3, critic_lr=3e-3, **actor)
     ac = ActorCritic.for_model(model, config)
     start = posterior(model, batch=8).detach().flatten_batch()
     with torch.no_grad():
@@ -237,6 +304,29 @@ def test_actor_critic_learns_the_rewarded_action() -> None:
     assert float((last - TARGET).abs().max()) < 0.15
     # Imagined rewards approach the optimum of 0 (they are -(a - 0.5)^2 per step).
     assert metrics["reward_mean"] > -0.01
+
+
+def test_online_bootstrap_uses_the_critic_and_keeps_the_actor_loss_out_of_its_gradient() -> None:
+    model = tiny_rssm()
+    ac = ActorCritic.for_model(model, BehaviorConfig.tiny(bootstrap="online", critic_type="mse"))
+    ac.update(model, posterior(model))  # the critic and its slow copy now differ
+    reference = copy.deepcopy(ac)
+    start = posterior(model)
+    torch.manual_seed(1)
+    ac.update(model, start)  # the critic's .grad stays after its step
+    torch.manual_seed(1)
+    model.requires_grad_(False)
+    traj = reference.imagine(model, start)  # the same draws as inside the update
+    torch.testing.assert_close(traj["values"], reference.critic(traj["features"]))
+    torch.testing.assert_close(traj["slow_values"], reference.slow_critic(traj["features"]))
+    assert not torch.allclose(traj["values"], traj["slow_values"])
+    weights = traj["weights"][:-1]
+    loss = reference.critic_loss(traj["features"][:-1], traj["returns"], weights, traj["slow_values"][:-1])
+    loss.backward()
+    # The critic's gradient is its own loss's alone: the actor's loss, which reaches the
+    # imagined features through the critic's values, wrote nothing into it.
+    for got, want in zip(ac.critic.parameters(), reference.critic.parameters()):
+        torch.testing.assert_close(got.grad, want.grad)
 
 
 def test_imagine_starts_draws_that_many_distinct_start_states() -> None:
