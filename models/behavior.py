@@ -21,7 +21,12 @@ Models"), each a config field:
       mean is tanh-bounded and whose std stays in [0.1, 1], its samples scaled into
       [-1, 1] before they reach the dynamics or the environment;
     - lambda-returns bootstrapped from the online critic (`bootstrap="online"`), the
-      slow critic serving only as the regulariser's target.
+      slow critic serving only as the regulariser's target;
+    - the dynamics gradient of the advantage R_t - v(s_t) rather than of R_t
+      (`dynamics_baseline`), as V3's code computes it for continuous actions.
+
+As in DreamerV2's and V3's code, the actor reads stop-gradient states in imagination: its
+gradient reaches it through the actions it takes, not through its own inputs.
 
 Indexing convention (the RSSM's, see `models.rssm`): imagination from start states s_0
 gives states s_1..s_H and actions a_0..a_{H-1}, a_t taken in s_t. The reward of a_t is
@@ -147,6 +152,11 @@ class BehaviorConfig:
             pre-tanh mean far out, the action is +-1 whatever the std, the entropy
             estimate runs to minus infinity and the dynamics gradient through tanh
             vanishes. V3's keeps the std (>= actor_min_std) in action space.
+        dynamics_baseline: with actor_grad "dynamics", maximise (R_t - v(s_t)) / S rather
+            than R_t / S, v(s_t) (the bootstrap critic's) keeping its gradient through the
+            imagined state s_t (DreamerV3's code does so). v(s_0) is a constant; for t > 0
+            the term takes out the part of R_t's gradient that runs through the state
+            the earlier actions led to.
         bootstrap: which critic's values enter the lambda-returns (and the REINFORCE
             baseline): "slow" (the slow critic; a target network as in DreamerV2) or
             "online" (the critic itself; DreamerV3, whose slow critic only regularises).
@@ -189,6 +199,7 @@ class BehaviorConfig:
     actor_max_std: float | None = None
     actor_mean_scale: float = 5.0
     actor_dist: str = "tanh_normal"
+    dynamics_baseline: bool = False
     bootstrap: str = "slow"
     critic_type: str = "twohot"
     critic_bins: int = 255
@@ -242,6 +253,9 @@ class BehaviorConfig:
             raise ValueError(f"critic_type={self.critic_type!r} must be one of {_CRITIC_TYPES}")
         if self.actor_grad not in _ACTOR_GRADS:
             raise ValueError(f"actor_grad={self.actor_grad!r} must be one of {_ACTOR_GRADS}")
+        for name in ("layer_norm", "return_norm", "dynamics_baseline"):
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(f"{name}={getattr(self, name)!r} must be True or False")
         if self.actor_dist not in _ACTOR_DISTS:
             raise ValueError(f"actor_dist={self.actor_dist!r} must be one of {_ACTOR_DISTS}")
         if self.bootstrap not in _BOOTSTRAPS:
@@ -268,9 +282,10 @@ class BehaviorConfig:
     def dreamerv3(cls, **overrides: Any) -> BehaviorConfig:
         """DreamerV3's behaviour settings (Hafner et al., 2023; its 2023 code's defaults
         for continuous actions): lr 3e-5, LayerNorm + SiLU, gamma 0.997 (its 1 - 1/333),
-        a Gaussian actor with a tanh mean and std in [0.1, 1] whose returns are
-        backpropagated through the dynamics, two-hot critic bootstrapped from itself
-        and regularised towards the slow critic, return normalisation, entropy 3e-4.
+        a Gaussian actor with a tanh mean and std in [0.1, 1] on stop-gradient states,
+        trained by backpropagating its normalised advantage R_t - v(s_t) through the
+        dynamics, a two-hot critic bootstrapped from itself and regularised towards the
+        slow critic, return normalisation, entropy 3e-4.
         Layers are 2 x 512 here (V3's sizes go from 2 x 512 to 5 x 1024 and up)."""
         settings: dict[str, Any] = {
             "gamma": 0.997,
@@ -283,6 +298,7 @@ class BehaviorConfig:
             "actor_min_std": 0.1,
             "actor_max_std": 1.0,
             "actor_dist": "normal",
+            "dynamics_baseline": True,
             "bootstrap": "online",
         }
         settings.update(overrides)
@@ -516,7 +532,9 @@ class Actor(nn.Module):
         else:
             std = (c.actor_max_std - c.actor_min_std) * torch.sigmoid(raw_std + 2.0) + c.actor_min_std
         if c.actor_dist == "normal":
-            return TanhMeanNormal(torch.tanh(mu), std, generator=self.generator)
+            # float32 under autocast too (as V3 casts its distributions' inputs): the
+            # REINFORCE log-density needs (x - loc) / std finer than bfloat16's 3 digits.
+            return TanhMeanNormal(torch.tanh(mu.float()), std.float(), generator=self.generator)
         mean = c.actor_mean_scale * torch.tanh(mu / c.actor_mean_scale)
         return TanhNormal(mean, std, generator=self.generator)
 
@@ -578,6 +596,9 @@ class TanhMeanNormal:
         return (-0.5 * ((x - self.loc) / self.scale).pow(2) - self.scale.log() - 0.5 * math.log(2 * math.pi)).sum(-1)
 
     def log_prob(self, action: Tensor) -> Tensor:
+        """The Gaussian log-density at `action` (`log_prob_raw`). For an action that was
+        scaled into the box this is not its true law, which has point masses at +-1;
+        learning uses the raw samples."""
         return self.log_prob_raw(action)
 
     def entropy(self, x: Tensor | None = None) -> Tensor:
@@ -684,7 +705,7 @@ class ActorCritic(nn.Module):
     # ------------------------------------------------------------------ acting
 
     def policy(self, feature: Tensor, deterministic: bool = False) -> Tensor:
-        """feature [M, F] -> action [M, A] in (-1, 1)."""
+        """feature [M, F] -> action [M, A] in [-1, 1]."""
         return self.actor.act(feature, deterministic)
 
     def value(self, feature: Tensor) -> Tensor:
@@ -710,7 +731,9 @@ class ActorCritic(nn.Module):
         raw_samples: list[Tensor] = []
 
         def policy_fn(feature: Tensor) -> Tensor:
-            dist = self.actor(feature)
+            # The actor reads stop-gradient states (as DreamerV2 and V3 do): its gradient
+            # reaches it through the actions it takes, not through its own inputs.
+            dist = self.actor(feature.detach())
             u = dist.rsample_raw()
             dists.append(dist)
             raw_samples.append(u)
@@ -829,7 +852,7 @@ class ActorCritic(nn.Module):
         returns, weights = traj["returns"], traj["weights"][:-1]  # [H, B] each
         scale = self.return_norm.update(returns) if c.return_norm else torch.ones((), device=returns.device)
         if c.actor_grad == "dynamics":
-            objective = returns / scale
+            objective = (returns - traj["values"][:-1]) / scale if c.dynamics_baseline else returns / scale
         else:
             advantage = (returns - traj["values"][:-1]).detach() / scale
             objective = traj["log_probs"] * advantage

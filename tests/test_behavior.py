@@ -29,6 +29,12 @@ from models.rssm import RSSM, RSSMConfig, RSSMState
 from planners import CEM, MPCController
 
 TARGET = 0.5
+# The actor settings of the two presets, on tiny networks.
+V1_ACTOR: dict = {}
+V3_ACTOR = {
+    "actor_dist": "normal", "dynamics_baseline": True, "bootstrap": "online", "actor_min_std": 0.1, "actor_max_std": 1.0,
+}  # fmt: skip
+ACTORS = pytest.mark.parametrize("actor", [V1_ACTOR, V3_ACTOR], ids=["v1-actor", "v3-actor"])
 
 
 def tiny_rssm(**overrides) -> RSSM:
@@ -136,6 +142,10 @@ def test_tanh_mean_normal_is_a_gaussian_whose_samples_act_inside_the_box() -> No
     action = dist.action_from_raw(x)
     torch.testing.assert_close(action, x.clamp(-1, 1))  # ... their actions are clipped values
     assert torch.equal(dist.mean, loc)
+    # ... whose gradient is a scaling's: nonzero for samples beyond the bound.
+    loc = torch.tensor([3.0, 0.0], requires_grad=True)
+    TanhMeanNormal(loc, torch.full((2,), 1e-3)).rsample().sum().backward()
+    assert 0.3 < float(loc.grad[0]) < 0.34 and float(loc.grad[1]) == pytest.approx(1.0)
 
 
 def test_scale_into_unit_box_keeps_a_gradient_beyond_the_bound() -> None:
@@ -201,12 +211,13 @@ def test_config_rejects_bad_values(field: str, value: object) -> None:
 # ---------------------------------------------------------------------------- gradients
 
 
+@ACTORS
 @pytest.mark.parametrize("discount_head", [False, True])
-def test_actor_gradient_flows_through_frozen_dynamics(discount_head: bool) -> None:
+def test_actor_gradient_flows_through_frozen_dynamics(discount_head: bool, actor: dict) -> None:
     model = tiny_rssm(discount_head=discount_head)
     # With no entropy bonus and a zero-initialised two-hot critic, the actor's only
     # gradient path is through the RSSM's dynamics and reward (and discount) heads.
-    ac = ActorCritic.for_model(model, BehaviorConfig.tiny(entropy_coef=0.0))
+    ac = ActorCritic.for_model(model, BehaviorConfig.tiny(entropy_coef=0.0, **actor))
     start = posterior(model)
     model.decoder[0].weight.requires_grad_(False)  # a user's own frozen parameter
     flags = {n: p.requires_grad for n, p in model.named_parameters()}
@@ -226,9 +237,10 @@ def test_actor_gradient_flows_through_frozen_dynamics(discount_head: bool) -> No
     assert model.gru.weight_hh.grad is not None
 
 
-def test_reinforce_gradient_reaches_actor_only() -> None:
+@ACTORS
+def test_reinforce_gradient_reaches_actor_only(actor: dict) -> None:
     model = tiny_rssm()
-    ac = ActorCritic.for_model(model, BehaviorConfig.tiny(actor_grad="reinforce", critic_type="mse"))
+    ac = ActorCritic.for_model(model, BehaviorConfig.tiny(actor_grad="reinforce", critic_type="mse", **actor))
     for _ in range(2):  # the second update has a nonzero baseline and a trained critic
         metrics = ac.update(model, posterior(model))
     assert metrics["actor_grad_norm"] > 0.0
@@ -283,11 +295,7 @@ def test_config_presets_and_old_configs() -> None:
     assert (loaded.actor_dist, loaded.bootstrap) == ("tanh_normal", "slow")
 
 
-V1_ACTOR = {}
-V3_ACTOR = {"actor_dist": "normal", "bootstrap": "online", "actor_min_std": 0.1, "actor_max_std": 1.0}
-
-
-@pytest.mark.parametrize("actor", [V1_ACTOR, V3_ACTOR], ids=["v1-actor", "v3-actor"])
+@ACTORS
 def test_actor_critic_learns_the_rewarded_action(actor: dict) -> None:
     model = bandit_rssm()
     config = BehaviorConfig.tiny(actor_lr=3e-3, critic_lr=3e-3, **actor)
@@ -306,9 +314,10 @@ def test_actor_critic_learns_the_rewarded_action(actor: dict) -> None:
     assert metrics["reward_mean"] > -0.01
 
 
-def test_online_bootstrap_uses_the_critic_and_keeps_the_actor_loss_out_of_its_gradient() -> None:
+@ACTORS
+def test_online_bootstrap_uses_the_critic_and_keeps_the_actor_loss_out_of_its_gradient(actor: dict) -> None:
     model = tiny_rssm()
-    ac = ActorCritic.for_model(model, BehaviorConfig.tiny(bootstrap="online", critic_type="mse"))
+    ac = ActorCritic.for_model(model, BehaviorConfig.tiny(**{**actor, "bootstrap": "online", "critic_type": "mse"}))
     ac.update(model, posterior(model))  # the critic and its slow copy now differ
     reference = copy.deepcopy(ac)
     start = posterior(model)
@@ -326,6 +335,29 @@ def test_online_bootstrap_uses_the_critic_and_keeps_the_actor_loss_out_of_its_gr
     # The critic's gradient is its own loss's alone: the actor's loss, which reaches the
     # imagined features through the critic's values, wrote nothing into it.
     for got, want in zip(ac.critic.parameters(), reference.critic.parameters()):
+        torch.testing.assert_close(got.grad, want.grad)
+
+
+@pytest.mark.parametrize("dynamics_baseline", [False, True])
+def test_the_dynamics_objective_is_the_normalised_return_or_advantage(dynamics_baseline: bool) -> None:
+    """The actor's update follows -(w (R_t - v(s_t)) / S + eta H) with the baseline, or
+    -(w R_t / S + eta H) without: its gradient matches the one of that loss written out."""
+    model = tiny_rssm()
+    config = BehaviorConfig.tiny(**{**V3_ACTOR, "dynamics_baseline": dynamics_baseline, "critic_type": "mse"})
+    ac = ActorCritic.for_model(model, config)
+    ac.update(model, posterior(model))  # a nonzero critic, so the baseline matters
+    reference = copy.deepcopy(ac)
+    start = posterior(model)
+    torch.manual_seed(1)
+    ac.update(model, start)
+    torch.manual_seed(1)
+    model.requires_grad_(False)
+    traj = reference.imagine(model, start)
+    scale = reference.return_norm.update(traj["returns"])
+    advantage = traj["returns"] - (traj["values"][:-1] if dynamics_baseline else 0.0)
+    loss = -(traj["weights"][:-1] * (advantage / scale + config.entropy_coef * traj["entropies"])).mean()
+    loss.backward()
+    for got, want in zip(ac.actor.parameters(), reference.actor.parameters()):
         torch.testing.assert_close(got.grad, want.grad)
 
 

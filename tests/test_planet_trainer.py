@@ -328,3 +328,25 @@ def test_resuming_with_other_behaviour_settings_names_them(tmp_path):
     with pytest.raises(ValueError, match=r"free_nats=3.0 \(checkpoint\) vs 1.0"):
         quiet(quick_config(mode="planner+actor", free_nats=1.0), tmp_path)
     assert quiet(quick_config(mode="planner+actor", free_nats=3.0), tmp_path).resumed  # the preset's own value
+
+
+def test_a_run_resumes_with_the_actor_critic_settings_it_was_trained_with(tmp_path):
+    """A preset may change between versions while the weights keep their shapes (the
+    dreamerv3 actor did): a checkpoint made before must resume with its own settings."""
+    config = quick_config(mode="planner+actor", behavior="dreamerv3", steps=160, eval_at_start=False, eval_episodes=1)
+    quiet(config, tmp_path).run()
+    state = torch.load(tmp_path / "checkpoint.pt", weights_only=True)
+    old = {"actor_dist": "tanh_normal", "dynamics_baseline": False, "bootstrap": "slow"}
+    state["behavior"]["config"].update(old)  # as written before these settings existed
+    torch.save(state, tmp_path / "checkpoint.pt")
+    messages: list[str] = []
+    resumed = quiet(dataclasses.replace(config, steps=240), tmp_path, log=messages.append)
+    assert resumed.resumed
+    assert {k: getattr(resumed.behavior.config, k) for k in old} == old
+    assert any("actor_dist" in m and "preset now differs" in m for m in messages)
+    # Both controllers act with the resumed actor-critic, not the preset's.
+    for controller in (resumed.controller, resumed.eval_controller):
+        assert controller.model.actor is resumed.behavior.actor  # the ActorGuidedModel's
+    resumed.run()
+    saved = torch.load(tmp_path / "behavior.pt", weights_only=True)["config"]
+    assert {k: saved[k] for k in old} == old

@@ -488,6 +488,21 @@ class PlaNetTrainer:
     def checkpoint_path(self) -> Path:
         return self.out_dir / "checkpoint.pt"
 
+    def _use_saved_behavior_config(self, saved: BehaviorConfig) -> None:
+        """Resume the actor-critic with the settings it was trained with. A preset can
+        change between versions (the dreamerv3 actor did) while the weights keep their
+        shapes, so loading them into the current preset would silently change the
+        algorithm mid-run; the checkpoint's own config wins, and the change is printed."""
+        assert self.behavior is not None
+        current = self.behavior.config
+        if saved == current:
+            return
+        changed = {k: v for k, v in saved.to_dict().items() if current.to_dict().get(k) != v}
+        self.log(f"resuming with the run's own actor-critic settings {changed} (the preset now differs)")
+        self.behavior = ActorCritic.for_model(self.model, saved)
+        self.controller = self._build_controller(self._collect_model, explore=True)
+        self.eval_controller = self._build_controller(self.model, explore=False)
+
     def _maybe_resume(self) -> bool:
         if not self.checkpoint_path.exists():
             return False
@@ -509,6 +524,7 @@ class PlaNetTrainer:
             self.optimizer.load_state_dict(state["optimizer"])
         if self.behavior is not None:
             behavior = state["behavior"]
+            self._use_saved_behavior_config(BehaviorConfig.from_dict(behavior["config"]))
             self.behavior.load_state_dict(behavior["state_dict"])
             if "optimizers" in behavior:
                 self.behavior.actor_optimizer.load_state_dict(behavior["optimizers"]["actor"])
