@@ -443,38 +443,58 @@ def _log_one_minus_tanh_sq(u: Tensor) -> Tensor:
     return 2.0 * (math.log(2.0) - u - F.softplus(-2.0 * u))
 
 
-class TanhNormal:
-    """A diagonal Gaussian squashed by tanh: actions in (-1, 1) (Dreamer v1's actor).
+class _DiagonalGaussian:
+    """What both actor distributions share: a diagonal Gaussian N(loc, scale) over raw
+    samples, its reparameterised draws, log-density and entropy. Subclasses map a raw
+    sample to an action (`action_from_raw`).
 
-    Shapes: mean, std [..., A]; actions [..., A]; log-probs and entropies [...].
+    Shapes: loc, scale [..., A]; raw samples [..., A]; log-densities and entropies [...].
     """
 
     def __init__(self, mean: Tensor, std: Tensor, generator: torch.Generator | None = None) -> None:
         self.loc, self.scale, self.generator = mean, std, generator
 
-    def rsample_pre_tanh(self) -> Tensor:
-        """A reparameterised pre-tanh sample u = loc + scale * eps."""
+    def rsample_raw(self) -> Tensor:
+        """A reparameterised raw sample x = loc + scale * eps."""
         eps = torch.randn(self.loc.shape, generator=self.generator, device=self.loc.device, dtype=self.loc.dtype)
         return self.loc + self.scale * eps
 
-    def rsample(self) -> Tensor:
-        """A reparameterised action tanh(u)."""
-        return torch.tanh(self.rsample_pre_tanh())
+    def action_from_raw(self, x: Tensor) -> Tensor:
+        raise NotImplementedError
 
-    # The interface `ActorCritic.imagine` uses for either actor distribution: a raw
-    # sample, the action it maps to, and the raw sample's log-probability and entropy.
-    def rsample_raw(self) -> Tensor:
-        return self.rsample_pre_tanh()
+    def rsample(self) -> Tensor:
+        """A reparameterised action."""
+        return self.action_from_raw(self.rsample_raw())
+
+    def sample(self) -> Tensor:
+        with torch.no_grad():
+            return self.rsample()
+
+    def gaussian_log_prob(self, x: Tensor) -> Tensor:
+        """log N(x; loc, scale) summed over the action dimensions. [..., A] -> [...]."""
+        return (-0.5 * ((x - self.loc) / self.scale).pow(2) - self.scale.log() - 0.5 * math.log(2 * math.pi)).sum(-1)
+
+    def gaussian_entropy(self) -> Tensor:
+        """The Gaussian's entropy, summed over the action dimensions. [...]."""
+        return (0.5 + 0.5 * math.log(2 * math.pi) + self.scale.log()).sum(-1)
+
+
+class TanhNormal(_DiagonalGaussian):
+    """A diagonal Gaussian squashed by tanh: actions in (-1, 1) (Dreamer v1's actor).
+    Its raw samples are the pre-tanh values.
+
+    Shapes: mean, std [..., A]; actions [..., A]; log-probs and entropies [...].
+    """
+
+    def rsample_pre_tanh(self) -> Tensor:
+        """A reparameterised pre-tanh sample u = loc + scale * eps."""
+        return self.rsample_raw()
 
     def action_from_raw(self, u: Tensor) -> Tensor:
         return torch.tanh(u)
 
     def log_prob_raw(self, u: Tensor) -> Tensor:
         return self.log_prob_pre_tanh(u)
-
-    def sample(self) -> Tensor:
-        with torch.no_grad():
-            return self.rsample()
 
     @property
     def mean(self) -> Tensor:
@@ -488,8 +508,7 @@ class TanhNormal:
 
     def log_prob_pre_tanh(self, u: Tensor) -> Tensor:
         """log p(tanh(u)) given the pre-tanh value (exact, no atanh)."""
-        normal = -0.5 * ((u - self.loc) / self.scale).pow(2) - self.scale.log() - 0.5 * math.log(2 * math.pi)
-        return (normal - _log_one_minus_tanh_sq(u)).sum(-1)
+        return self.gaussian_log_prob(u) - _log_one_minus_tanh_sq(u).sum(-1)
 
     def log_prob(self, action: Tensor) -> Tensor:
         """log p(action); actions at +-1 are pulled inside by 1e-6 before atanh."""
@@ -501,8 +520,7 @@ class TanhNormal:
         with the Gaussian part exact. `u`: the pre-tanh sample to use (one is drawn if None)."""
         if u is None:
             u = self.rsample_pre_tanh()
-        gauss = (0.5 + 0.5 * math.log(2 * math.pi) + self.scale.log()).sum(-1)
-        return gauss + _log_one_minus_tanh_sq(u).sum(-1)
+        return self.gaussian_entropy() + _log_one_minus_tanh_sq(u).sum(-1)
 
 
 class Actor(nn.Module):
@@ -551,7 +569,7 @@ def scale_into_unit_box(action: Tensor) -> Tensor:
     return action * (1.0 / action.detach().abs().clamp(min=1.0))
 
 
-class TanhMeanNormal:
+class TanhMeanNormal(_DiagonalGaussian):
     """DreamerV3's continuous actor: Normal(tanh(mu), std) with std in [min_std, max_std],
     its samples scaled into [-1, 1] (`scale_into_unit_box`) before they act.
 
@@ -563,24 +581,9 @@ class TanhMeanNormal:
     entropies [...].
     """
 
-    def __init__(self, mean: Tensor, std: Tensor, generator: torch.Generator | None = None) -> None:
-        self.loc, self.scale, self.generator = mean, std, generator
-
-    def rsample_raw(self) -> Tensor:
-        """A reparameterised Gaussian sample x = loc + scale * eps (may leave [-1, 1])."""
-        eps = torch.randn(self.loc.shape, generator=self.generator, device=self.loc.device, dtype=self.loc.dtype)
-        return self.loc + self.scale * eps
-
     def action_from_raw(self, x: Tensor) -> Tensor:
+        """The raw sample (which may leave [-1, 1]) scaled into the box."""
         return scale_into_unit_box(x)
-
-    def rsample(self) -> Tensor:
-        """A reparameterised action in [-1, 1]."""
-        return self.action_from_raw(self.rsample_raw())
-
-    def sample(self) -> Tensor:
-        with torch.no_grad():
-            return self.rsample()
 
     @property
     def mean(self) -> Tensor:
@@ -593,7 +596,7 @@ class TanhMeanNormal:
 
     def log_prob_raw(self, x: Tensor) -> Tensor:
         """The Gaussian log-density of a raw sample. [..., A] -> [...]."""
-        return (-0.5 * ((x - self.loc) / self.scale).pow(2) - self.scale.log() - 0.5 * math.log(2 * math.pi)).sum(-1)
+        return self.gaussian_log_prob(x)
 
     def log_prob(self, action: Tensor) -> Tensor:
         """The Gaussian log-density at `action` (`log_prob_raw`). For an action that was
@@ -604,7 +607,7 @@ class TanhMeanNormal:
     def entropy(self, x: Tensor | None = None) -> Tensor:
         """The Gaussian's exact entropy (`x` is accepted for the common interface and
         ignored). [...]."""
-        return (0.5 + 0.5 * math.log(2 * math.pi) + self.scale.log()).sum(-1)
+        return self.gaussian_entropy()
 
 
 ActionDistribution = TanhNormal | TanhMeanNormal
