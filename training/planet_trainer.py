@@ -492,12 +492,13 @@ class PlaNetTrainer:
         """Resume the actor-critic with the settings it was trained with. A preset can
         change between versions (the dreamerv3 actor did) while the weights keep their
         shapes, so loading them into the current preset would silently change the
-        algorithm mid-run; the checkpoint's own config wins, and the change is printed."""
+        algorithm mid-run; the checkpoint's own config wins, and the difference is logged."""
         assert self.behavior is not None
         current = self.behavior.config
         if saved == current:
             return
-        changed = {k: v for k, v in saved.to_dict().items() if current.to_dict().get(k) != v}
+        now = current.to_dict()
+        changed = {k: v for k, v in saved.to_dict().items() if now.get(k) != v}
         self.log(f"resuming with the run's own actor-critic settings {changed} (the preset now differs)")
         self.behavior = ActorCritic.for_model(self.model, saved)
         self.controller = self._build_controller(self._collect_model, explore=True)
