@@ -114,6 +114,8 @@ def main(argv: list[str] | None = None) -> None:
         copy_run(run, out)
         print(f"copied {run} to {out}", flush=True)
     base = json.loads((out / BASE_FILE).read_text())
+    if Path(base["source"]).resolve() != run.resolve():
+        raise SystemExit(f"error: {out} is a copy of {base['source']}, not of {run}; pass another --out")
     state = torch.load(out / "checkpoint.pt", map_location="cpu", weights_only=True)
     config = PlaNetTrainConfig.from_dict(state["train_config"])
     del state

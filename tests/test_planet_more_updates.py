@@ -73,3 +73,18 @@ def test_more_updates_refuse_bad_arguments(finished_run, tmp_path):
     with pytest.raises(SystemExit, match="has no checkpoint.pt"):
         more.main(["--run", str(tmp_path / "nothing"), "--updates", "2", "--out", str(tmp_path / "y")])
     assert not (tmp_path / "x").exists() and not (tmp_path / "y").exists()
+
+
+def test_more_updates_refuse_a_copy_of_another_run(finished_run, tmp_path):
+    import json
+    import shutil
+
+    from benchmarks import planet_more_updates as more
+
+    other = tmp_path / "other-run"
+    shutil.copytree(finished_run, other)
+    out = tmp_path / "copy"
+    more.copy_run(finished_run, out)
+    assert json.loads((out / more.BASE_FILE).read_text())["source"] == str(finished_run)
+    with pytest.raises(SystemExit, match="is a copy of .*, not of .*other-run"):
+        more.main(["--run", str(other), "--updates", "2", "--out", str(out)])
