@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import io
 import json
 import os
 import shutil
@@ -70,15 +69,6 @@ def copy_run(run: Path, out: Path) -> None:
     tmp.rename(out)  # the copy appears whole or not at all
 
 
-def write_rows(rows: list[dict[str, Any]], path: Path) -> None:
-    text = io.StringIO()
-    writer = csv.DictWriter(text, fieldnames=list(rows[0]))
-    writer.writeheader()
-    writer.writerows(rows)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(path, text.getvalue())
-
-
 def read_rows(path: Path) -> list[dict[str, Any]]:
     if not path.is_file():
         return []
@@ -107,7 +97,7 @@ def main(argv: list[str] | None = None) -> None:
     torch.set_num_threads(args.threads)
 
     from training.planet_trainer import PlaNetTrainConfig, PlaNetTrainer
-    from training.run_files import evaluation_row
+    from training.run_files import evaluation_row, rewrite_csv
     from training.told_trainer import evaluate_batched
 
     if not out.exists():
@@ -141,8 +131,9 @@ def main(argv: list[str] | None = None) -> None:
                **{k: round(sums[k] / count, 5) if count and k in sums else "" for k in METRICS}}  # fmt: skip
         rows.append(row)
         trainer.save_checkpoint(trainer.wall_before)
-        write_rows(rows, out / ROWS_FILE)
-        write_rows(rows, Path(args.results_dir) / f"{run.name}.csv")
+        rewrite_csv(out / ROWS_FILE, rows)
+        Path(args.results_dir).mkdir(parents=True, exist_ok=True)
+        rewrite_csv(Path(args.results_dir) / f"{run.name}.csv", rows)
         print(f"+{row['extra_updates']} updates: {row['mean_return']:.1f} ± {row['std_return']:.1f} "
               f"(value_mean {row['value_mean']}, entropy {row['entropy']}, {row['update_s']} s/update)", flush=True)
 
