@@ -119,7 +119,7 @@ def main(argv: list[str] | None = None) -> None:
     print(f"{run.name}: {base['updates']} updates at {base['env_step']} env steps; training to {target} updates "
           f"on the same buffer, evaluating {episodes} episodes every {args.eval_every}", flush=True)
 
-    def evaluate(sums: dict[str, float], count: int, seconds: float) -> None:
+    def evaluate(means: dict[str, float], count: int, seconds: float) -> None:
         t = time.perf_counter()
         returns = evaluate_batched(trainer.eval_controller, trainer._make_env, episodes, seed=eval_seed,
                                    max_steps=config.max_episode_steps)  # fmt: skip
@@ -128,7 +128,7 @@ def main(argv: list[str] | None = None) -> None:
                "mean_return": round(row["mean_return"], 2), "std_return": round(row["std_return"], 2),
                "returns": row["returns"], "update_s": round(seconds / max(count, 1), 3),
                "eval_s": round(time.perf_counter() - t, 1),
-               **{k: round(sums[k] / count, 5) if count and k in sums else "" for k in METRICS}}  # fmt: skip
+               **{k: round(means[k], 5) if k in means else "" for k in METRICS}}  # fmt: skip
         rows.append(row)
         trainer.save_checkpoint(trainer.wall_before)
         rewrite_csv(out / ROWS_FILE, rows)
@@ -140,15 +140,10 @@ def main(argv: list[str] | None = None) -> None:
     if not rows:
         evaluate({}, 0, 0.0)
     while trainer.updates < target:
-        stop = min(target, trainer.updates + args.eval_every)
-        sums: dict[str, float] = {}
-        count, t = 0, time.perf_counter()
-        while trainer.updates < stop:
-            for k, v in trainer.update().items():
-                sums[k] = sums.get(k, 0.0) + v
-            trainer.updates += 1
-            count += 1
-        evaluate(sums, count, time.perf_counter() - t)
+        count = min(target - trainer.updates, args.eval_every)
+        t = time.perf_counter()
+        means = trainer._train_interval(count)  # the trainer's own update loop, `count` times
+        evaluate(means, count, time.perf_counter() - t)
     summary = {"run": str(run), "base": base, "extra_updates": args.updates, "eval_episodes": episodes,
                "machine": machine_info(), "rows": rows}  # fmt: skip
     atomic_write_text(Path(args.results_dir) / f"{run.name}.json", json.dumps(summary, indent=1) + "\n")

@@ -653,17 +653,18 @@ class PlaNetTrainer:
                 bar.close()
         return self.eval_rows
 
-    def _train_interval(self) -> dict[str, float]:
-        """`collect_interval` updates; returns each metric's mean over them."""
+    def _train_interval(self, updates: int | None = None) -> dict[str, float]:
+        """`updates` updates (default `collect_interval`); returns each metric's mean over them."""
+        count = self.config.collect_interval if updates is None else updates
         sums: dict[str, float] = {}
         t = time.perf_counter()
-        for _ in range(self.config.collect_interval):
+        for _ in range(count):
             metrics = self.update()
             self.updates += 1
             for k, v in metrics.items():
                 sums[k] = sums.get(k, 0.0) + v
         self.timers["update"] += time.perf_counter() - t
-        return {k: v / self.config.collect_interval for k, v in sums.items()}
+        return {k: v / count for k, v in sums.items()}
 
     def collect_episode(
         self, random_actions: bool = False, metrics: dict[str, float] | None = None, update_s: float = 0.0, bar: Any = None
