@@ -9,10 +9,12 @@ The run folder is copied first (to --out, default runs/more-updates/<run name>/)
 written to. The copy resumes with the run's own settings, optimisers and replay buffer and
 makes `--updates` more of its updates (world model and, with an actor, actor-critic, on
 batches from the same buffer), evaluating with the run's evaluation controller every
-`--eval-every` updates. Every evaluation uses the episode seeds of the run's last one, so
-the rows differ only by the agent and the latents the filter samples. Row 0 re-evaluates
-the run as it was; it matches the run's final evaluation in distribution, not exactly,
-because the posterior samples come from torch's generator, whose state differs here.
+`--eval-every` updates. Every evaluation uses the episode seeds of the run's last one, and
+draws its latents and samples from generators seeded the same way
+(`PlaNetTrainer.evaluate`), so the rows differ only by the weights. Row 0 re-evaluates the
+run as it was. It matches the run's own final evaluation exactly only for runs made since
+the trainer seeded its evaluations (session 17); older runs drew from torch's global
+generator, so for them it matches in distribution.
 
 Why: the CPU check of the dreamer recipe (README) made 1/16 of DreamerV3's updates, and
 its critic lagged far behind the policy's returns. If more updates on the same 100k env
@@ -98,7 +100,6 @@ def main(argv: list[str] | None = None) -> None:
 
     from training.planet_trainer import PlaNetTrainConfig, PlaNetTrainer
     from training.run_files import evaluation_row, rewrite_csv
-    from training.told_trainer import evaluate_batched
 
     if not out.exists():
         copy_run(run, out)
@@ -112,8 +113,8 @@ def main(argv: list[str] | None = None) -> None:
     trainer = PlaNetTrainer(config, out, device=args.device, progress=False)
     base["env_step"] = trainer.step * trainer.action_repeat  # offline updates take no env steps
     episodes = args.eval_episodes or config.eval_episodes
-    # The episode seeds of the run's last evaluation (the trainer's own formula).
-    eval_seed = 10_000 * (config.seed + 1) + base["env_step"]
+    # The episode seeds of the run's last evaluation.
+    eval_seed = trainer.evaluation_seed(base["env_step"])
     rows = read_rows(out / ROWS_FILE)
     target = base["updates"] + args.updates
     print(f"{run.name}: {base['updates']} updates at {base['env_step']} env steps; training to {target} updates "
@@ -121,8 +122,7 @@ def main(argv: list[str] | None = None) -> None:
 
     def evaluate(means: dict[str, float], count: int, seconds: float) -> None:
         t = time.perf_counter()
-        returns = evaluate_batched(trainer.eval_controller, trainer._make_env, episodes, seed=eval_seed,
-                                   max_steps=config.max_episode_steps)  # fmt: skip
+        returns = trainer.evaluate(episodes, seed=eval_seed)
         row = evaluation_row(base["env_step"], returns, 0.0)
         row = {"extra_updates": trainer.updates - base["updates"], "updates": trainer.updates,
                "mean_return": round(row["mean_return"], 2), "std_return": round(row["std_return"], 2),

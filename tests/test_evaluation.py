@@ -75,3 +75,42 @@ def test_write_video_writes_a_gif_atomically(tmp_path):
 def test_side_by_side_puts_a_gap_between_frames():
     joined = side_by_side(np.zeros((2, 3, 3), np.uint8), np.ones((2, 3, 3), np.uint8))
     assert joined.shape == (2, 10, 3) and (joined[:, 3:7] == 255).all()
+
+
+def test_seeded_sampling_makes_draws_repeatable_and_gives_the_generator_back():
+    import torch
+
+    from models.rssm import RSSM, RSSMConfig
+    from training.evaluation import seeded_sampling
+
+    model = RSSM(RSSMConfig.tiny("state", (5,), 1))
+    obs = torch.randn(3, 5)
+
+    def filtered() -> torch.Tensor:
+        return model.observe(None, None, obs)  # samples the posterior (plan_with_samples)
+
+    with seeded_sampling(11, model):
+        first = filtered()
+    assert model.generator is None  # torch's global one again
+    torch.manual_seed(123)  # the global state must not matter inside the block
+    with seeded_sampling(11, model):
+        again = filtered()
+    assert torch.equal(first, again)
+    with seeded_sampling(12, model):
+        other = filtered()
+    assert not torch.equal(first, other)
+    assert not torch.equal(filtered(), filtered())  # outside: unseeded draws
+
+    own = torch.Generator().manual_seed(0)
+    model.generator = own
+    with seeded_sampling(11, model):
+        assert model.generator is not own
+    assert model.generator is own
+
+
+def test_seeded_sampling_names_a_sampler_without_a_generator():
+    from training.evaluation import seeded_sampling
+
+    with pytest.raises(TypeError, match="sampler 0 .*object.* no `generator`"):
+        with seeded_sampling(0, object()):
+            pass

@@ -48,6 +48,10 @@ def test_more_updates_train_a_copy_on_the_same_data_and_resume_from_the_last_row
     assert [int(r["extra_updates"]) for r in rows] == [0, 2, 4]
     assert [int(r["updates"]) for r in rows] == [before["updates"] + k for k in (0, 2, 4)]
     assert rows[0]["value_mean"] == "" and all(float(r["value_mean"]) == float(r["value_mean"]) for r in rows[1:])
+    # Row 0 scores the run's own final weights on its last evaluation's seeds, with the
+    # same seeded draws: exactly the run's last evaluation, in another process state.
+    last_eval = _rows(finished_run / "eval.csv")[-1]
+    assert float(rows[0]["mean_return"]) == round(float(last_eval["mean_return"]), 2)
     assert _rows(results / f"{finished_run.name}.csv") == rows
 
     after = torch.load(out / "checkpoint.pt", map_location="cpu", weights_only=True)

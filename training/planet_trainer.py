@@ -66,6 +66,7 @@ from models.behavior import TINY_SIZES, ActorController, ActorCritic, ActorGuide
 from models.rssm import RSSM, RSSMConfig, sequences_from_transitions
 from planners import CEM, MPCController
 from planners.controller import PRECISIONS, resolve_device
+from training.evaluation import seeded_sampling
 from training.replay import EpisodeReplay
 from training.run_files import (
     append_csv,
@@ -721,6 +722,30 @@ class PlaNetTrainer:
             bar.set_postfix(ep_return=f"{row['episode_return']:.0f}")
         return row["episode_return"]
 
+    def evaluation_seed(self, env_step: int) -> int:
+        """Reset seed of the first evaluation episode at `env_step` (the others follow it)."""
+        return 10_000 * (self.config.seed + 1) + env_step
+
+    def evaluate(self, episodes: int, seed: int) -> list[float]:
+        """Returns of `episodes` episodes run as one batch with `eval_controller`, reset
+        with seeds seed, seed + 1, ...
+
+        Every random draw (the filter's latents, the actor's and the planner's samples)
+        comes from generators seeded with `seed` (`training.evaluation.seeded_sampling`),
+        so the returns depend on the weights and the seed alone: a resumed run, or
+        `benchmarks/planet_more_updates.py` in another process, scores the same weights
+        the same way. Training's own random stream is left where it was.
+        """
+        samplers: list[Any] = [self.model]
+        if self.behavior is not None:
+            samplers.append(self.behavior.actor)
+        if hasattr(self.eval_controller, "generator"):  # MPCController; the ActorController has none
+            samplers.append(self.eval_controller)
+        with seeded_sampling(seed, *samplers):
+            return evaluate_batched(
+                self.eval_controller, self._make_env, episodes, seed=seed, max_steps=self.config.max_episode_steps
+            )
+
     def _maybe_evaluate(self, start_wall: float, final: bool = False) -> None:
         c = self.config
         env_step = self.step * self.action_repeat
@@ -731,10 +756,7 @@ class PlaNetTrainer:
         if due == 0 and not final and not c.eval_at_start:
             return
         t0 = time.perf_counter()
-        returns = evaluate_batched(
-            self.eval_controller, self._make_env, c.eval_episodes, seed=10_000 * (c.seed + 1) + env_step,
-            max_steps=c.max_episode_steps,
-        )  # fmt: skip
+        returns = self.evaluate(c.eval_episodes, seed=self.evaluation_seed(env_step))
         self.timers["eval"] += time.perf_counter() - t0
         wall = self.wall_before + time.perf_counter() - start_wall
         row = evaluation_row(env_step, returns, wall)
