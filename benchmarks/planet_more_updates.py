@@ -23,8 +23,10 @@ is what holds it. This is offline training on a fixed buffer, so it is a lower b
 what the same number of updates would do online (no fresh data from the improved policy).
 
 Writes <out>/more_updates.csv and <results-dir>/<run name>.csv (one row per evaluation:
-extra updates, the return, and the mean training metrics since the previous row), and
-checkpoints the copy at every evaluation, so a killed job resumes from its last row.
+extra updates, the return, and the mean training metrics since the previous row) and
+<results-dir>/<run name>.json (the same rows with the machine and the update counts done
+and aimed at), all rewritten at every evaluation. It checkpoints the copy at every
+evaluation too, so a killed job resumes from its last row.
 """
 
 from __future__ import annotations
@@ -72,10 +74,22 @@ def copy_run(run: Path, out: Path) -> None:
 
 
 def read_rows(path: Path) -> list[dict[str, Any]]:
+    """The rows of an earlier job, numbers as numbers (as a fresh row holds them), so the
+    JSON summary does not mix "146.61" and 146.61."""
     if not path.is_file():
         return []
     with path.open() as f:
-        return list(csv.DictReader(f))
+        return [{k: _number(v) for k, v in row.items()} for row in csv.DictReader(f)]
+
+
+def _number(text: str) -> int | float | str:
+    """An int or float where the CSV cell is one; other cells (the returns list, "") stay text."""
+    for kind in (int, float):
+        try:
+            return kind(text)
+        except ValueError:
+            pass
+    return text
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -134,8 +148,15 @@ def main(argv: list[str] | None = None) -> None:
         rewrite_csv(out / ROWS_FILE, rows)
         Path(args.results_dir).mkdir(parents=True, exist_ok=True)
         rewrite_csv(Path(args.results_dir) / f"{run.name}.csv", rows)
+        write_summary()  # at every row, so a job killed before its target leaves a current summary
         print(f"+{row['extra_updates']} updates: {row['mean_return']:.1f} ± {row['std_return']:.1f} "
               f"(value_mean {row['value_mean']}, entropy {row['entropy']}, {row['update_s']} s/update)", flush=True)
+
+    def write_summary() -> None:
+        summary = {"run": str(run), "base": base, "extra_updates": trainer.updates - base["updates"],
+                   "target_extra_updates": args.updates, "eval_episodes": episodes, "machine": machine_info(),
+                   "rows": rows}  # fmt: skip
+        atomic_write_text(Path(args.results_dir) / f"{run.name}.json", json.dumps(summary, indent=1) + "\n")
 
     if not rows:
         evaluate({}, 0, 0.0)
@@ -144,9 +165,7 @@ def main(argv: list[str] | None = None) -> None:
         t = time.perf_counter()
         means = trainer._train_interval(count)  # the trainer's own update loop, `count` times
         evaluate(means, count, time.perf_counter() - t)
-    summary = {"run": str(run), "base": base, "extra_updates": args.updates, "eval_episodes": episodes,
-               "machine": machine_info(), "rows": rows}  # fmt: skip
-    atomic_write_text(Path(args.results_dir) / f"{run.name}.json", json.dumps(summary, indent=1) + "\n")
+    write_summary()
 
 
 if __name__ == "__main__":

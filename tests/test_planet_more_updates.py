@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import json
 
 import pytest
 import torch
@@ -53,6 +54,9 @@ def test_more_updates_train_a_copy_on_the_same_data_and_resume_from_the_last_row
     last_eval = _rows(finished_run / "eval.csv")[-1]
     assert float(rows[0]["mean_return"]) == round(float(last_eval["mean_return"]), 2)
     assert _rows(results / f"{finished_run.name}.csv") == rows
+    summary = json.loads((results / f"{finished_run.name}.json").read_text())
+    assert summary["extra_updates"] == summary["target_extra_updates"] == 4
+    assert [r["extra_updates"] for r in summary["rows"]] == [0, 2, 4]
 
     after = torch.load(out / "checkpoint.pt", map_location="cpu", weights_only=True)
     assert after["step"] == before["step"] and after["episode"] == before["episode"]  # no new episodes
@@ -66,6 +70,9 @@ def test_more_updates_train_a_copy_on_the_same_data_and_resume_from_the_last_row
     more.main([*common, "--updates", "6"])
     rows = _rows(out / "more_updates.csv")
     assert [int(r["extra_updates"]) for r in rows] == [0, 2, 4, 6]
+    summary = json.loads((results / f"{finished_run.name}.json").read_text())
+    assert [r["extra_updates"] for r in summary["rows"]] == [0, 2, 4, 6]  # earlier rows read back as numbers
+    assert all(isinstance(r["mean_return"], float) for r in summary["rows"])
     assert "+0 updates" not in capsys.readouterr().out  # row 0 is not evaluated twice
 
 
@@ -80,7 +87,6 @@ def test_more_updates_refuse_bad_arguments(finished_run, tmp_path):
 
 
 def test_more_updates_refuse_a_copy_of_another_run(finished_run, tmp_path):
-    import json
     import shutil
 
     from benchmarks import planet_more_updates as more
@@ -92,3 +98,25 @@ def test_more_updates_refuse_a_copy_of_another_run(finished_run, tmp_path):
     assert json.loads((out / more.BASE_FILE).read_text())["source"] == str(finished_run)
     with pytest.raises(SystemExit, match="is a copy of .*, not of .*other-run"):
         more.main(["--run", str(other), "--updates", "2", "--out", str(out)])
+
+
+def test_a_job_killed_before_its_target_leaves_a_current_summary(finished_run, tmp_path, monkeypatch):
+    from benchmarks import planet_more_updates as more
+    from training.planet_trainer import PlaNetTrainer
+
+    original, calls = PlaNetTrainer._train_interval, {"n": 0}
+
+    def dying_interval(self, count):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise KeyboardInterrupt
+        return original(self, count)
+
+    monkeypatch.setattr(PlaNetTrainer, "_train_interval", dying_interval)
+    results = tmp_path / "results"
+    with pytest.raises(KeyboardInterrupt):
+        more.main(["--run", str(finished_run), "--out", str(tmp_path / "copy"), "--updates", "4", "--eval-every", "2",
+                   "--eval-episodes", "1", "--results-dir", str(results)])  # fmt: skip
+    summary = json.loads((results / f"{finished_run.name}.json").read_text())
+    assert summary["extra_updates"] == 2 and summary["target_extra_updates"] == 4
+    assert [r["extra_updates"] for r in summary["rows"]] == [0, 2]
