@@ -78,7 +78,7 @@ from training.run_files import (
     restore_logs,
     where_training_runs,
 )
-from training.told_trainer import evaluate_batched
+from training.told_trainer import evaluate_batched, evaluation_seed
 
 __all__ = ["BEHAVIOR_PRESETS", "MODEL_PRESETS", "MODES", "RECIPES", "PlaNetTrainConfig", "PlaNetTrainer", "recipe_settings"]
 
@@ -724,7 +724,7 @@ class PlaNetTrainer:
 
     def evaluation_seed(self, env_step: int) -> int:
         """Reset seed of the first evaluation episode at `env_step` (the others follow it)."""
-        return 10_000 * (self.config.seed + 1) + env_step
+        return evaluation_seed(self.config, env_step)
 
     def evaluate(self, episodes: int, seed: int) -> list[float]:
         """Returns of `episodes` episodes run as one batch with `eval_controller`, reset

@@ -147,9 +147,10 @@ def make_task_env(config: TOLDTrainConfig) -> Any:
     )  # fmt: skip
 
 
-def evaluation_seed(config: TOLDTrainConfig, env_step: int) -> int:
+def evaluation_seed(config: Any, env_step: int) -> int:
     """Seed of the first evaluation episode at `env_step` (the others follow it): fresh
-    start states at every evaluation point, the same ones for inline and deferred runs."""
+    start states at every evaluation point, the same ones for inline and deferred runs.
+    `config` is any run config with a `seed` (TOLD's, PlaNet's)."""
     return 10_000 * (config.seed + 1) + env_step
 
 
