@@ -134,6 +134,14 @@ def main(argv: list[str] | None = None) -> None:
     print(f"{run.name}: {base['updates']} updates at {base['env_step']} env steps; training to {target} updates "
           f"on the same buffer, evaluating {episodes} episodes every {args.eval_every}", flush=True)
 
+    machine = machine_info()  # once: it does not change within a job
+
+    def write_summary() -> None:
+        summary = {"run": str(run), "base": base, "extra_updates": trainer.updates - base["updates"],
+                   "target_extra_updates": args.updates, "eval_episodes": episodes, "machine": machine,
+                   "rows": rows}  # fmt: skip
+        atomic_write_text(Path(args.results_dir) / f"{run.name}.json", json.dumps(summary, indent=1) + "\n")
+
     def evaluate(means: dict[str, float], count: int, seconds: float) -> None:
         t = time.perf_counter()
         returns = trainer.evaluate(episodes, seed=eval_seed)
@@ -151,12 +159,6 @@ def main(argv: list[str] | None = None) -> None:
         write_summary()  # at every row, so a job killed before its target leaves a current summary
         print(f"+{row['extra_updates']} updates: {row['mean_return']:.1f} ± {row['std_return']:.1f} "
               f"(value_mean {row['value_mean']}, entropy {row['entropy']}, {row['update_s']} s/update)", flush=True)
-
-    def write_summary() -> None:
-        summary = {"run": str(run), "base": base, "extra_updates": trainer.updates - base["updates"],
-                   "target_extra_updates": args.updates, "eval_episodes": episodes, "machine": machine_info(),
-                   "rows": rows}  # fmt: skip
-        atomic_write_text(Path(args.results_dir) / f"{run.name}.json", json.dumps(summary, indent=1) + "\n")
 
     if not rows:
         evaluate({}, 0, 0.0)
