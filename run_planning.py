@@ -32,7 +32,7 @@ from models import TOY_SYSTEMS  # noqa: E402
 from planners import PLANNERS, PRESETS, MPCController, make_planner, resolve_device  # noqa: E402
 from planners.controller import PRECISIONS  # noqa: E402
 from training import EpisodeRecord, run_episode, summarise, write_video  # noqa: E402
-from training.oracle_presets import matched_planner, oracle_settings  # noqa: E402
+from models.oracle_presets import matched_planner, oracle_settings  # noqa: E402
 from training.planet_trainer import RECIPES as RSSM_RECIPES  # noqa: E402
 
 DEFAULT_TASK = "cartpole-swingup"
@@ -338,7 +338,7 @@ def run_episodes(
 
 def run_told(args: argparse.Namespace) -> list[EpisodeRecord]:
     """Plan with a trained TOLD model (value and policy proposals included)."""
-    from training.told_agent import heuristic_discount
+    from models.told import heuristic_discount
 
     try:
         env = envs.make(args.task, obs=args.obs, seed=args.seed, action_repeat=args.action_repeat,
@@ -360,7 +360,8 @@ def run_told(args: argparse.Namespace) -> list[EpisodeRecord]:
 
 def rssm_controller(args: argparse.Namespace, env: Any, device: torch.device) -> Any:
     """The RSSM of --checkpoint acting by --mode: CEM, the Dreamer actor, or CEM + actor proposals."""
-    from models.behavior import ActorController, ActorCritic, ActorGuidedModel
+    from models.actor_control import ActorController, ActorGuidedModel
+    from models.behavior import ActorCritic
     from models.rssm import RSSM
 
     if args.checkpoint is None:

@@ -58,10 +58,11 @@ def true_actions(dataset: Any, goals: Any, k: int, frameskip: int, horizon: int)
 
 
 def check(args: argparse.Namespace) -> dict[str, Any]:
-    from models.dino_wm import make_goal_objective
+    from models.objectives import make_goal_objective
     from planners import make_planner
     from training.dino_wm_trainer import load_trained_dinowm
-    from training.goal_mpc import GoalConditionedDinoWM, GoalEvalConfig, dinowm_cpu_budget
+    from models.goal_adapters import GoalConditionedDinoWM
+    from training.goal_mpc import GoalEvalConfig, dinowm_cpu_budget
     from training.offline_data import OfflineDataset
 
     folder = Path(args.runs_dir) / f"dinowm-{args.task}"

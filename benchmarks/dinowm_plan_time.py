@@ -61,7 +61,7 @@ BUDGETS: list[tuple[str, dict[str, int]]] = [
 
 
 def seconds_per_call(model: Any, budget: dict[str, int], precision: str, calls: int) -> float:
-    from models.dino_wm import dino_goal_objective
+    from models.objectives import dino_goal_objective
     from planners import CEM
 
     c = model.config

@@ -31,7 +31,7 @@ import envs  # noqa: E402
 from models.oracle import OracleModel  # noqa: E402
 from planners import MPCController  # noqa: E402
 from training import run_episode  # noqa: E402
-from training.oracle_presets import matched_planner, oracle_settings  # noqa: E402
+from models.oracle_presets import matched_planner, oracle_settings  # noqa: E402
 
 from benchmarks.machine import machine_info  # noqa: E402
 

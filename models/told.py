@@ -29,6 +29,7 @@ from models.checkpoints import model_checkpoint, read_header
 from models.layers import MLP, LinearEnsemble, simnorm, symexp, symlog
 
 __all__ = [
+    "heuristic_discount",
     "TOLDConfig",
     "TOLD",
     "TOLD_SIZES",
@@ -381,6 +382,12 @@ class TOLD(nn.Module):
         model = cls(config)
         model.load_state_dict(checkpoint["state_dict"])
         return model
+
+
+def heuristic_discount(episode_length: int, denom: float = 5.0, low: float = 0.95, high: float = 0.995) -> float:
+    """TD-MPC2's discount from the episode length in agent steps: 500 steps -> 0.99."""
+    frac = episode_length / denom
+    return float(min(max((frac - 1) / frac, low), high))
 
 
 def load_told(path: str | Path, **checks: Any) -> TOLD:

@@ -14,10 +14,9 @@ import numpy as np
 import pytest
 import torch
 
+from models.actor_control import ActorController, ActorGuidedModel
 from models.behavior import (
-    ActorController,
     ActorCritic,
-    ActorGuidedModel,
     BehaviorConfig,
     ReturnNormalizer,
     TanhMeanNormal,

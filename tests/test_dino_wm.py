@@ -14,11 +14,10 @@ from models.dino_wm import (
     DinoWM,
     DinoWMConfig,
     FrameCausalPredictor,
-    dino_goal_objective,
     frame_causal_mask,
-    make_goal_objective,
     pool_patches,
 )
+from models.objectives import dino_goal_objective, make_goal_objective
 from models.dinov2 import build_dinov2
 from planners import CEM, MPCController
 

@@ -16,8 +16,8 @@ from training.dino_wm_trainer import (
     DinoWMTrainer,
     load_trained_dinowm,
 )
+from models.goal_adapters import GoalConditionedDinoWM
 from training.goal_mpc import (
-    GoalConditionedDinoWM,
     GoalEvalConfig,
     evaluate_goals,
     goal_reset_seeds,
@@ -276,11 +276,11 @@ def test_goal_at_rest_zeroes_the_goal_velocities_dinowm_is_given(trained, datase
 
 
 def test_proprio_positions_plans_on_the_env_joint_positions_only(trained, dataset, monkeypatch):
-    import models.dino_wm as dino_wm
+    import models.objectives as objectives
 
     asked = []
-    make = dino_wm.make_goal_objective
-    monkeypatch.setattr(dino_wm, "make_goal_objective",
+    make = objectives.make_goal_objective
+    monkeypatch.setattr(objectives, "make_goal_objective",
                         lambda alpha=0.0, mode="last", proprio_dims=None: asked.append(proprio_dims)
                         or make(alpha, mode, proprio_dims))
     goals = sample_goals(dataset, count=1, seed=0, offset=4)

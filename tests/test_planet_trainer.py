@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 import torch
 
-from models.behavior import ActorController, ActorCritic, ActorGuidedModel
+from models.actor_control import ActorController, ActorGuidedModel
+from models.behavior import ActorCritic
 from models.rssm import RSSM, RSSMConfig
 from planners import MPCController
 from training.pictures import write_model_pictures

@@ -9,7 +9,8 @@ import torch
 from models.told import TOLD, TOLDConfig, load_told, soft_cross_entropy, two_hot, two_hot_inverse
 from planners import MPPI, MPCController
 from training.replay import EpisodeReplay
-from training.told_agent import TOLDAgent, TOLDLossConfig, heuristic_discount
+from models.told import heuristic_discount
+from training.told_agent import TOLDAgent, TOLDLossConfig
 
 
 def tiny_model(obs_dim: int = 4, action_dim: int = 2, task: str | None = "toy", seed: int = 0) -> TOLD:

@@ -67,16 +67,16 @@ from typing import Any, Literal
 
 import numpy as np
 import torch
-from torch import Tensor
 
 from envs.goals import GOAL_TASKS
 from models.checkpoints import atomic_write
+from models.goal_adapters import GoalConditionedDinoWM
+from models.objectives import oracle_goal_objective
 from planners import PLANNERS, MPCController, make_planner
 from planners.controller import PRECISIONS
 from training.offline_data import GoalSet, OfflineDataset
 
 __all__ = [
-    "GoalConditionedDinoWM",
     "GoalEvalConfig",
     "GoalRecord",
     "dinowm_cem_settings",
@@ -86,7 +86,6 @@ __all__ = [
     "evaluate_goals",
     "goal_reset_seeds",
     "make_goal_env",
-    "oracle_goal_objective",
     "summarise_goals",
     "write_goal_picture",
 ]
@@ -374,96 +373,6 @@ def _goal_achieved(env: Any, goals: GoalSet, k: int) -> np.ndarray:
 
 
 # --------------------------------------------------------------------------------------
-# Models as the controller sees them
-# --------------------------------------------------------------------------------------
-
-
-class GoalConditionedDinoWM:
-    """A `DinoWM` with proprioception supplied beside the images.
-
-    `MPCController` hands a model images only (`observe(z, a, obs)`, `encode(goal)`);
-    DINO-WM also embeds the proprio of every frame. This adapter holds the current
-    frame's proprio and the goal's (set before each `act`) and passes them on; everything
-    else (`config`, `predict_frames`, `goal_latent`, ...) is the wrapped model's.
-
-    Args:
-        model: the DinoWM.
-        use_proprio: False feeds None (zeros), as for a goal known only as an image.
-    """
-
-    def __init__(self, model: Any, use_proprio: bool = True) -> None:
-        self.model = model
-        self.use_proprio = use_proprio
-        self.proprio: Tensor | None = None  # [1, Pd] of the frame about to be observed
-        self.goal_proprio: Tensor | None = None  # [1, Pd]
-
-    def __getattr__(self, name: str) -> Any:
-        # Only reached for attributes not set in __init__: delegate to the model.
-        if name == "model":
-            raise AttributeError(name)
-        return getattr(self.model, name)
-
-    def set_proprio(self, proprio: np.ndarray | None, goal_proprio: np.ndarray | None = None) -> None:
-        device = self.model.action_mean.device
-
-        def to(x: np.ndarray | None) -> Tensor | None:
-            if x is None or not self.use_proprio or self.model.config.proprio_dim == 0:
-                return None
-            return torch.as_tensor(np.asarray(x, dtype=np.float32), device=device).reshape(1, -1)
-
-        self.proprio = to(proprio)
-        if goal_proprio is not None:
-            self.goal_proprio = to(goal_proprio)
-
-    @staticmethod
-    def _batch(p: Tensor | None, m: int) -> Tensor | None:
-        return None if p is None else p.expand(m, -1)
-
-    def encode(self, obs: Tensor) -> Tensor:
-        """Goal (or first) images with the goal's proprio. [M, 3, H, W] -> [M, Hh, P, C]."""
-        return self.model.encode_obs(obs, self._batch(self.goal_proprio, obs.shape[0]))
-
-    def observe(self, z_prev: Tensor | None, action_prev: Tensor | None, obs: Tensor) -> Tensor:
-        return self.model.observe(z_prev, action_prev, obs, proprio=self._batch(self.proprio, obs.shape[0]))
-
-    def next(self, z: Tensor, action: Tensor) -> Tensor:
-        return self.model.next(z, action)
-
-
-def oracle_goal_objective(mode: ObjectiveMode = "all") -> Callable[[Any, Tensor, Tensor | None], Any]:
-    """An `MPCController` objective factory for `OracleModel` on a goal given as a physics
-    state: the env's goal reward (minus the goal distance, `env.compute_reward`) of the
-    states a candidate reaches, against the goal state's achieved goal; averaged over
-    the horizon ("all", the dense reward) or at its last step ("last").
-
-    Shapes: z [B, S], z_goal [B or 1, S]; objective(actions [B, N, H, A]) -> [B, N].
-    """
-    if mode not in ("last", "all"):
-        raise ValueError(f"mode={mode!r} must be 'last' or 'all'")
-
-    def factory(model: Any, z0: Tensor, z_goal: Tensor | None) -> Callable[[Tensor], Tensor]:
-        if z_goal is None:
-            raise ValueError("the oracle goal objective needs act(state, goal=goal_physics_state)")
-        env = model.env
-        goal = model.achieved_goal(z_goal).cpu().numpy().astype(np.float32)  # [B or 1, G]
-
-        def objective(actions: Tensor) -> Tensor:
-            b, n, h, a = actions.shape
-            z = z0.unsqueeze(1).expand(b, n, z0.shape[-1]).reshape(b * n, z0.shape[-1])  # [M, S]
-            states = model.rollout(z, actions.reshape(b * n, h, a))  # [M, H, S]
-            if mode == "last":
-                states = states[:, -1:]
-            achieved = model.achieved_goal(states.reshape(-1, states.shape[-1])).cpu().numpy()  # [M * H', G]
-            achieved = achieved.reshape(b, n, states.shape[1], -1).astype(np.float32)
-            reward = env.compute_reward(achieved, goal[:, None, None, :])  # [B, N, H']
-            return torch.as_tensor(reward.mean(axis=-1), dtype=torch.float32, device=actions.device)
-
-        return objective
-
-    return factory
-
-
-# --------------------------------------------------------------------------------------
 # Evaluation
 # --------------------------------------------------------------------------------------
 
@@ -546,7 +455,7 @@ def evaluate_goals(
             frameskip, plan_model, factory = 1, oracle_model, oracle_goal_objective(config.oracle_objective)
             device = torch.device("cpu")
         else:
-            from models.dino_wm import make_goal_objective
+            from models.objectives import make_goal_objective
 
             if int(model.config.action_dim) != action_dim:
                 raise ValueError(f"the model has action_dim={model.config.action_dim}, the env {config.task} has "

@@ -187,7 +187,7 @@ class CollectConfig:
         shard_size: trajectories per shard file.
         action_repeat: control steps per agent step; None: the env's preset (recorded).
         planner_horizon: horizon of the noisy planner in agent steps; None: the task's
-            `training.oracle_presets` horizon.
+            `models.oracle_presets` horizon.
         planner_budget: candidates the noisy planner scores per step (over 3 iterations).
     """
 
@@ -265,7 +265,7 @@ class _Collector:
         self.planner = None
         if config.policy == "noisy_planner":
             from models.oracle import OracleModel
-            from training.oracle_presets import matched_planner, oracle_settings
+            from models.oracle_presets import matched_planner, oracle_settings
 
             # "zero" warm start: a rollout is a pure function of the state, so a shard
             # collected alone (on resume) equals one collected after other trajectories.

@@ -62,7 +62,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from models.behavior import TINY_SIZES, ActorController, ActorCritic, ActorGuidedModel, BehaviorConfig
+from models.actor_control import ActorController, ActorGuidedModel
+from models.behavior import TINY_SIZES, ActorCritic, BehaviorConfig
 from models.rssm import RSSM, RSSMConfig, sequences_from_transitions
 from planners import CEM, MPCController
 from planners.controller import PRECISIONS, resolve_device

@@ -27,7 +27,7 @@ from torch import Tensor
 from models.told import TOLD, soft_cross_entropy
 from planners import MPPI, MPCController
 
-__all__ = ["TOLDLossConfig", "TOLDAgent", "RunningScale", "heuristic_discount"]
+__all__ = ["TOLDLossConfig", "TOLDAgent", "RunningScale"]
 
 
 @dataclass(frozen=True)
@@ -53,12 +53,6 @@ class TOLDLossConfig:
                 raise ValueError(f"{name}={getattr(self, name)!r} must be at least 1")
         if not 0.0 < self.discount <= 1.0:
             raise ValueError(f"discount={self.discount!r} must be in (0, 1]")
-
-
-def heuristic_discount(episode_length: int, denom: float = 5.0, low: float = 0.95, high: float = 0.995) -> float:
-    """TD-MPC2's discount from the episode length in agent steps: 500 steps -> 0.99."""
-    frac = episode_length / denom
-    return float(min(max((frac - 1) / frac, low), high))
 
 
 class RunningScale:

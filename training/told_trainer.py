@@ -40,11 +40,11 @@ from typing import Any
 import numpy as np
 import torch
 
-from models.told import TOLD, TOLDConfig, load_told
+from models.told import TOLD, TOLDConfig, heuristic_discount, load_told
 from planners import MPPI
 from training.replay import EpisodeReplay
 from training.run_files import append_csv, atomic_torch_save, check_same_run, config_defaults, evaluation_row, restore_logs, rewrite_csv
-from training.told_agent import TOLDAgent, TOLDLossConfig, heuristic_discount
+from training.told_agent import TOLDAgent, TOLDLossConfig
 
 __all__ = ["TOLDTrainConfig", "TOLDTrainer", "atomic_torch_save", "evaluate_batched", "evaluate_snapshots"]
 
