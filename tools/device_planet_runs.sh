@@ -2,22 +2,22 @@
 # The driver that ran the PlaNet RSSM state benchmark on a lent GPU machine (session 11,
 # one H100; see README "PlaNet's RSSM"). That machine has torch but not MuJoCo or
 # dm-control, and no network, so they travel with the call, in .gpu/site.tar.xz (10 MB;
-# built by `python benchmarks/device_site.py` from the mujoco==3.17.0 and dm-tree==0.1.10
+# built by `python tools/device_site.py` from the mujoco==3.17.0 and dm-tree==0.1.10
 # wheels for CPython 3.12 and the pure-Python dm_control, dm_env, gymnasium, glfw,
 # farama_notifications, all kept in the ignored .whl/). Session 11 carried the wheels
 # themselves (.whl/, 27 MB) and .gpu/site.tar.gz; that path still works when site.tar.xz is
 # absent. Call with carry [".gpu"] (or [".gpu", ".whl"] for the old path).
 # Calls (each at most 10 minutes; the runs go on between calls in their own sessions):
-#   bash benchmarks/device_planet_runs.sh start 530; ... watch 520; ... finish 495
+#   bash tools/device_planet_runs.sh start 530; ... watch 520; ... finish 495
 # The runs are task:mode:recipe words, from .gpu/runs if it exists (session 11 ran the six
 # PlaNet-recipe ones), else the four DreamerV3-recipe actor runs below. `start` first unpacks
 # their bundles in carried/, if any, so a run carried from an earlier session resumes.
 # A file .gpu/kill listing task:mode[:recipe] lines stops those runs at the next call. Each
 # call packs runs with carry_run.py into $OUT (see the return step at the end: .gpu/return,
-# 60 MiB; 15 MB parts, the tool's file limit); unpack them here with
-# `cat parts > run.tar.gz; python benchmarks/carry_run.py unpack run.tar.gz`.
+# 60 MiB; 15 MB parts, the per-file return limit); unpack them here with
+# `cat parts > run.tar.gz; python tools/carry_run.py unpack run.tar.gz`.
 # Dreamer-recipe runs are packed with --drop-optimizer (about 20 MB instead of 50: the run
-# resumes with fresh Adam moments, recorded in its checkpoint), so up to three come back
+# resumes with fresh Adam moments), so up to three come back
 # per call, and one can travel back in a later session to resume: before that call, pack
 # it here (`carry_run.py pack --drop-optimizer runs/<run>`, into carried/, untracked) and
 # name it in .gpu/runs. The working tree travels too (64 MiB in all, with .gpu): the code
@@ -63,7 +63,7 @@ if [ "$phase" = start ]; then
   [ -f /tmp/gpu-smoke/rssm-cartpole-swingup-state-planner+actor-s0/checkpoint.pt ] || { echo "smoke failed"; exit 1; }
   mkdir -p runs
   for r in $RUNS; do  # resume the runs carried from an earlier session (and only those)
-    b="carried/$(basename "$(folder "$r")").tar.gz"; [ -f "$b" ] && python3 benchmarks/carry_run.py unpack "$b" 2>&1 | tail -1
+    b="carried/$(basename "$(folder "$r")").tar.gz"; [ -f "$b" ] && python3 tools/carry_run.py unpack "$b" 2>&1 | tail -1
   done
   for r in $RUNS; do
     parse "$r"
@@ -93,7 +93,7 @@ for r in $(cat .gpu/return 2>/dev/null || echo $RUNS); do
   dir=$(folder "$r"); [ -f "$dir/checkpoint.pt" ] || continue
   f="carried/$(basename "$dir").tar.gz"; rm -f "$f"
   parse "$r"; slim=$([ "$recipe" = dreamer ] && echo --drop-optimizer)
-  python3 benchmarks/carry_run.py pack $slim "$dir" > /tmp/pack.log 2>&1 || { tail -1 /tmp/pack.log; continue; }
+  python3 tools/carry_run.py pack $slim "$dir" > /tmp/pack.log 2>&1 || { tail -1 /tmp/pack.log; continue; }
   size=$(stat -c %s "$f")
   if [ "$size" -gt "$left" ]; then echo "not returned this call (no room): $dir ($size bytes)"; continue; fi
   left=$((left - size))

@@ -1,13 +1,13 @@
 #!/usr/bin/env python
-"""Carry an unfinished training run from one machine (or session) to the next.
+"""Developer tooling: move an unfinished training run from one of our machines to another.
 
-    python benchmarks/carry_run.py pack runs/told-walker-walk-state-s0    # -> carried/told-walker-walk-state-s0.tar.gz
-    python benchmarks/carry_run.py unpack carried/told-walker-walk-state-s0.tar.gz   # -> runs/told-walker-walk-state-s0/
-    python benchmarks/carry_run.py list
+    python tools/carry_run.py pack runs/told-walker-walk-state-s0    # -> carried/told-walker-walk-state-s0.tar.gz
+    python tools/carry_run.py unpack carried/told-walker-walk-state-s0.tar.gz   # -> runs/told-walker-walk-state-s0/
+    python tools/carry_run.py list
 
-Our benchmark runs (TOLD, PlaNet/Dreamer) take longer than a working session on a 2-core
-CPU, and `runs/` is not kept in git. `pack` bundles exactly what resuming needs, and no
-more, into one gzipped tar under `carried/`, which is committed while the run is unfinished:
+Not part of the product. Our benchmark runs (TOLD, PlaNet/Dreamer) take longer than one
+sitting on a 2-core CPU, and `runs/` is not kept in git. `pack` bundles exactly what
+resuming needs, and no more, into one gzipped tar under `carried/` (untracked):
 
 - `checkpoint.pt` and the replay file it names (`replay_file`), so training resumes at the
   same env step with the same buffer, optimiser and random state;
@@ -19,9 +19,8 @@ more, into one gzipped tar under `carried/`, which is committed while the run is
 
 `pack --drop-optimizer` (PlaNet/Dreamer runs) leaves out the optimisers' Adam moments,
 about two thirds of a checkpoint: a dreamer-recipe run's 55 MB checkpoint becomes about
-20 MB, small enough to travel to a device machine beside the code (64 MiB a call). The
-run then resumes with fresh moments, and its checkpoint records the env step where that
-happened (`optimizer_restarts`, shown by `planet_learning.py report`).
+20 MB, small enough to travel beside the code to a machine with a 64 MiB transfer limit.
+The run then resumes with fresh moments.
 `unpack` refuses to overwrite a run that has gone further than the bundle (it compares the
 env step in the two checkpoints) unless `--force` is given. The archive is written to a
 temporary file and renamed, so a kill never leaves half a bundle.

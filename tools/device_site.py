@@ -1,11 +1,11 @@
 #!/usr/bin/env python
-"""Build the Python packages a lent GPU machine lacks into one small archive.
+"""Developer tooling: build the Python packages a GPU machine of ours lacks into one small archive.
 
-    python benchmarks/device_site.py            # .whl/ -> .gpu/site.tar.xz
+    python tools/device_site.py            # .whl/ -> .gpu/site.tar.xz
 
 The device machine has torch but neither MuJoCo nor dm-control, and no network, so they
 travel with every call, and they count towards the call's 64 MiB beside the code and any
-run being resumed (`benchmarks/device_planet_runs.sh`). The inputs, in the ignored `.whl/`:
+run being resumed (`tools/device_planet_runs.sh`). The inputs, in the ignored `.whl/`:
 
 - the CPython 3.12 wheels of mujoco and dm-tree (`pip download --no-deps --only-binary=:all:
   --python-version 3.12 --platform manylinux_2_28_x86_64 ... mujoco==3.17.0 dm-tree==0.1.10`,
@@ -18,7 +18,8 @@ Only what our DM Control tasks import is kept of mujoco: its 26.7 MB wheel unpac
 41 MB of it the `experimental` studio GUI, plus headers, the Filament renderer and its
 bindings. The result, xz-compressed, is about 10 MB where the wheels and site took 33 MB,
 which leaves room for a resumed dreamer-recipe run (about 20 MB packed with
-`carry_run.py pack --drop-optimizer`). The archive is written atomically.
+`tools/carry_run.py pack --drop-optimizer`). The archive is written atomically. Not part of
+the product.
 """
 
 from __future__ import annotations

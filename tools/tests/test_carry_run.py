@@ -1,4 +1,4 @@
-"""Carrying an unfinished run between machines: what `pack` keeps, and that it resumes."""
+"""tools/carry_run.py (developer tooling): what `pack` keeps, and that the run resumes."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import tarfile
 import pytest
 import torch
 
-from benchmarks.carry_run import pack, unpack
+from tools.carry_run import pack, unpack
 from training.told_trainer import TOLDTrainConfig, TOLDTrainer, evaluate_snapshots
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
@@ -54,31 +54,6 @@ def test_pack_keeps_what_resuming_needs_and_the_run_continues_elsewhere(tmp_path
 def test_pack_without_a_checkpoint_names_the_folder(tmp_path):
     with pytest.raises(FileNotFoundError, match=f"{tmp_path.name} has no checkpoint.pt"):
         pack(tmp_path, out_dir=tmp_path / "carried")
-
-
-def test_a_planet_run_carried_without_optimizers_resumes_with_fresh_moments(tmp_path):
-    from tests.test_planet_trainer import quick_config
-    from training.planet_trainer import PlaNetTrainer
-
-    run = tmp_path / "here" / "planet-run"
-    config = quick_config(mode="actor", steps=320, eval_every=100_000, eval_at_start=False)
-    PlaNetTrainer(config, run, progress=False, log=lambda _: None).run()
-    full = pack(run, out_dir=tmp_path / "full")
-    slim = pack(run, out_dir=tmp_path / "slim", drop_optimizer=True)
-    assert slim.stat().st_size < 0.7 * full.stat().st_size  # the moments are two thirds of the weights
-    assert torch.load(run / "checkpoint.pt", weights_only=True)["optimizer"] is not None  # the run is untouched
-
-    logged = []
-    restored = unpack(slim, runs_dir=tmp_path / "there")
-    resumed = PlaNetTrainer(quick_config(mode="actor", steps=480, eval_every=100_000, eval_at_start=False),
-                            restored, progress=False, log=logged.append)  # fmt: skip
-    assert resumed.resumed and resumed.step == 40 and resumed.optimizer_restarts == [320]
-    assert any("Adam restarts" in line for line in logged)
-    assert resumed.optimizer.state_dict()["state"] == {}  # fresh moments
-    resumed.run()
-    state = torch.load(restored / "checkpoint.pt", weights_only=True)
-    assert state["step"] == 60 and state["optimizer_restarts"] == [320]
-    assert state["optimizer"]["state"] and state["behavior"]["optimizers"]["actor"]["state"]  # moments again
 
 
 def test_only_planet_runs_can_drop_their_optimizers(tmp_path):

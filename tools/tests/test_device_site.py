@@ -1,4 +1,4 @@
-"""benchmarks/device_site.py: MuJoCo and dm-control packed small for a lent GPU machine."""
+"""tools/device_site.py (developer tooling): MuJoCo and dm-control packed small for a GPU machine."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import zipfile
 
 import pytest
 
-from benchmarks.device_site import build
+from tools.device_site import build
 
 
 def fake_inputs(folder) -> None:

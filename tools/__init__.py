@@ -1,0 +1,1 @@
+"""Developer tooling (not part of the product; not installed with the package)."""
