@@ -15,8 +15,8 @@ settings, plus cheetah-run and walker-walk for scale), on whatever machine runs 
 3. The baseline, in the same run and on the same simulation (the first 64 candidates,
    same start state and controls): a plain single-thread Python loop of
    `mujoco.mj_step(model, data)`, and MuJoCo's own C loop (`mj_step(model, data,
-   nstep)` per agent step); the ratios oracle / baseline. Calls take turns, so that a
-   shared machine's drift affects all of them alike.
+   nstep)` per agent step); the ratios oracle / baseline. Calls take turns, so that changes
+   in the machine's load affect all of them alike.
 4. The generic reward path (one `task.get_reward` per state) on a few candidates,
    scaled to M=512, to show what the vectorised rewards save.
 """
@@ -51,7 +51,7 @@ M, H = 512, 12
 
 
 def interleaved_medians(calls: dict[str, Callable[[], Any]], repeats: int) -> dict[str, float]:
-    """Median seconds of each call, the calls taking turns so that machine drift hits all alike."""
+    """Median seconds of each call, the calls taking turns so that load changes hit all alike."""
     for fn in calls.values():
         fn()  # warm-up
     times: dict[str, list[float]] = {name: [] for name in calls}

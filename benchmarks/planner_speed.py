@@ -51,7 +51,7 @@ def median_ms(fn: Callable[[], Any], repeats: int, warmup: int = 3) -> float:
 class MatmulRate:
     """fp32 matmul rate (GFLOP/s) of this machine: the denominator of the FLOP floor.
 
-    Shared machines drift by tens of percent over minutes, so the rate is measured again
+    On a shared machine the rate varies by tens of percent over minutes, so it is measured again
     right beside every timed call and each ratio uses its neighbouring rate.
     """
 

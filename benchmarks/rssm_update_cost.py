@@ -16,7 +16,7 @@ Two questions it answers, each as seconds per update and hours of updates per ru
   posterior states, 250 times per 500-step episode (train ratio 512), 25,000 times per
   100k env steps. It also counts
   the recipe's parameters, and what its weights with Adam's two moments weigh (the bulk
-  of a run's resume bundle), at our sizes and at V3's proprio sizes (GRU 512, 2 x 512).
+  of a training checkpoint), at our sizes and at V3's proprio sizes (GRU 512, 2 x 512).
 
 Random weights and random batches: the work per update does not depend on what the model
 has learned. Each setting runs `--warmup` untimed updates, then the median of `--repeats`.
