@@ -70,7 +70,7 @@ from torch import Tensor, nn
 from models.checkpoints import atomic_torch_save, model_checkpoint, read_header
 from models.rssm import RSSM, RSSMState
 from models.told import soft_cross_entropy, two_hot_inverse
-from planners.controller import PRECISIONS
+from planners.controller import PRECISIONS, resolve_device
 from planners.precision import warn_if_bfloat16_is_slow
 
 __all__ = [
@@ -913,6 +913,12 @@ class ActorCritic(nn.Module):
     ) -> ActorCritic:
         """Rebuilds an actor-critic from `checkpoint()`.
 
+        Args:
+            ckpt: the checkpoint dict.
+            feature_size, action_dim: what the caller's world model and task need.
+            device: where the model goes: "cpu" (the default, as for every checkpoint
+                loader here), "cuda", or "auto" (CUDA when available, else CPU).
+
         Raises:
             ValueError: not a behaviour checkpoint, another format version, or a feature
                 size / action size other than the caller's (both named).
@@ -923,7 +929,7 @@ class ActorCritic(nn.Module):
                 raise ValueError(f"checkpoint has {name} {ckpt[name]}, but the caller needs {want}")
         ac = cls(config, int(ckpt["feature_size"]), int(ckpt["action_dim"]))
         ac.load_state_dict(ckpt["state_dict"])
-        ac = ac.to(device)
+        ac = ac.to(resolve_device(device))
         if "optimizers" in ckpt:
             ac.actor_optimizer.load_state_dict(ckpt["optimizers"]["actor"])
             ac.critic_optimizer.load_state_dict(ckpt["optimizers"]["critic"])

@@ -70,6 +70,7 @@ from models.dinov2 import (
     build_dinov2,
     preprocess_images,
 )
+from planners.controller import resolve_device
 
 if TYPE_CHECKING:
     pass
@@ -854,6 +855,8 @@ class DinoWM(nn.Module):
             encoder / encoder_weights: the frozen DINOv2, or its weight file; with neither,
                 the path recorded in the checkpoint is used when that file exists.
             action_dim, proprio_dim: what the caller's task has; a mismatch raises.
+            device: where the model goes: "cpu" (the default, as for every checkpoint
+                loader here), "cuda", or "auto" (CUDA when available, else CPU).
 
         Raises:
             ValueError: another model, another format version, or a task mismatch (both
@@ -874,7 +877,7 @@ class DinoWM(nn.Module):
                 )
         model = cls(config, encoder=encoder, encoder_weights=encoder_weights)
         model.load_state_dict(ckpt["state_dict"])
-        return model.to(device).eval()
+        return model.to(resolve_device(device)).eval()
 
     @classmethod
     def load(cls, path: str | os.PathLike[str], **kwargs: Any) -> DinoWM:

@@ -32,6 +32,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from planners.controller import resolve_device
+
 __all__ = [
     "DINOV2_CONFIGS",
     "IMAGENET_MEAN",
@@ -598,12 +600,6 @@ def _load_into(model: DinoVisionTransformer, state: Mapping[str, Tensor], path: 
 # --------------------------------------------------------------------------------------
 
 
-def _resolve_device(device: str | torch.device) -> torch.device:
-    if str(device) == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
-
-
 def build_dinov2(
     config: DINOv2Config,
     weights: str | Path | None = None,
@@ -641,7 +637,7 @@ def build_dinov2(
             stacklevel=3,
         )
     model.requires_grad_(False)
-    return model.eval().to(_resolve_device(device))
+    return model.eval().to(resolve_device(device))
 
 
 def dinov2_vits14(

@@ -50,6 +50,7 @@ from torch import Tensor, nn
 from models.checkpoints import atomic_torch_save, model_checkpoint, read_header
 from models.layers import symlog
 from models.told import soft_cross_entropy, two_hot_inverse
+from planners.controller import resolve_device
 
 __all__ = [
     "CHECKPOINT_FORMAT_VERSION",
@@ -1025,6 +1026,8 @@ class RSSM(nn.Module):
             ckpt: the checkpoint dict.
             obs_shape, action_dim: what the caller's task needs; a checkpoint trained for
                 something else raises.
+            device: where the model goes: "cpu" (the default, as for every checkpoint
+                loader here), "cuda", or "auto" (CUDA when available, else CPU).
 
         Raises:
             ValueError: a checkpoint of another model, another format version, or a
@@ -1037,7 +1040,7 @@ class RSSM(nn.Module):
             raise ValueError(f"checkpoint has action_dim {config.action_dim}, but the task gives {action_dim}")
         model = cls(config)
         model.load_state_dict(ckpt["state_dict"])
-        return model.to(device)
+        return model.to(resolve_device(device))
 
     @classmethod
     def load(cls, path: str | os.PathLike[str], **kwargs: Any) -> RSSM:
