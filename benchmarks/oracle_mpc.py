@@ -28,12 +28,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 
 import envs  # noqa: E402
+from benchmarks.machine import machine_info  # noqa: E402
 from models.oracle import OracleModel  # noqa: E402
+from models.oracle_presets import matched_planner, oracle_settings  # noqa: E402
 from planners import MPCController  # noqa: E402
 from training import run_episode  # noqa: E402
-from models.oracle_presets import matched_planner, oracle_settings  # noqa: E402
-
-from benchmarks.machine import machine_info  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results" / "oracle_mpc.json"
 TASKS = ("reacher-easy", "point_mass-easy", "reacher-pose", "point_mass-goal", "reacher-target", "cartpole-swingup",

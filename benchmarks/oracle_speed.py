@@ -41,9 +41,8 @@ import torch  # noqa: E402
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import envs  # noqa: E402
-from models.oracle import OracleModel  # noqa: E402
-
 from benchmarks.machine import machine_info  # noqa: E402
+from models.oracle import OracleModel  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results" / "oracle_speed.json"
 TASKS = (("cartpole-swingup", 8), ("reacher-easy", 4), ("cheetah-run", 4), ("walker-walk", 2))

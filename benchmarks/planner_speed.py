@@ -35,10 +35,9 @@ from torch.utils.flop_counter import FlopCounterMode
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import models.layers  # noqa: E402
+from benchmarks.machine import machine_info, median_seconds  # noqa: E402
 from benchmarks.sized_models import TDMPC2_SIZES, RSSMShaped, TDMPC2Shaped  # noqa: E402
 from planners import CEM, MPPI, compile_model, policy_proposals, reward_objective  # noqa: E402
-
-from benchmarks.machine import machine_info, median_seconds  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results" / "planner_speed.json"
 

@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Any
 
+import numpy as np
 import torch
 from torch import Tensor
 
-__all__ = ["PointMass", "Pendulum", "TOY_SYSTEMS", "angle_normalize"]
+__all__ = ["PointMass", "Pendulum", "TOY_SYSTEMS", "TOY_TASKS", "ToyEnv", "angle_normalize"]
 
 
 def angle_normalize(theta: Tensor) -> Tensor:
@@ -102,8 +104,8 @@ class Pendulum:
     def next(self, z: Tensor, action: Tensor) -> Tensor:
         theta, theta_dot = z[:, 0], z[:, 1]
         torque = self.max_torque * action[:, 0].clamp(-1.0, 1.0)
-        g, m, l = self.gravity, self.mass, self.length
-        theta_ddot = 3 * g / (2 * l) * torch.sin(theta) + 3.0 / (m * l**2) * torque
+        g, m, length = self.gravity, self.mass, self.length
+        theta_ddot = 3 * g / (2 * length) * torch.sin(theta) + 3.0 / (m * length**2) * torque
         theta_dot = (theta_dot + theta_ddot * self.dt).clamp(-self.max_speed, self.max_speed)
         theta = theta + theta_dot * self.dt
         return torch.stack([theta, theta_dot], dim=1)
@@ -118,3 +120,80 @@ class Pendulum:
 
 
 TOY_SYSTEMS = {"point_mass": PointMass, "pendulum": Pendulum}
+
+# The toy systems as tasks of the command line: "toy-<system>".
+TOY_TASKS = {f"toy-{name}": name for name in TOY_SYSTEMS}
+# Planner budgets and episode lengths per toy task.
+TOY_PLANNER_DEFAULTS = {
+    "toy-pendulum": {"horizon": 25, "num_samples": 200, "num_elites": 20, "iterations": 4},
+    "toy-point_mass": {"horizon": 15, "num_samples": 200, "num_elites": 20, "iterations": 4},
+}
+TOY_STEPS = {"toy-pendulum": 100, "toy-point_mass": 50}
+
+
+class ToyEnv:
+    """A toy system behind the reset/step interface of `training.run_episode`: the state
+    is the observation, episodes last `TOY_STEPS[task]` steps, start states are the
+    system's rest state plus N(0, 0.05^2) noise drawn from the episode seed."""
+
+    def __init__(self, task: str, device: torch.device | str = "cpu") -> None:
+        if task not in TOY_TASKS:
+            raise ValueError(f"unknown toy task {task!r}; choose one of {sorted(TOY_TASKS)}")
+        self.system = TOY_SYSTEMS[TOY_TASKS[task]]()
+        self.max_episode_steps = TOY_STEPS[task]
+        self.device = device
+
+    def reset(self, seed: int) -> tuple[Tensor, dict[str, Any]]:
+        noise = torch.randn(self.system.state_dim, generator=torch.Generator().manual_seed(seed))
+        self.state = self.system.initial_state(1, self.device) + 0.05 * noise.to(self.device)
+        self.steps = 0
+        return self.state[0], {}
+
+    def step(self, action: np.ndarray) -> tuple[Tensor, float, bool, bool, dict[str, Any]]:
+        a = torch.as_tensor(action, device=self.device).view(1, -1)
+        reward = float(self.system.reward(self.state, a))
+        self.state = self.system.next(self.state, a)
+        self.steps += 1
+        info = {"is_success": bool(self.system.success(self.state)[0])}
+        return self.state[0], reward, False, self.steps >= self.max_episode_steps, info
+
+    def close(self) -> None:
+        pass
+
+
+# -- the registry's entry points (models.registry) ------------------------------------------
+
+
+def prepare_planning(request: Any, model_name: str | None = None) -> Any:
+    """MPC over a toy system's exact dynamics, undiscounted, a fresh controller seeded
+    with each episode's seed."""
+    from models.planning import PlanSetup, build_planner, describe_planner
+    from planners import MPCController
+
+    if request.task not in TOY_TASKS:
+        raise ValueError(f"toy models plan on the toy tasks {sorted(TOY_TASKS)}, not {request.task!r}")
+    model_name = model_name or request.task
+    env = ToyEnv(request.task, request.device)
+    planner = build_planner(request, env.system.action_dim, TOY_PLANNER_DEFAULTS[request.task])
+    controller = MPCController(env.system, planner, discount=1.0, seed=request.seed, device=request.device)
+
+    def controller_for_episode(episode: int) -> MPCController:
+        return MPCController(env.system, planner, discount=1.0, seed=request.seed + episode, device=request.device)
+
+    return PlanSetup(env=env, controller=controller, controller_for_episode=controller_for_episode,
+                     description=f"planner {request.planner} {describe_planner(planner)}, model {model_name}")
+
+
+def _tiny(system: PointMass | Pendulum) -> Any:
+    from models.planning import TinyCase
+
+    return TinyCase(model=system, obs=system.initial_state(1)[0], action_dim=system.action_dim,
+                    controller_kwargs={"use_value": False, "discount": 1.0})
+
+
+def tiny_pendulum() -> Any:
+    return _tiny(Pendulum())
+
+
+def tiny_point_mass() -> Any:
+    return _tiny(PointMass())

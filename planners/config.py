@@ -11,7 +11,7 @@ import dataclasses
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Literal, TypeVar, Union
+from typing import Any, Literal, TypeVar
 
 import torch
 
@@ -21,7 +21,7 @@ OutputMode = Literal["mean", "best", "sample_elite"]
 OUTPUT_MODES: tuple[str, ...] = ("mean", "best", "sample_elite")
 
 # A bound is one float for every action dimension, or one float per dimension.
-Bound = Union[float, Sequence[float], torch.Tensor]
+Bound = float | Sequence[float] | torch.Tensor
 
 ConfigT = TypeVar("ConfigT", bound="PlannerConfig")
 
