@@ -455,7 +455,7 @@ def run_dinowm(args: argparse.Namespace) -> list[EpisodeRecord]:
     actions away from its start (DINO-WM's protocol), success as the task defines it."""
     from training.dino_wm_trainer import load_trained_dinowm
     from training.goal_mpc import GoalEvalConfig, dinowm_cpu_budget, evaluate_goals, make_goal_env, summarise_goals
-    from training.offline_data import sample_goals
+    from training.datasets import sample_goals
 
     if args.checkpoint is None:
         raise UserError("--model dinowm needs --checkpoint runs/<run>/model.pt (train one with `run_planning.py train --model dinowm`)")
@@ -697,7 +697,7 @@ def build_dinowm_trainer(args: argparse.Namespace, progress: bool) -> tuple[Any,
     """Collect the offline data set (resumable), then build the trainer over it."""
     from models.dino_wm import DinoWMConfig
     from training.dino_wm_trainer import DinoWMTrainConfig, DinoWMTrainer
-    from training.offline_data import CollectConfig, collect
+    from training.collection import CollectConfig, collect
 
     if args.task not in envs.list_tasks("goal"):
         raise UserError(f"dinowm trains on goal tasks {envs.list_tasks('goal')}, not {args.task!r}")

@@ -73,9 +73,10 @@ def ordering(values: np.ndarray, physical: np.ndarray, success: np.ndarray, thre
 
 def measure(task: str, runs_dir: Path, pairs: int, seed: int) -> dict[str, Any]:
     from envs.goals import GOAL_TASKS
+    from training.datasets import OfflineDataset
     from training.dino_wm_trainer import load_trained_dinowm
+    from training.feature_cache import load_cached_features
     from training.goal_mpc import GoalEvalConfig
-    from training.offline_data import OfflineDataset, load_cached_features
 
     folder = runs_dir / f"dinowm-{task}"
     model_path = folder / "model.pt"

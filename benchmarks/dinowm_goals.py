@@ -10,7 +10,7 @@
     python benchmarks/dinowm_goals.py evaluate --task point_mass-goal
     python benchmarks/dinowm_goals.py report                                   # markdown table from the JSON
 
-`collect` writes DINO-WM's offline data set (`training.offline_data.collect`: pixel
+`collect` writes DINO-WM's offline data set (`training.collection.collect`: pixel
 trajectories; uniform random actions as the paper for reacher-pose, a noisy planner for
 point_mass-goal, see below) into
 <runs-dir>/dinowm-<task>/data/ (resumable shard by shard; images rendered at the preset's
@@ -135,7 +135,7 @@ def set_threads(args: argparse.Namespace) -> None:
 
 
 def open_dataset(args: argparse.Namespace) -> Any:
-    from training.offline_data import OfflineDataset
+    from training.datasets import OfflineDataset
 
     data = run_dir(args) / "data"
     try:
@@ -152,7 +152,7 @@ def open_dataset(args: argparse.Namespace) -> Any:
 
 def collect_data(args: argparse.Namespace) -> None:
     from models.dino_wm import DinoWMConfig
-    from training.offline_data import CollectConfig, collect
+    from training.collection import CollectConfig, collect
 
     image_size = getattr(DinoWMConfig, args.preset)(1, 1).image_size
     data = run_dir(args) / "data"
@@ -210,7 +210,7 @@ def draw_goals(dataset: Any, task: str, count: int, seed: int, include_reached: 
     """`count` held-out goals (OFFSET steps ahead), dropping the ones met at the start
     unless `include_reached`; returns the goals and how they were chosen."""
     from envs.goals import GOAL_TASKS
-    from training.offline_data import sample_goals
+    from training.datasets import sample_goals
 
     if "achieved_goal" not in dataset.keys:
         raise SystemExit(f"error: the data set at {dataset.root} records no achieved goals; cannot tell which goals "

@@ -11,12 +11,14 @@ import pytest
 import torch
 
 from models.dino_wm import DinoWM
+from models.goal_adapters import GoalConditionedDinoWM
+from training.collection import CollectConfig, collect
+from training.datasets import GoalSet, sample_goals
 from training.dino_wm_trainer import (
     DinoWMTrainConfig,
     DinoWMTrainer,
     load_trained_dinowm,
 )
-from models.goal_adapters import GoalConditionedDinoWM
 from training.goal_mpc import (
     GoalEvalConfig,
     evaluate_goals,
@@ -24,7 +26,6 @@ from training.goal_mpc import (
     make_goal_env,
     write_goal_picture,
 )
-from training.offline_data import CollectConfig, GoalSet, collect, sample_goals
 
 pytestmark = pytest.mark.filterwarnings("ignore:DINOv2 tiny encoder is randomly initialised")
 

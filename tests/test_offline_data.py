@@ -1,5 +1,6 @@
-"""Offline DINO-WM data (training/offline_data.py): collection and resume, loading errors,
-the feature cache, training windows and evaluation goals. Tiny images, short trajectories."""
+"""Offline DINO-WM data: collection and resume (training/collection.py), the data set and its
+loading errors and evaluation goals (training/datasets.py), the feature cache
+(training/feature_cache.py) and training windows (training/windows.py). Tiny images, short trajectories."""
 
 from __future__ import annotations
 
@@ -14,18 +15,11 @@ import torch
 import envs
 from models.dino_wm import TINY_ENCODER, DinoWM, DinoWMConfig
 from models.dinov2 import build_dinov2
-from training import offline_data
-from training.offline_data import (
-    CollectConfig,
-    EncoderIdentity,
-    OfflineDataset,
-    WindowSampler,
-    cache_features,
-    collect,
-    load_cached_features,
-    sample_goals,
-    write_dataset,
-)
+from training import collection, datasets
+from training.collection import CollectConfig, collect
+from training.datasets import OfflineDataset, sample_goals, write_dataset
+from training.feature_cache import EncoderIdentity, cache_features, load_cached_features
+from training.windows import WindowSampler
 
 SHARD_KEYS = ("images", "actions", "proprio", "states", "achieved_goal", "desired_goal", "seeds")
 
@@ -76,7 +70,7 @@ def test_collect_writes_documented_shards_and_manifest(reacher):
     root = reacher.root
     assert sorted(p.name for p in root.iterdir()) == ["manifest.json", "shard-00000.npz", "shard-00001.npz"]
     manifest = json.loads((root / "manifest.json").read_text())
-    assert manifest["format_version"] == offline_data.FORMAT_VERSION and manifest["complete"]
+    assert manifest["format_version"] == datasets.FORMAT_VERSION and manifest["complete"]
     assert [s["num_trajectories"] for s in manifest["shards"]] == [2, 1] and manifest["num_collected"] == 3
     assert manifest["config"]["task"] == "reacher-pose" and manifest["env"]["proprio_dim"] == 4
     s = manifest["env"]["state_size"]
@@ -115,7 +109,7 @@ def test_killed_collection_resumes_to_the_uninterrupted_result(tmp_path, monkeyp
     whole = collect(config, tmp_path / "whole", progress=False)
 
     calls = []
-    original = offline_data._Collector.trajectory
+    original = collection._Collector.trajectory
 
     def dies_on_third(self, index):
         calls.append(index)
@@ -127,7 +121,7 @@ def test_killed_collection_resumes_to_the_uninterrupted_result(tmp_path, monkeyp
         calls.append(index)
         return original(self, index)
 
-    monkeypatch.setattr(offline_data._Collector, "trajectory", dies_on_third)
+    monkeypatch.setattr(collection._Collector, "trajectory", dies_on_third)
     with pytest.raises(Killed):
         collect(config, tmp_path / "resumed", progress=False)
     root = tmp_path / "resumed"
@@ -136,7 +130,7 @@ def test_killed_collection_resumes_to_the_uninterrupted_result(tmp_path, monkeyp
         OfflineDataset(root)
     (root / ".shard-00002.npz.x1y2.tmp").write_bytes(b"half a shard")  # a write cut short
     calls.clear()
-    monkeypatch.setattr(offline_data._Collector, "trajectory", counted)
+    monkeypatch.setattr(collection._Collector, "trajectory", counted)
     resumed = collect(config, root, progress=False)
     assert calls == [2]  # only the missing shard was collected
     assert not list(root.glob(".*.tmp"))

@@ -13,7 +13,7 @@ frozen DINOv2 run once over every frame, then epochs of teacher-forced MSE on wi
 What happens, in order:
 
 1. The data set's frames are encoded once by the frozen encoder into the float16 feature
-   cache (`training.offline_data.cache_features`, resumable, shared between runs of the
+   cache (`training.feature_cache.cache_features`, resumable, shared between runs of the
    same encoder). Training reads only that cache: the ViT never runs per step.
 2. The data set's action and proprio statistics go into the model (`set_normalization`),
    so the checkpoint carries the z-scoring it was trained with.
@@ -66,8 +66,10 @@ import torch
 from models.dino_wm import DinoWM, DinoWMConfig
 from models.dinov2 import build_dinov2
 from planners.controller import resolve_device
-from training.offline_data import ENCODER_PRECISIONS, OfflineDataset, WindowSampler, cache_features
+from training.datasets import OfflineDataset
+from training.feature_cache import ENCODER_PRECISIONS, cache_features
 from training.run_files import append_csv, atomic_torch_save, check_same_run, config_defaults, restore_logs
+from training.windows import WindowSampler
 
 __all__ = [
     "CHECKPOINT_VERSION",

@@ -74,7 +74,7 @@ from models.goal_adapters import GoalConditionedDinoWM
 from models.objectives import oracle_goal_objective
 from planners import PLANNERS, MPCController, make_planner
 from planners.controller import PRECISIONS
-from training.offline_data import GoalSet, OfflineDataset
+from training.datasets import GoalSet, OfflineDataset
 
 __all__ = [
     "GoalEvalConfig",
