@@ -453,7 +453,7 @@ def run_rssm(args: argparse.Namespace) -> list[EpisodeRecord]:
 def run_dinowm(args: argparse.Namespace) -> list[EpisodeRecord]:
     """Goal-image MPC with a trained DINO-WM: --episodes goals, each 25 env steps of random
     actions away from its start (DINO-WM's protocol), success as the task defines it."""
-    from training.dino_wm_trainer import load_trained_dinowm
+    from models.dino_wm import load_trained_dinowm
     from training.goal_mpc import GoalEvalConfig, dinowm_cpu_budget, evaluate_goals, make_goal_env, summarise_goals
     from training.datasets import sample_goals
 

@@ -73,8 +73,8 @@ def ordering(values: np.ndarray, physical: np.ndarray, success: np.ndarray, thre
 
 def measure(task: str, runs_dir: Path, pairs: int, seed: int) -> dict[str, Any]:
     from envs.goals import GOAL_TASKS
+    from models.dino_wm import load_trained_dinowm
     from training.datasets import OfflineDataset
-    from training.dino_wm_trainer import load_trained_dinowm
     from training.feature_cache import load_cached_features
     from training.goal_mpc import GoalEvalConfig
 

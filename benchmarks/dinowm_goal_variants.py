@@ -35,7 +35,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from benchmarks import dinowm_goals as dg  # noqa: E402
-from training.dino_wm_trainer import load_trained_dinowm  # noqa: E402
+from models.dino_wm import load_trained_dinowm  # noqa: E402
 from training.goal_mpc import GoalEvalConfig, dinowm_cpu_budget, evaluate_goals, goal_reset_seeds, summarise_goals  # noqa: E402
 
 torch.set_num_threads(1)

@@ -272,7 +272,7 @@ def _summary(records: list[Any]) -> dict[str, Any]:
 
 
 def evaluate(args: argparse.Namespace) -> None:
-    from training.dino_wm_trainer import load_trained_dinowm
+    from models.dino_wm import load_trained_dinowm
     from training.goal_mpc import GoalEvalConfig, dinowm_cpu_budget, evaluate_goals, goal_reset_seeds
 
     set_threads(args)

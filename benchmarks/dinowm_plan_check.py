@@ -58,11 +58,11 @@ def true_actions(dataset: Any, goals: Any, k: int, frameskip: int, horizon: int)
 
 
 def check(args: argparse.Namespace) -> dict[str, Any]:
+    from models.dino_wm import load_trained_dinowm
     from models.goal_adapters import GoalConditionedDinoWM
     from models.objectives import make_goal_objective
     from planners import make_planner
     from training.datasets import OfflineDataset
-    from training.dino_wm_trainer import load_trained_dinowm
     from training.goal_mpc import GoalEvalConfig, dinowm_cpu_budget
 
     folder = Path(args.runs_dir) / f"dinowm-{args.task}"

@@ -901,3 +901,57 @@ class DinoWM(nn.Module):
             pairs = ", ".join(f"{k}: {theirs[k]!r} vs {ours[k]!r}" for k in differ)
             raise ValueError(f"checkpoint config differs from this model's (checkpoint vs model): {pairs}")
         self.load_state_dict(ckpt["state_dict"])
+
+
+# --------------------------------------------------------------------------------------
+# Loading a model trained by training.dino_wm_trainer
+# --------------------------------------------------------------------------------------
+
+
+def random_encoder(config: DinoWMConfig, seed: int, device: str | torch.device = "cpu") -> DinoVisionTransformer:
+    """A randomly initialised frozen DINOv2 of `config.encoder`, a pure function of `seed`.
+
+    Built on the CPU under a private RNG (the global RNG is left as it was), then moved, so
+    the same seed gives the same encoder on any device: a run, its resume and a later
+    `load_trained_dinowm` all see the same features. Warns that the features are not
+    DINOv2's (the warning comes from `build_dinov2`).
+    """
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        encoder = build_dinov2(config.encoder_config, None, device="cpu")
+    return encoder.to(resolve_device(device))
+
+
+def load_trained_dinowm(
+    path: str | os.PathLike[str],
+    encoder_weights: str | os.PathLike[str] | None = None,
+    device: str | torch.device = "cpu",
+) -> DinoWM:
+    """Load a `model.pt` written by `training.dino_wm_trainer.DinoWMTrainer` (in eval mode).
+
+    A model trained on the official encoder needs its weight file: `encoder_weights`, or
+    the path recorded in the checkpoint when that file exists. A model trained on a random
+    encoder rebuilds that same encoder from the recorded seed (`random_encoder`).
+
+    Args:
+        path: the model file.
+        encoder_weights: the official DINOv2 weight file, when not the recorded one.
+        device: "cpu" (the default), "cuda", or "auto" (CUDA when available, else CPU).
+
+    Raises:
+        FileNotFoundError: no file at `path`.
+        ValueError: not a DINO-WM checkpoint (see `DinoWM.from_checkpoint`).
+    """
+    if not Path(path).is_file():
+        raise FileNotFoundError(f"no DINO-WM checkpoint at {str(path)!r}")
+    device = resolve_device(device)
+    ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    recorded = (ckpt.get("encoder") or {}).get("weights") if isinstance(ckpt, Mapping) else None
+    encoder = None
+    if (encoder_weights is None and recorded is None and isinstance(ckpt, Mapping) and "random_encoder_seed" in ckpt
+            and ckpt.get("model") == _MODEL_NAME and "config" in ckpt):
+        config = DinoWMConfig.from_dict(ckpt["config"])
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # the checkpoint says so; the trainer warned at training time
+            encoder = random_encoder(config, int(ckpt["random_encoder_seed"]), device=device)
+    return DinoWM.from_checkpoint(ckpt, encoder=encoder, encoder_weights=encoder_weights, device=device)

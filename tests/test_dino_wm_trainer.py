@@ -10,15 +10,11 @@ import numpy as np
 import pytest
 import torch
 
-from models.dino_wm import DinoWM
+from models.dino_wm import DinoWM, load_trained_dinowm
 from models.goal_adapters import GoalConditionedDinoWM
 from training.collection import CollectConfig, collect
 from training.datasets import GoalSet, sample_goals
-from training.dino_wm_trainer import (
-    DinoWMTrainConfig,
-    DinoWMTrainer,
-    load_trained_dinowm,
-)
+from training.dino_wm_trainer import DinoWMTrainConfig, DinoWMTrainer
 from training.goal_mpc import (
     GoalEvalConfig,
     evaluate_goals,

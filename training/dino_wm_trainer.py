@@ -8,7 +8,7 @@ frozen DINOv2 run once over every frame, then epochs of teacher-forced MSE on wi
     config = DinoWMTrainConfig(dataset="data/reacher", preset="cpu", epochs=100,
                                encoder_weights="dinov2_vits14_pretrain.pth")
     rows = DinoWMTrainer(config, "runs/dinowm-reacher", progress=True).run()
-    model = load_trained_dinowm("runs/dinowm-reacher/model.pt")
+    model = load_trained_dinowm("runs/dinowm-reacher/model.pt")   # models.dino_wm
 
 What happens, in order:
 
@@ -36,7 +36,7 @@ logs are appended to, and rewritten to agree with the checkpoint on resume):
 
     checkpoint.pt   everything needed to continue: model, optimiser, step, epoch, RNG
                     state, logs, wall time (`torch.load(weights_only=True)`)
-    model.pt        the DinoWM checkpoint alone (`DinoWM.load` / `load_trained_dinowm`)
+    model.pt        the DinoWM checkpoint alone (`models.dino_wm.load_trained_dinowm`)
     train.csv       step, epoch, mean losses since the previous row, wall time
     val.csv         step, epoch, validation losses, wall time
 
@@ -54,7 +54,6 @@ import dataclasses
 import math
 import os
 import time
-import warnings
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -63,7 +62,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from models.dino_wm import DinoWM, DinoWMConfig
+from models.dino_wm import DinoWM, DinoWMConfig, random_encoder
 from models.dinov2 import build_dinov2
 from planners.controller import resolve_device
 from training.datasets import OfflineDataset
@@ -76,8 +75,6 @@ __all__ = [
     "PRESETS",
     "DinoWMTrainConfig",
     "DinoWMTrainer",
-    "load_trained_dinowm",
-    "random_encoder",
 ]
 
 CHECKPOINT_VERSION = 1
@@ -198,49 +195,6 @@ class DinoWMTrainConfig:
     def from_dict(cls, d: Mapping[str, Any]) -> DinoWMTrainConfig:
         known = {f.name for f in dataclasses.fields(cls)}
         return cls(**{k: v for k, v in d.items() if k in known})
-
-
-def random_encoder(config: DinoWMConfig, seed: int, device: str | torch.device = "cpu") -> Any:
-    """A randomly initialised frozen DINOv2 of `config.encoder`, a pure function of `seed`.
-
-    Built on the CPU under a private RNG (the global RNG is left as it was), then moved, so
-    the same seed gives the same encoder on any device: a run, its resume and a later
-    `load_trained_dinowm` all see the same features. Warns that the features are not
-    DINOv2's (the warning comes from `build_dinov2`).
-    """
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        encoder = build_dinov2(config.encoder_config, None, device="cpu")
-    return encoder.to(device)
-
-
-def load_trained_dinowm(
-    path: str | os.PathLike[str],
-    encoder_weights: str | os.PathLike[str] | None = None,
-    device: str | torch.device = "cpu",
-) -> DinoWM:
-    """Load a `model.pt` written by `DinoWMTrainer` (in eval mode).
-
-    A model trained on the official encoder needs its weight file: `encoder_weights`, or
-    the path recorded in the checkpoint when that file exists. A model trained on a random
-    encoder rebuilds that same encoder from the recorded seed (`random_encoder`).
-
-    Raises:
-        FileNotFoundError: no file at `path`.
-        ValueError: not a DINO-WM checkpoint (see `DinoWM.from_checkpoint`).
-    """
-    if not Path(path).is_file():
-        raise FileNotFoundError(f"no DINO-WM checkpoint at {str(path)!r}")
-    ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    recorded = (ckpt.get("encoder") or {}).get("weights") if isinstance(ckpt, Mapping) else None
-    encoder = None
-    if (encoder_weights is None and recorded is None and isinstance(ckpt, Mapping) and "random_encoder_seed" in ckpt
-            and ckpt.get("model") == "dinowm" and "config" in ckpt):
-        config = DinoWMConfig.from_dict(ckpt["config"])
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # the checkpoint says so; the trainer warned at training time
-            encoder = random_encoder(config, int(ckpt["random_encoder_seed"]), device=device)
-    return DinoWM.from_checkpoint(ckpt, encoder=encoder, encoder_weights=encoder_weights, device=device)
 
 
 # --------------------------------------------------------------------------------------
