@@ -30,6 +30,7 @@ from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
+from einops import rearrange
 from torch import Tensor, nn
 
 from planners.controller import resolve_device
@@ -196,8 +197,7 @@ def interpolate_pos_encoding(
     # and the official code resizes in float32 before casting back.
     table = pos_embed.float()
     cls_row = table[:, :1]
-    dim = table.shape[-1]
-    grid = table[:, 1:].reshape(1, m, m, dim).permute(0, 3, 1, 2)  # [1, D, M, M]
+    grid = rearrange(table[:, 1:], "1 (gh gw) d -> 1 d gh gw", gh=m)  # [1, D, M, M], row-major patches
     if offset:
         resized = F.interpolate(
             grid,
@@ -211,7 +211,7 @@ def interpolate_pos_encoding(
         raise RuntimeError(
             f"position table resized to {tuple(resized.shape[-2:])}, expected {(grid_h, grid_w)}"
         )
-    patch_rows = resized.permute(0, 2, 3, 1).reshape(1, grid_h * grid_w, dim)
+    patch_rows = rearrange(resized, "1 d gh gw -> 1 (gh gw) d")  # [1, grid_h * grid_w, D]
     return torch.cat((cls_row, patch_rows), dim=1).to(out_dtype)
 
 
@@ -251,12 +251,11 @@ class Attention(nn.Module):
         self.proj = nn.Linear(dim, dim)
 
     def forward(self, x: Tensor) -> Tensor:
-        b, t, d = x.shape
-        qkv = self.qkv(x).reshape(b, t, 3, self.num_heads, d // self.num_heads)
-        q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)  # each [B, heads, T, head_dim]
+        qkv = rearrange(self.qkv(x), "b t (three h d) -> three b h t d", three=3, h=self.num_heads)
+        q, k, v = qkv.unbind(0)  # each [B, heads, T, head_dim]
         # SDPA's default scale is head_dim ** -0.5, the ViT scale.
         out = F.scaled_dot_product_attention(q, k, v)
-        return self.proj(out.transpose(1, 2).reshape(b, t, d))
+        return self.proj(rearrange(out, "b h t d -> b t (h d)"))  # heads merged: [B, T, D]
 
 
 class LayerScale(nn.Module):
