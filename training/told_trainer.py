@@ -14,12 +14,15 @@ The loop (Hansen et al., 2024, appendix; ANCHORS section 2):
   in another process or on another machine: on a CPU an evaluation with the full MPPI
   preset costs as much as 10k env steps of training, and it need not hold training up.
 
-Everything needed to continue is saved every `checkpoint_every` episodes and at every
-evaluation: the model, optimisers, running scale, random generators, step counters, logs
-and the replay buffer. Starting the same command again continues from there with the same
-step count and buffer. Files in `out_dir`:
+The loop, checkpoints and resuming are the shared skeleton's (`training.online`); this
+module adds the model, its agent (update and acting), the update schedule and deferred
+evaluation. Everything needed to continue is saved every `checkpoint_every` episodes and
+at every evaluation: the model, optimisers, running scale, random generators, step
+counters, logs and the replay buffer. Starting the same command again continues from
+there with the same step count and buffer. Files in `out_dir`:
 
-    checkpoint.pt          training state (torch.load(weights_only=True))
+    checkpoint.pt          training state (torch.load(weights_only=True)); header
+                           model "told", kind "training", format_version
     replay-e<N>.npz        the buffer after N episodes (the one checkpoint.pt names)
     model.pt               the model alone, the file to ship and to plan with
     eval.csv, train.csv    evaluation returns; per-episode training statistics
@@ -30,9 +33,8 @@ step count and buffer. Files in `out_dir`:
 from __future__ import annotations
 
 import csv
-import math
 import time
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
@@ -40,15 +42,24 @@ from typing import Any
 import numpy as np
 import torch
 
-from models.told import TOLD, TOLDConfig, heuristic_discount, load_told
+from models.told import TOLD, TOLD_SIZES, TOLDConfig, heuristic_discount, load_told
 from planners import MPPI
-from training.replay import EpisodeReplay
-from training.run_files import append_csv, atomic_torch_save, check_same_run, config_defaults, evaluation_row, restore_logs, rewrite_csv
+from training.online import (
+    OnlineTrainer,
+    check_options,
+    check_task_and_obs,
+    default_run_dir,
+    evaluate_batched,
+    evaluation_seed,
+    one_of,
+    positive_int,
+)
+from training.run_files import atomic_torch_save, evaluation_row, rewrite_csv
 from training.told_agent import TOLDAgent, TOLDLossConfig
 
-__all__ = ["TOLDTrainConfig", "TOLDTrainer", "atomic_torch_save", "evaluate_batched", "evaluate_snapshots"]
+__all__ = ["TOLDTrainConfig", "TOLDTrainer", "atomic_torch_save", "evaluate_batched", "evaluate_snapshots",
+           "evaluation_seed", "make_trainer"]
 
-CHECKPOINT_VERSION = 1
 DEFERRED_EVAL_CSV = "eval-deferred.csv"
 _RUN_IDENTITY = ("task", "obs", "size", "seed", "action_repeat")  # settings a resumed run must share
 LOSS_NAMES = ("consistency_loss", "reward_loss", "value_loss", "policy_loss", "total_loss", "grad_norm")
@@ -110,33 +121,6 @@ class TOLDTrainConfig:
         return cls(**{k: v for k, v in d.items() if k in known})
 
 
-def evaluate_batched(agent: TOLDAgent, make_env: Callable[[], Any], episodes: int, seed: int, max_steps: int | None = None) -> list[float]:
-    """Run `episodes` episodes at once, one batch of planning problems per step.
-
-    DM Control episodes all last the time limit, so the envs stay in lockstep; an env that
-    ends early keeps its return and is stepped no further. Returns one return per episode.
-    """
-    envs_ = [make_env() for _ in range(episodes)]
-    obs = np.stack([env.reset(seed=seed + i)[0] for i, env in enumerate(envs_)])
-    agent.reset()
-    returns = np.zeros(episodes)
-    alive = np.ones(episodes, dtype=bool)
-    steps = 0
-    while alive.any() and (max_steps is None or steps < max_steps):
-        actions = agent.act(obs)  # [E, A]
-        for i, env in enumerate(envs_):
-            if not alive[i]:
-                continue
-            o, r, terminated, truncated, _ = env.step(actions[i])
-            obs[i] = o
-            returns[i] += float(r)
-            alive[i] = not (terminated or truncated)
-        steps += 1
-    for env in envs_:
-        env.close()
-    return returns.tolist()
-
-
 def make_task_env(config: TOLDTrainConfig) -> Any:
     """The run's environment (pixel runs stack 3 frames; no time limit beyond the task's)."""
     import envs  # here, not at import: the CLI picks MUJOCO_GL before dm_control loads
@@ -147,185 +131,76 @@ def make_task_env(config: TOLDTrainConfig) -> Any:
     )  # fmt: skip
 
 
-def evaluation_seed(config: Any, env_step: int) -> int:
-    """Seed of the first evaluation episode at `env_step` (the others follow it): fresh
-    start states at every evaluation point, the same ones for inline and deferred runs.
-    `config` is any run config with a `seed` (TOLD's, PlaNet's)."""
-    return 10_000 * (config.seed + 1) + env_step
-
-
-class TOLDTrainer:
-    """Builds env, model, agent and buffer for a config; `run()` trains (or resumes).
+class TOLDTrainer(OnlineTrainer):
+    """TD-MPC2 on the online skeleton: builds the TOLD model and its agent; `run()` trains
+    (or resumes).
 
     Args:
         config: the run's settings.
         out_dir: where checkpoints and logs go; an existing checkpoint there is resumed.
-        device: torch device for the model.
+        device: torch device for the model ("auto": CUDA when present, else CPU).
         progress: show a tqdm bar.
         log: a function for one-line messages (print by default).
     """
+
+    model_name = "told"
+    run_identity = _RUN_IDENTITY
+    act_timer = "plan"
+    metric_names = LOSS_NAMES
 
     def __init__(
         self,
         config: TOLDTrainConfig,
         out_dir: str | Path,
-        device: str = "cpu",
+        device: str = "auto",
         progress: bool = True,
         log: Callable[[str], None] = print,
     ) -> None:
-        self.config = config
-        self.out_dir = Path(out_dir)
-        self.out_dir.mkdir(parents=True, exist_ok=True)
-        self.device = device
-        self.progress = progress
-        self.log = log
-        self._make_env = lambda: make_task_env(config)
-        self.env = self._make_env()
-        self.action_repeat = int(self.env.action_repeat)
-        self.episode_length = int(self.env.max_episode_steps)
-        if config.max_episode_steps is not None:
-            self.episode_length = min(self.episode_length, config.max_episode_steps)
-        obs_shape = tuple(self.env.observation_space.shape)
-        action_dim = int(self.env.action_space.shape[0])
-        self.total_agent_steps = math.ceil(config.steps / self.action_repeat)
-        self.seed_steps = config.seed_steps if config.seed_steps is not None else max(1000, 5 * self.episode_length)
-        torch.manual_seed(config.seed)
-        model = TOLD(TOLDConfig(obs_shape=obs_shape, action_dim=action_dim, obs_type=config.obs, size=config.size, task=config.task))
-        loss = TOLDLossConfig(batch_size=config.batch_size, horizon=config.horizon, discount=heuristic_discount(self.episode_length))
-        overrides = {} if config.plan_iterations is None else {"iterations": config.plan_iterations}
-        self.agent = TOLDAgent(model, loss, MPPI.tdmpc2(action_dim, **overrides), device=device, seed=config.seed)
-        self.eval_agent_planner = MPPI.tdmpc2(action_dim)
-        capacity = config.buffer_capacity or (self.total_agent_steps + math.ceil(self.total_agent_steps / self.episode_length) + 1)
-        self.buffer = EpisodeReplay(
-            max(capacity, self.episode_length + 1), obs_shape, action_dim,
-            obs_dtype=np.uint8 if config.obs == "pixels" else np.float32, seed=config.seed,
-        )  # fmt: skip
-        self.rng = np.random.default_rng(config.seed)
-        self.step = 0  # agent steps taken
-        self.episode = 0  # episodes finished
-        self.updates = 0
-        self.eval_rows: list[dict[str, Any]] = []
-        self.train_rows: list[dict[str, Any]] = []
-        self.timers = {"env": 0.0, "plan": 0.0, "update": 0.0, "eval": 0.0}
-        self.wall_before = 0.0  # wall time of earlier (interrupted) runs
-        self.resumed = self._maybe_resume()
+        super().__init__(config, out_dir, device=device, progress=progress, log=log)
 
-    # -- paths and checkpoints -------------------------------------------------------------
+    def make_env(self) -> Any:
+        return make_task_env(self.config)
 
-    @property
-    def checkpoint_path(self) -> Path:
-        return self.out_dir / "checkpoint.pt"
+    # -- model and agent (override to build them elsewhere) ------------------------------------
 
-    def _maybe_resume(self) -> bool:
-        if not self.checkpoint_path.exists():
-            return False
-        state = torch.load(self.checkpoint_path, map_location="cpu", weights_only=True)
-        if state.get("version") != CHECKPOINT_VERSION:
-            raise ValueError(f"{self.checkpoint_path} has version {state.get('version')!r}; expected {CHECKPOINT_VERSION}")
-        check_same_run(self.checkpoint_path, state["train_config"], asdict(self.config), _RUN_IDENTITY,
-                       defaults=config_defaults(TOLDTrainConfig))
-        self.agent.load_state(state["agent_state"])
-        self.buffer = EpisodeReplay.load(self.out_dir / state["replay_file"], seed=self.config.seed)
-        self.step, self.episode, self.updates = int(state["step"]), int(state["episode"]), int(state["updates"])
-        self.rng.bit_generator.state = state["rng_state"]
-        self.eval_rows = list(state["eval_rows"])
-        self.train_rows = list(state["train_rows"])
-        self.timers = dict(state["timers"])
-        self.wall_before = float(state["wall"])
-        restore_logs(self.out_dir, {"eval.csv": self.eval_rows, "train.csv": self.train_rows})
-        self.log(f"resumed {self.out_dir} at env step {self.step * self.action_repeat} (episode {self.episode})")
-        return True
+    def build(self) -> None:
+        c = self.config
+        self.seed_steps = c.seed_steps if c.seed_steps is not None else max(1000, 5 * self.episode_length)
+        self.agent = self.build_agent(self.build_model())
+        self.eval_agent_planner = MPPI.tdmpc2(self.action_dim)
 
-    def save_checkpoint(self, wall: float) -> None:
-        """Buffer first (a new file), then the checkpoint that names it, then tidy up: a kill
-        at any moment leaves a checkpoint whose buffer file exists."""
-        replay_file = f"replay-e{self.episode}.npz"
-        self.buffer.save(self.out_dir / replay_file)
-        state = {
-            "version": CHECKPOINT_VERSION,
-            "train_config": asdict(self.config),
-            "agent_state": self.agent.state(),
-            "replay_file": replay_file,
-            "step": self.step,
-            "episode": self.episode,
-            "updates": self.updates,
-            "rng_state": self.rng.bit_generator.state,
-            "eval_rows": self.eval_rows,
-            "train_rows": self.train_rows,
-            "timers": self.timers,
-            "wall": wall,
-        }
-        atomic_torch_save(state, self.checkpoint_path)
-        atomic_torch_save(self.agent.model.checkpoint(train_steps=self.step * self.action_repeat), self.out_dir / "model.pt")
-        for old in self.out_dir.glob("replay-e*.npz"):
-            if old.name != replay_file:
-                old.unlink(missing_ok=True)
+    def build_model(self) -> TOLD:
+        c = self.config
+        return TOLD(TOLDConfig(obs_shape=self.obs_shape, action_dim=self.action_dim, obs_type=c.obs, size=c.size,
+                               task=c.task))  # fmt: skip
 
-    # -- the loop ----------------------------------------------------------------------------
+    def build_agent(self, model: TOLD) -> TOLDAgent:
+        """The agent: the model's optimisers, its update and the collecting MPPI."""
+        c = self.config
+        loss = TOLDLossConfig(batch_size=c.batch_size, horizon=c.horizon, discount=heuristic_discount(self.episode_length))
+        overrides = {} if c.plan_iterations is None else {"iterations": c.plan_iterations}
+        return TOLDAgent(model, loss, MPPI.tdmpc2(self.action_dim, **overrides), device=self.device, seed=c.seed)
 
-    def run(self) -> list[dict[str, Any]]:
-        """Train to `config.steps` env steps; returns the evaluation rows."""
-        c, ar = self.config, self.action_repeat
-        start_wall = time.perf_counter()
-        bar = None
-        if self.progress:
-            from tqdm import tqdm
+    # -- acting, updates, evaluation ------------------------------------------------------------
 
-            bar = tqdm(total=c.steps, initial=self.step * ar, unit="env step", dynamic_ncols=True)
-        try:
-            while self.step < self.total_agent_steps:
-                self._maybe_evaluate(start_wall)
-                self._train_episode(bar)
-                if self.episode % c.checkpoint_every == 0:
-                    self.save_checkpoint(self.wall_before + time.perf_counter() - start_wall)
-            self._maybe_evaluate(start_wall, final=True)
-            self.save_checkpoint(self.wall_before + time.perf_counter() - start_wall)
-        finally:
-            if bar is not None:
-                bar.close()
-        return self.eval_rows
+    def in_seed_phase(self) -> bool:
+        return self.step < self.seed_steps
 
-    def snapshot_path(self, env_step: int) -> Path:
-        return self.out_dir / "snapshots" / f"model-{env_step:07d}.pt"
+    def begin_episode(self) -> None:
+        self.agent.reset()
 
-    def _maybe_evaluate(self, start_wall: float, final: bool = False) -> None:
-        env_step = self.step * self.action_repeat
-        due = env_step // self.config.eval_every * self.config.eval_every
-        if due == 0 and not final and not self.config.eval_at_start:
-            return
-        if self.config.defer_evaluation:
-            # Named by the evaluation point it stands for; it records the exact env step
-            # (the evaluation's row and seeds use that, as inline evaluation does).
-            point = due if not final or due == env_step else env_step
-            if self.snapshot_path(point).exists():
-                return
-            wall = self.wall_before + time.perf_counter() - start_wall
-            snapshot = self.agent.model.checkpoint(
-                train_steps=env_step, train_wall_s=round(wall, 1), train_config=asdict(self.config)
-            )
-            atomic_torch_save(snapshot, self.snapshot_path(point))
-            # As after an inline evaluation: a resumed run never re-lives a saved point.
-            self.save_checkpoint(wall)
-            return
-        done = {row["env_step"] for row in self.eval_rows}
-        if due in done and not (final and env_step not in done):
-            return
-        t0 = time.perf_counter()
-        self.agent.controller.planner = self.eval_agent_planner
-        try:
-            returns = evaluate_batched(
-                self.agent, self._make_env, self.config.eval_episodes, seed=evaluation_seed(self.config, env_step),
-                max_steps=self.config.max_episode_steps,
-            )  # fmt: skip
-        finally:
-            self.agent.controller.planner = self.agent.planner
-        self.timers["eval"] += time.perf_counter() - t0
-        wall = self.wall_before + time.perf_counter() - start_wall
-        row = evaluation_row(env_step, returns, wall)
-        self.eval_rows.append(row)
-        append_csv(self.out_dir / "eval.csv", row)
-        self.log(f"eval @ {env_step} env steps: {row['mean_return']:.1f} ± {row['std_return']:.1f} ({wall / 60:.1f} min)")
-        self.save_checkpoint(wall)
+    def explore(self, obs: np.ndarray) -> np.ndarray:
+        return self.agent.act(obs, explore=True)
+
+    def updates_after_step(self) -> dict[str, float] | None:
+        return self._update(1) if self.updates > 0 else None
+
+    def updates_after_episode(self) -> dict[str, float] | None:
+        # The seed phase ends with as many updates as it had steps (TD-MPC2), once its last
+        # episode is in the buffer.
+        if self.updates == 0 and self.step >= self.seed_steps:
+            return self._update(self.seed_steps)
+        return None
 
     def _update(self, count: int) -> dict[str, float]:
         """`count` updates on fresh batches; returns the last one's losses."""
@@ -337,55 +212,87 @@ class TOLDTrainer:
         self.timers["update"] += time.perf_counter() - t
         return losses
 
-    def _train_episode(self, bar: Any) -> None:
-        """One episode of collection with updates interleaved; the episode joins the buffer."""
-        c, env, agent = self.config, self.env, self.agent
-        t = time.perf_counter()
-        obs, _ = env.reset(seed=c.seed * 100_003 + self.episode)
-        self.timers["env"] += time.perf_counter() - t
-        agent.reset()
-        observations, actions, rewards = [obs], [], []
-        losses: dict[str, float] = {}
-        episode_start = time.perf_counter()
-        for _ in range(self.episode_length):
-            if self.step < self.seed_steps:
-                action = self.rng.uniform(-1.0, 1.0, size=env.action_space.shape).astype(np.float32)
-            else:
-                t = time.perf_counter()
-                action = agent.act(obs, explore=True)
-                self.timers["plan"] += time.perf_counter() - t
-            t = time.perf_counter()
-            obs, reward, terminated, truncated, _ = env.step(action)
-            self.timers["env"] += time.perf_counter() - t
-            observations.append(obs)
-            actions.append(action)
-            rewards.append(reward)
-            self.step += 1
-            if bar is not None:
-                bar.update(self.action_repeat)
-            if self.updates > 0:
-                losses = self._update(1)
-            if terminated or truncated or self.step >= self.total_agent_steps:
-                break
-        self.buffer.add_episode(np.stack(observations), np.stack(actions), np.asarray(rewards, np.float32))
-        self.episode += 1
-        if self.updates == 0 and self.step >= self.seed_steps:
-            # The seed phase ends with as many updates as it had steps (TD-MPC2), once its
-            # last episode is in the buffer.
-            losses = self._update(self.seed_steps)
-        row = {
-            "episode": self.episode,
-            "env_step": self.step * self.action_repeat,
-            "episode_return": float(np.sum(rewards)),
-            "updates": self.updates,
-            "episode_s": round(time.perf_counter() - episode_start, 2),
-            # The last update's losses; empty during the seed phase (fixed CSV columns).
-            **{k: round(losses[k], 5) if k in losses else "" for k in LOSS_NAMES},
-        }
-        self.train_rows.append(row)
-        append_csv(self.out_dir / "train.csv", row)
-        if bar is not None:
-            bar.set_postfix(ep_return=f"{row['episode_return']:.0f}")
+    def evaluate(self, episodes: int, seed: int) -> list[float]:
+        """Returns of `episodes` episodes without exploration noise, with the full TD-MPC2
+        MPPI preset, run as one batch."""
+        self.agent.controller.planner = self.eval_agent_planner
+        try:
+            return evaluate_batched(self.agent, self.make_env, episodes, seed=seed, max_steps=self.config.max_episode_steps)
+        finally:
+            self.agent.controller.planner = self.agent.planner
+
+    def snapshot_path(self, env_step: int) -> Path:
+        return self.out_dir / "snapshots" / f"model-{env_step:07d}.pt"
+
+    def _maybe_evaluate(self, final: bool = False) -> None:
+        c = self.config
+        if not c.defer_evaluation:
+            super()._maybe_evaluate(final)
+            return
+        env_step = self.step * self.action_repeat
+        due = env_step // c.eval_every * c.eval_every
+        if due == 0 and not final and not c.eval_at_start:
+            return
+        # Named by the evaluation point it stands for; it records the exact env step (the
+        # evaluation's row and seeds use that, as inline evaluation does).
+        point = due if not final or due == env_step else env_step
+        if self.snapshot_path(point).exists():
+            return
+        wall = self.wall()
+        snapshot = self.agent.model.checkpoint(train_steps=env_step, train_wall_s=round(wall, 1), train_config=asdict(c))
+        atomic_torch_save(snapshot, self.snapshot_path(point))
+        # As after an inline evaluation: a resumed run never re-lives a saved point.
+        self.save_checkpoint(wall)
+
+    # -- checkpoints ----------------------------------------------------------------------------
+
+    def family_state(self) -> dict[str, Any]:
+        return {"agent_state": self.agent.state()}
+
+    def load_family_state(self, state: dict[str, Any]) -> bool:
+        self.agent.load_state(state["agent_state"])
+        return True
+
+    def upgrade_checkpoint(self, state: dict[str, Any]) -> dict[str, Any] | None:
+        # Before the header: {"version": 1, "agent_state": ..., the same fields}.
+        return state if state.get("version") == 1 and "agent_state" in state else None
+
+    def save_model_files(self) -> None:
+        atomic_torch_save(self.agent.model.checkpoint(train_steps=self.step * self.action_repeat), self.out_dir / "model.pt")
+
+    def describe(self) -> str:
+        c = self.config
+        return f"told ({c.size}, {c.obs}) on {c.task} for {c.steps} env steps (action repeat {self.action_repeat})"
+
+
+_OPTION_CHECKS: dict[str, Callable[[str, Any], None]] = {
+    "size": one_of(*TOLD_SIZES),
+    "seed_steps": positive_int,
+    "eval_every": positive_int,
+    "eval_episodes": positive_int,
+    "checkpoint_every": positive_int,
+    "plan_iterations": positive_int,
+    "batch_size": positive_int,
+    "max_episode_steps": positive_int,
+}
+
+
+def make_trainer(*, task: str, steps: int, obs: str, seed: int, out: str | None, device: str, progress: bool,
+                 options: Mapping[str, Any]) -> TOLDTrainer:  # fmt: skip
+    """The command line's TOLD trainer: `options` holds the TOLD options the user set
+    (size, seed_steps, eval_every, eval_episodes, checkpoint_every, plan_iterations,
+    batch_size, max_episode_steps); the others keep `TOLDTrainConfig`'s defaults. `out`
+    None: runs/told-<task>-<obs>-s<seed>.
+
+    Raises:
+        ValueError: an unknown task or option, or a bad value (named, with the accepted ones).
+    """
+    check_task_and_obs(task, obs)
+    check_options("told", options, _OPTION_CHECKS)
+    positive_int("steps", steps)
+    config = TOLDTrainConfig(task=task, steps=steps, obs=obs, seed=seed, **dict(options))
+    out_dir = Path(out) if out is not None else default_run_dir("told", task, obs, seed)
+    return TOLDTrainer(config, out_dir, device=device, progress=progress)
 
 
 def evaluate_snapshots(
