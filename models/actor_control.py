@@ -128,7 +128,8 @@ class ActorController:
         """obs [*obs] or [B, *obs] (numpy or torch) -> numpy float32 action [A] or [B, A]."""
         from planners.controller import as_observation_batch
 
-        t, batched = as_observation_batch(obs, "obs", self.obs_ndim, torch.float32, self.device)
+        t, batched = as_observation_batch(obs, "obs", self.obs_ndim, torch.float32, self.device,
+                                          tuple(self.model.obs_shape))
         if self._batch_size is not None and t.shape[0] != self._batch_size:
             raise ValueError(
                 f"batch size changed from {self._batch_size} to {t.shape[0]} within an episode; call reset() first"

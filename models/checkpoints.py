@@ -23,7 +23,13 @@ from typing import Any
 import torch
 from torch import nn
 
-__all__ = ["atomic_write", "atomic_torch_save", "model_checkpoint", "read_header"]
+__all__ = ["CheckpointError", "atomic_write", "atomic_torch_save", "model_checkpoint", "read_family", "read_header"]
+
+
+class CheckpointError(ValueError):
+    """A file that is not a checkpoint of ours, is damaged, or holds another model or task.
+
+    The message names the file and what it holds (or why it cannot be read)."""
 
 
 def atomic_write(path: str | os.PathLike[str], write: Callable[[str], None], suffix: str = ".tmp") -> None:
@@ -65,13 +71,61 @@ def read_header(checkpoint: Any, name: str, version: int) -> dict[str, Any]:
     """Check that `checkpoint` holds a `name` model of layout `version`; returns its config dict.
 
     Raises:
-        ValueError: not a checkpoint dict, another model (both named), or another version.
+        CheckpointError: not a checkpoint dict, another model (both named), or another version.
     """
     if not isinstance(checkpoint, Mapping) or "model" not in checkpoint or "config" not in checkpoint:
-        raise ValueError("not a model checkpoint: expected a dict with format_version, model, config, state_dict")
+        raise CheckpointError("not a model checkpoint: expected a dict with format_version, model, config, state_dict")
     if checkpoint["model"] != name:
-        raise ValueError(f"checkpoint holds a {checkpoint['model']!r} model, not a {name!r} model")
+        raise CheckpointError(f"checkpoint holds a {checkpoint['model']!r} model, not a {name!r} model")
     found = checkpoint.get("format_version")
     if found != version:
-        raise ValueError(f"checkpoint format_version={found!r}; this code reads version {version} of {name!r} checkpoints")
+        raise CheckpointError(f"checkpoint format_version={found!r}; this code reads version {version} of {name!r} checkpoints")
     return dict(checkpoint["config"])
+
+
+# Training checkpoints written before they carried a `model` header: the field each
+# trainer's layout had, and the family it names. Read here only, so that nothing else
+# sniffs fields.
+_LEGACY_TRAINING_LAYOUTS: tuple[tuple[str, Any, str], ...] = (
+    ("trainer", "planet", "rssm"),
+    ("kind", "dinowm-train", "dinowm"),
+)
+
+
+def read_family(path: str | os.PathLike[str]) -> tuple[str, dict[str, Any]]:
+    """The model family a checkpoint file names in its header, and the file's contents.
+
+    Every file we write names its family (`model`); training checkpoints also say
+    `kind: "training"`. The file is read with `torch.load(weights_only=True)`, so a file
+    holding pickled objects is refused without running them.
+
+    Returns:
+        (family name, the loaded dict).
+
+    Raises:
+        FileNotFoundError: no file at `path`.
+        CheckpointError: the file is empty, damaged, not a checkpoint of ours, or names no model.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint not found: {path}")
+    if path.stat().st_size == 0:
+        raise CheckpointError(f"{path} is empty, not a checkpoint")
+    try:
+        contents = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception:  # noqa: BLE001 - any failure means the same thing to the user
+        # Not torch's own advice: loading with weights_only=False would run whatever
+        # code a pickle holds.
+        raise CheckpointError(f"{path} is not a checkpoint of ours, or it is damaged (truncated or corrupted)") from None
+    if not isinstance(contents, dict):
+        raise CheckpointError(f"{path} holds a {type(contents).__name__}, not a checkpoint dict")
+    name = contents.get("model")
+    if isinstance(name, str):
+        return name, contents
+    agent_state = contents.get("agent_state")
+    if isinstance(agent_state, dict) and isinstance(agent_state.get("agent"), dict):
+        return "told", {**contents, "kind": "training"}  # a TOLD training checkpoint from before headers
+    for key, value, family in _LEGACY_TRAINING_LAYOUTS:
+        if contents.get(key) == value:
+            return family, {**contents, "kind": "training"}
+    raise CheckpointError(f"{path} names no model in its header (no 'model' field); it is not a checkpoint of ours")

@@ -955,3 +955,41 @@ def load_trained_dinowm(
             warnings.simplefilter("ignore")  # the checkpoint says so; the trainer warned at training time
             encoder = random_encoder(config, int(ckpt["random_encoder_seed"]), device=device)
     return DinoWM.from_checkpoint(ckpt, encoder=encoder, encoder_weights=encoder_weights, device=device)
+
+
+# -- the registry's entry points (models.registry) ------------------------------------------
+
+
+def load_for_planning(
+    path: str | os.PathLike[str],
+    env: Any = None,
+    device: str | torch.device = "auto",
+    encoder_weights: str | os.PathLike[str] | None = None,
+) -> DinoWM:
+    """`load_trained_dinowm`, checked against `env`'s action size when given (the planner
+    plans `frameskip` env actions per model step)."""
+    model = load_trained_dinowm(path, encoder_weights=encoder_weights, device=device)
+    if env is not None and int(env.action_space.shape[0]) != model.config.action_dim:
+        raise ValueError(f"{path}: checkpoint has action_dim {model.config.action_dim}, but the task gives "
+                         f"{int(env.action_space.shape[0])}")
+    return model
+
+
+def tiny_case() -> Any:
+    """A tiny DINO-WM (random frozen encoder, 28 px, no proprio) planning to a goal image.
+    Saved with the seed of its random encoder, so `load` rebuilds the same encoder."""
+    from models.checkpoints import atomic_torch_save
+    from models.objectives import dino_goal_objective
+    from models.planning import EnvShapes, TinyCase
+
+    torch.manual_seed(0)
+    config = DinoWMConfig.tiny(2, 0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # a random encoder is what the tiny case wants
+        model = DinoWM(config, encoder=random_encoder(config, seed=0)).eval()
+    frames = torch.randint(0, 256, (2, 3, config.image_size, config.image_size),
+                           generator=torch.Generator().manual_seed(0), dtype=torch.uint8)
+    return TinyCase(model=model, obs=frames[0], goal=frames[1], action_dim=config.action_chunk_dim, objective="goal",
+                    save=lambda path: atomic_torch_save(model.checkpoint(random_encoder_seed=0), path),
+                    env=EnvShapes(model.obs_shape, config.action_dim),
+                    controller_kwargs={"objective": dino_goal_objective})

@@ -484,3 +484,62 @@ class OracleModel:
     @staticmethod
     def _to_torch(array: np.ndarray, device: torch.device) -> Tensor:
         return torch.from_numpy(np.ascontiguousarray(array)).to(device)
+
+
+# -- the registry's entry points (models.registry) ------------------------------------------
+
+
+def goal_image_frame(env: Any) -> Any:
+    """The goal configuration rendered at video size, without disturbing the episode."""
+    from envs.physics_state import preserved_physics
+
+    goal_state = env.goal_physics_state()
+    with preserved_physics(env.physics):
+        env.set_physics_state(goal_state)
+        return env.render()
+
+
+def prepare_planning(request: Any) -> Any:
+    """MPC over the true physics with the measured per-task action repeat and budget
+    (`models.oracle_presets`); on a toy task, over the toy system's own dynamics."""
+    import envs
+    from models.oracle_presets import matched_planner, oracle_settings
+    from models.planning import PlanSetup, build_planner, describe_planner
+    from models.toy import TOY_TASKS
+    from planners import MPCController
+
+    if request.task in TOY_TASKS:  # a toy system is its own true dynamics
+        from models.toy import prepare_planning as prepare_toy
+
+        return prepare_toy(request, model_name="oracle")
+    settings = oracle_settings(request.task)
+    repeat = request.action_repeat if request.action_repeat is not None else settings["action_repeat"]
+    env = envs.make(request.task, obs=request.obs, seed=request.seed, action_repeat=repeat)
+    action_dim = int(env.action_space.shape[0])
+    if request.preset is not None:
+        planner = build_planner(request, action_dim)
+    else:
+        overrides = dict(request.overrides)
+        horizon = overrides.pop("horizon", settings["horizon"])
+        try:
+            planner = matched_planner(request.planner, action_dim, horizon, settings["budget"], **overrides)
+        except TypeError as error:
+            raise ValueError(str(error)) from None
+    model = OracleModel(env)
+    controller = MPCController(model, planner, discount=1.0, use_value=False, seed=request.seed, device=request.device)
+    return PlanSetup(
+        env=env, controller=controller, description=f"planner {request.planner} {describe_planner(planner)}, model oracle",
+        model_input=lambda e, obs: e.get_physics_state(),
+        goal_frame=goal_image_frame if isinstance(env, envs.GoalDMCEnv) else None,
+    )
+
+
+def tiny_case() -> Any:
+    """The physics of cartpole-swingup, planning from its physics state."""
+    import envs
+    from models.planning import TinyCase
+
+    env = envs.make("cartpole-swingup", seed=0)
+    env.reset(seed=0)
+    return TinyCase(model=OracleModel(env), obs=env.get_physics_state(), action_dim=int(env.action_space.shape[0]),
+                    controller_kwargs={"use_value": False, "discount": 1.0})

@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from models.checkpoints import model_checkpoint, read_header
+from models.checkpoints import CheckpointError, model_checkpoint, read_header
 from models.layers import MLP, LinearEnsemble, simnorm, symexp, symlog
 
 __all__ = [
@@ -405,3 +405,96 @@ def load_told(path: str | Path, **checks: Any) -> TOLD:
         checkpoint = checkpoint["agent"]
     model = TOLD.from_checkpoint(checkpoint, **checks)
     return model.eval()
+
+
+# -- the registry's entry points (models.registry) ------------------------------------------
+
+
+def load_for_planning(path: str | Path, env: Any = None, device: str | torch.device = "auto") -> TOLD:
+    """A TOLD model file (or training checkpoint) ready to plan with, checked against `env`
+    (its task, observation shape and action size) when given.
+
+    Raises:
+        FileNotFoundError: no file at `path`.
+        ValueError: the file holds another model, or was trained for another task or shapes.
+    """
+    from planners import resolve_device
+
+    checks: dict[str, Any] = {}
+    if env is not None:
+        checks = {"obs_shape": tuple(env.observation_space.shape), "action_dim": int(env.action_space.shape[0])}
+        from models.planning import env_task
+
+        if env_task(env) is not None:
+            checks["task"] = env_task(env)
+    try:
+        model = load_told(path, **checks)
+    except CheckpointError as error:  # another family or format: keep the error's kind
+        raise CheckpointError(f"{path}: {error}") from None
+    except ValueError as error:
+        raise ValueError(f"{path}: {error}") from None
+    return model.to(resolve_device(device))
+
+
+def planner_for_told(request: Any, action_dim: int, budget: dict[str, Any]) -> Any:
+    """TD-MPC2's MPPI preset for MPPI; the other planners get its budget (flags on top).
+
+    A `--samples` smaller than the preset's keeps at least half of the candidates for
+    noise (the policy proposals take fixed slots among them)."""
+    import dataclasses
+
+    from models.planning import build_planner
+
+    preset = request.preset
+    if preset is None and request.planner == "mppi":
+        preset = "tdmpc2"
+    defaults: dict[str, Any] = {} if preset else dict(budget)
+    if "num_samples" in request.overrides:
+        defaults["num_proposals"] = min(24, request.overrides["num_samples"] // 2)
+        if preset:
+            preset = None
+            defaults = {**budget, "num_proposals": defaults["num_proposals"]}
+            if request.planner == "mppi":  # the rest of TD-MPC2's MPPI
+                defaults.update(init_std=2.0, min_std=0.05, max_std=2.0, temperature=2.0, output="sample_elite")
+    return build_planner(dataclasses.replace(request, preset=preset), action_dim, defaults)
+
+
+def prepare_planning(request: Any) -> Any:
+    """MPPI (TD-MPC2's preset) over a trained TOLD, with its Q value at the horizon and its
+    policy's proposals; the shipped checkpoint for the task when none is given."""
+    import envs
+    from models import registry
+    from models.planning import PlanSetup, describe_planner, shipped_checkpoint
+    from planners import MPCController
+
+    spec = registry.get("told")
+    env = envs.make(request.task, obs=request.obs, seed=request.seed, action_repeat=request.action_repeat,
+                    frame_stack=3 if request.obs == "pixels" else 1)
+    path = request.checkpoint or shipped_checkpoint(spec.shipped, request.task, request.obs)
+    if not Path(path).is_file():
+        raise FileNotFoundError(
+            f"no TOLD checkpoint for {request.task} ({request.obs}) at {path}; train one with "
+            f"`python run_planning.py train --model told --task {request.task}` and pass --checkpoint runs/.../model.pt"
+        )
+    model = load_for_planning(path, env=env, device=request.device)
+    planner = planner_for_told(request, int(env.action_space.shape[0]), spec.default_budget)
+    model.generator = torch.Generator(device=request.device).manual_seed(request.seed)
+    controller = MPCController(model, planner, discount=heuristic_discount(env.max_episode_steps), use_value=True,
+                               seed=request.seed, device=request.device, precision=request.precision)
+    description = (f"planner {request.planner} {describe_planner(planner)}, "
+                   f"model told ({model.config.size}, {model.config.obs_type})")
+    return PlanSetup(env=env, controller=controller, description=description)
+
+
+def tiny_case() -> Any:
+    """A tiny state TOLD for the contract tests."""
+    from models.checkpoints import atomic_torch_save
+    from models.planning import EnvShapes, TinyCase
+
+    torch.manual_seed(0)
+    model = TOLD(TOLDConfig(obs_shape=(5,), action_dim=2, size="tiny", task="tiny-task")).eval()
+    env = EnvShapes((5,), 2, task="tiny-task")
+    return TinyCase(model=model, obs=torch.linspace(-1, 1, 5), action_dim=2,
+                    save=lambda path: atomic_torch_save(model.checkpoint(), path), env=env,
+                    controller_kwargs={"use_value": True, "discount": 0.99})
+

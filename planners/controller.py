@@ -36,7 +36,12 @@ def resolve_device(device: str | torch.device) -> torch.device:
 
 
 def as_observation_batch(
-    x: np.ndarray | Tensor, name: str, obs_ndim: int, dtype: torch.dtype, device: torch.device
+    x: np.ndarray | Tensor,
+    name: str,
+    obs_ndim: int,
+    dtype: torch.dtype,
+    device: torch.device,
+    obs_shape: tuple[int, ...] | None = None,
 ) -> tuple[Tensor, bool]:
     """One observation [*obs] or a batch [B, *obs] (numpy or torch) -> ([B, *obs] tensor on
     `device`, whether the input was batched). Floating inputs become `dtype` (float32 at the
@@ -44,7 +49,8 @@ def as_observation_batch(
     state); uint8 images stay uint8 for the encoder.
 
     Raises:
-        ValueError: a shape with neither `obs_ndim` nor `obs_ndim` + 1 dimensions, or NaN/inf.
+        ValueError: a shape with neither `obs_ndim` nor `obs_ndim` + 1 dimensions, one
+            that differs from `obs_shape` (the model's, when it declares one), or NaN/inf.
     """
     t = torch.as_tensor(np.asarray(x) if not isinstance(x, Tensor) else x)
     if t.is_floating_point():
@@ -58,6 +64,11 @@ def as_observation_batch(
         raise ValueError(
             f"{name} has shape {tuple(t.shape)}; expected {obs_ndim} dimensions for one "
             f"observation or {obs_ndim + 1} for a batch (obs_ndim={obs_ndim})"
+        )
+    if obs_shape is not None and tuple(t.shape[1:]) != tuple(obs_shape):
+        raise ValueError(
+            f"{name} has shape {tuple(np.shape(x))}; the model takes observations of shape {tuple(obs_shape)} "
+            f"(or a batch [B, {', '.join(map(str, obs_shape))}])"
         )
     if t.is_floating_point() and not bool(torch.isfinite(t).all()):
         raise ValueError(f"{name} contains NaN or inf")
@@ -147,6 +158,9 @@ class MPCController:
         self.num_proposals = num_proposals
         shape = getattr(model, "obs_shape", None)
         self.obs_ndim = obs_ndim if obs_ndim is not None else (len(shape) if shape is not None else 1)
+        # Checked at every act() when the model declares it, so a wrong observation fails
+        # loudly instead of planning from garbage.
+        self.obs_shape: tuple[int, ...] | None = tuple(shape) if shape is not None and obs_ndim is None else None
         self.obs_dtype: torch.dtype = getattr(model, "obs_dtype", torch.float32)
         self.device = resolve_device(device)
         self.generator: torch.Generator | None = None
@@ -193,7 +207,7 @@ class MPCController:
     # -- pieces of act ------------------------------------------------------------------
 
     def _as_batch(self, x: np.ndarray | Tensor, name: str) -> tuple[Tensor, bool]:
-        return as_observation_batch(x, name, self.obs_ndim, self.obs_dtype, self.device)
+        return as_observation_batch(x, name, self.obs_ndim, self.obs_dtype, self.device, self.obs_shape)
 
     def _encode(self, obs: Tensor) -> Tensor:
         """The latent [B, *Z] of this step; filtering models also see the last action."""

@@ -41,11 +41,11 @@ def test_toy_task_runs_and_writes_csv_and_json(tmp_path):
         (["--model", "dreamer"], "unknown model 'dreamer'; choose one of"),
         (["--model", "dinowm", "--task", "reacher-pose"], "--model dinowm needs --checkpoint"),
         (["--model", "told", "--task", "walker-run"], "no TOLD checkpoint for walker-run"),
-        (["--model", "oracle", "--checkpoint", "README.md"], "the oracle model is the true physics and takes no --checkpoint"),
+        (["--model", "oracle", "--checkpoint", "README.md"], "the oracle model has no weights and takes no --checkpoint"),
         (["--checkpoint", "nowhere.pt"], "checkpoint not found: nowhere.pt"),
         (["--model", "oracle", "--precision", "bfloat16"], "--precision bfloat16 is for learned models"),
-        (["--task", "walker-run", "--precision", "bfloat16"], "the oracle (--model auto) plans with MuJoCo"),
-        (["--checkpoint", "README.md"], "cannot read checkpoint README.md"),
+        (["--task", "walker-run", "--precision", "bfloat16"], "the oracle (--model auto) has no weights"),
+        (["--checkpoint", "README.md"], "README.md is not a checkpoint of ours"),
         (["--episodes", "0"], "--episodes 0 must be at least 1"),
         (["--task", "toy-pendulum", "--samples", "4", "--elites", "9"], "num_elites=9 exceeds num_samples=4"),
         (["--task", "toy-pendulum", "--planner", "mppi", "--preset", "planet"], "unknown preset 'planet' for planner 'mppi'"),
@@ -83,25 +83,27 @@ def test_a_task_without_a_shipped_checkpoint_falls_back_to_the_oracle(tmp_path):
     assert json.loads((tmp_path / "summary.json").read_text())["planner"] == "icem"
 
 
-def test_the_model_of_a_checkpoint_file_is_read_from_it(tmp_path):
+def test_the_model_of_a_checkpoint_file_is_read_from_its_header(tmp_path):
     import torch
 
-    import run_planning
-    from models.told import TOLD, TOLDConfig, load_told
+    from models import CheckpointError, load
+    from models.loading import family_of
+    from models.told import TOLD, TOLDConfig
 
     told = TOLD(TOLDConfig(obs_shape=(5,), action_dim=1, size="tiny", task="cartpole-swingup")).checkpoint()
     torch.save(told, tmp_path / "model.pt")
-    torch.save({"version": 1, "agent_state": {"agent": told}}, tmp_path / "checkpoint.pt")  # a training checkpoint
+    torch.save({"version": 1, "agent_state": {"agent": told}}, tmp_path / "checkpoint.pt")  # an old training checkpoint
     torch.save({"trainer": "planet", "model": {"model": "rssm"}}, tmp_path / "planet.pt")
     torch.save({"weights": torch.zeros(2)}, tmp_path / "other.pt")
-    assert run_planning.model_in_checkpoint(tmp_path / "model.pt") == "told"
-    assert run_planning.model_in_checkpoint(tmp_path / "checkpoint.pt") == "told"
+    assert family_of(tmp_path / "model.pt") == family_of(tmp_path / "checkpoint.pt") == "told"
     # ... and TOLD's loader reads both, as the detection promises
-    assert load_told(tmp_path / "checkpoint.pt").config.size == load_told(tmp_path / "model.pt").config.size == "tiny"
-    with pytest.raises(run_planning.UserError, match=r"planet.pt is a training checkpoint .*model file beside it: .*model.pt"):
-        run_planning.model_in_checkpoint(tmp_path / "planet.pt")
-    with pytest.raises(run_planning.UserError, match="cannot tell which model .*other.pt holds; pass --model"):
-        run_planning.model_in_checkpoint(tmp_path / "other.pt")
+    assert load(tmp_path / "checkpoint.pt").config.size == load(tmp_path / "model.pt").config.size == "tiny"
+    with pytest.raises(CheckpointError, match=r"planet.pt is a training checkpoint .*model file beside it: .*model.pt"):
+        load(tmp_path / "planet.pt")
+    with pytest.raises(CheckpointError, match="other.pt names no model in its header"):
+        family_of(tmp_path / "other.pt")
+    result = run_cli("--checkpoint", str(tmp_path / "planet.pt"))
+    assert result.returncode == 2 and "is a training checkpoint" in result.stderr and "Traceback" not in result.stderr
 
 
 def test_goal_task_writes_a_video_with_the_goal_beside_each_frame(tmp_path):

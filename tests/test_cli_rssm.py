@@ -21,16 +21,18 @@ QUICK_TRAIN = [
 
 
 def record_plan_settings(monkeypatch) -> list[tuple[bool, int]]:
-    """A list that fills with (plan_value, action repeat) each time run_planning builds an
-    RSSM controller."""
+    """A list that fills with (plan_value, action repeat) each time the command line builds
+    an RSSM controller."""
+    import models.rssm
+
     seen: list[tuple[bool, int]] = []
-    original = run_planning.rssm_controller
+    original = models.rssm.plan_controller
 
-    def recording_controller(args, env, device):
-        seen.append((args.plan_value, env.action_repeat))
-        return original(args, env, device)
+    def recording_controller(model, env, request, mode, plan_value):
+        seen.append((plan_value, env.action_repeat))
+        return original(model, env, request, mode, plan_value)
 
-    monkeypatch.setattr(run_planning, "rssm_controller", recording_controller)
+    monkeypatch.setattr(models.rssm, "plan_controller", recording_controller)
     return seen
 
 
