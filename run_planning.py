@@ -310,7 +310,7 @@ def build_train_parser() -> argparse.ArgumentParser:
                     "Starting the same command again resumes the run from its folder.",
         formatter_class=_HelpFormatter,
     )
-    parser.add_argument("--model", default="told", help=f"model to train: {trainable}")
+    parser.add_argument("--model", default=registry.default_trainable().name, help=f"model to train: {trainable}")
     parser.add_argument("--task", default=DEFAULT_TASK, help="task name (see run_planning.py --list)")
     parser.add_argument("--steps", type=int, default=100_000, help="env steps (action repeat included)")
     parser.add_argument("--obs", default="state", choices=["state", "pixels"], help="observation type")

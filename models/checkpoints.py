@@ -4,7 +4,7 @@ Every model's `checkpoint()` is a dict of tensors and primitives (so
 `torch.load(path, weights_only=True)` reads it) with at least
 
     format_version   int, bumped when the layout of that model's state_dict changes
-    model            "told", "rssm", "dinowm", "behavior", ...
+    model            the family's registered name (`models.registry`), or "behavior", ...
     config           the model's config as a dict
     state_dict       CPU tensors
 
@@ -83,15 +83,6 @@ def read_header(checkpoint: Any, name: str, version: int) -> dict[str, Any]:
     return dict(checkpoint["config"])
 
 
-# Training checkpoints written before they carried a `model` header: the field each
-# trainer's layout had, and the family it names. Read here only, so that nothing else
-# sniffs fields.
-_LEGACY_TRAINING_LAYOUTS: tuple[tuple[str, Any, str], ...] = (
-    ("trainer", "planet", "rssm"),
-    ("kind", "dinowm-train", "dinowm"),
-)
-
-
 def read_family(path: str | os.PathLike[str]) -> tuple[str, dict[str, Any]]:
     """The model family a checkpoint file names in its header, and the file's contents.
 
@@ -122,10 +113,13 @@ def read_family(path: str | os.PathLike[str]) -> tuple[str, dict[str, Any]]:
     name = contents.get("model")
     if isinstance(name, str):
         return name, contents
-    agent_state = contents.get("agent_state")
-    if isinstance(agent_state, dict) and isinstance(agent_state.get("agent"), dict):
-        return "told", {**contents, "kind": "training"}  # a TOLD training checkpoint from before headers
-    for key, value, family in _LEGACY_TRAINING_LAYOUTS:
-        if contents.get(key) == value:
-            return family, {**contents, "kind": "training"}
+    from models import registry  # here: the registry module imports nothing of ours
+
+    # Training checkpoints written before they carried a header: each family's spec names
+    # the field its trainer's layout had.
+    for spec in registry.list_models():
+        if spec.legacy_training_field is not None:
+            key, value = spec.legacy_training_field
+            if key in contents and (value is None or contents[key] == value):
+                return spec.name, {**contents, "kind": "training"}
     raise CheckpointError(f"{path} names no model in its header (no 'model' field); it is not a checkpoint of ours")

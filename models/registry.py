@@ -38,6 +38,7 @@ __all__ = [
     "get",
     "list_models",
     "names",
+    "default_trainable",
     "reference_model",
     "register",
     "resolve",
@@ -99,6 +100,9 @@ class ModelSpec:
             (otherwise that file is refused with the model file to use).
         reference: the family the command line plans with when no learned model is at
             hand (the true physics).
+        default_for_training: the family `train` trains when no --model is given.
+        legacy_training_field: (key, value) that marks this family's training checkpoints
+            written before they carried a `model` header (value None: the key's presence).
     """
 
     name: str
@@ -117,6 +121,8 @@ class ModelSpec:
     shipped: str | None = None
     loads_training_checkpoints: bool = False
     reference: bool = False
+    default_for_training: bool = False
+    legacy_training_field: tuple[str, str | None] | None = None
 
     @property
     def trains(self) -> bool:
@@ -181,10 +187,19 @@ def list_models(observations: str | None = None, trains: bool | None = None) -> 
 
 def reference_model() -> ModelSpec:
     """The family to plan with when no learned model is at hand (see `ModelSpec.reference`)."""
+    return _flagged("reference")
+
+
+def default_trainable() -> ModelSpec:
+    """The family `train` trains by default (see `ModelSpec.default_for_training`)."""
+    return _flagged("default_for_training")
+
+
+def _flagged(flag: str) -> ModelSpec:
     for spec in list_models():
-        if spec.reference:
+        if getattr(spec, flag):
             return spec
-    raise ValueError("no reference model is registered")
+    raise ValueError(f"no registered model has {flag}=True")
 
 
 def all_options(kind: str, specs: Iterable[ModelSpec] | None = None) -> dict[str, tuple[Option, list[str]]]:
@@ -232,6 +247,8 @@ register(ModelSpec(
     tiny="models.told:tiny_case",
     shipped="told-{task}.pt",
     loads_training_checkpoints=True,
+    default_for_training=True,
+    legacy_training_field=("agent_state", None),
 ))
 
 register(ModelSpec(
@@ -266,7 +283,7 @@ register(ModelSpec(
         *_EVAL_OPTIONS,
     ),
     tiny="models.rssm:tiny_case",
-    loads_training_checkpoints=False,
+    legacy_training_field=("trainer", "planet"),
 ))
 
 register(ModelSpec(
@@ -301,6 +318,7 @@ register(ModelSpec(
         Option("batch_size", "windows per update (default 32)", int),
     ),
     tiny="models.dino_wm:tiny_case",
+    legacy_training_field=("kind", "dinowm-train"),
 ))
 
 register(ModelSpec(
