@@ -50,7 +50,7 @@ class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
 
     def _get_help_string(self, action: argparse.Action) -> str:
         text = action.help or ""
-        if action.default in (None, False, argparse.SUPPRESS) or "default" in text:
+        if action.default is None or action.default is False or action.default == argparse.SUPPRESS or "default" in text:
             return text
         return super()._get_help_string(action)
 
@@ -59,7 +59,12 @@ def add_family_options(parser: argparse.ArgumentParser, kind: str) -> None:
     """The registered families' own flags ("plan" or "train"); each is None unless set."""
     group = parser.add_argument_group("model options (each for the models named)")
     for name, (option, families) in registry.all_options(kind).items():
-        text = f"{', '.join(families)}: {option.help}"
+        helps: dict[str, list[str]] = {}  # one help text, with the families that declare it so
+        for family in families:
+            spec = registry.get(family)
+            own = next(o for o in (spec.plan_options if kind == "plan" else spec.train_options) if o.name == name)
+            helps.setdefault(own.help, []).append(family)
+        text = "; ".join(f"{', '.join(names)}: {help_text}" for help_text, names in helps.items())
         if option.switch and option.negatable:
             group.add_argument(option.flag, dest=name, action=argparse.BooleanOptionalAction, default=None, help=text)
         elif option.switch:
