@@ -2,8 +2,9 @@
 
 `fixtures/trainer_rows.json` holds the train.csv and eval.csv rows of the tiny runs below,
 recorded with the trainers as they were before they moved onto the skeleton (each had its
-own copy of the loop then). The skeleton must reproduce them: the same losses, returns,
-update counts and evaluation points.
+own copy of the loop then), on one CPU thread. The skeleton must reproduce them: the same
+losses, returns, update counts and evaluation points. (MPPI amplifies the last bits of a
+float sum, so the TOLD rows hold for the thread count and CPU they were recorded with.)
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import math
 from pathlib import Path
 
 import pytest
+import torch
 
 from training.planet_trainer import PlaNetTrainConfig, PlaNetTrainer
 from training.told_trainer import TOLDTrainConfig, TOLDTrainer
@@ -56,8 +58,16 @@ def assert_same_rows(got: list[dict[str, str]], want: list[dict[str, str]]) -> N
                 assert math.isclose(a, b, rel_tol=1e-4, abs_tol=2e-5), f"{key}: {a} vs {b} (recorded)"
 
 
+@pytest.fixture
+def one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.mark.parametrize("family", ["told", "planner", "planner+actor"])
-def test_the_skeleton_reproduces_the_rows_of_the_trainers_before_it(tmp_path, family):
+def test_the_skeleton_reproduces_the_rows_of_the_trainers_before_it(tmp_path, family, one_thread):
     want = json.loads(FIXTURE.read_text())[family]
     if family == "told":
         trainer = TOLDTrainer(told_config(), tmp_path, device="cpu", progress=False, log=lambda _: None)

@@ -61,7 +61,7 @@ def test_more_updates_train_a_copy_on_the_same_data_and_resume_from_the_last_row
     after = torch.load(out / "checkpoint.pt", map_location="cpu", weights_only=True)
     assert after["step"] == before["step"] and after["episode"] == before["episode"]  # no new episodes
     assert after["updates"] == before["updates"] + 4
-    changed = [not torch.equal(after["model"]["state_dict"][k], v) for k, v in before["model"]["state_dict"].items()
+    changed = [not torch.equal(after["model_state"]["state_dict"][k], v) for k, v in before["model_state"]["state_dict"].items()
                if v.is_floating_point()]  # fmt: skip
     assert any(changed)  # the world model did train
 

@@ -139,20 +139,6 @@ def test_resume_after_a_kill_continues_exactly(tmp_path, monkeypatch):
     assert read_csv(run / "train.csv")[-1]["episode_return"] == read_csv(tmp_path / "straight" / "train.csv")[-1]["episode_return"]
 
 
-def test_a_run_resumed_on_other_hardware_records_where_each_stretch_trained(tmp_path, monkeypatch):
-    import training.planet_trainer as planet_trainer
-
-    config = quick_config(mode="planner")
-    run = tmp_path / "run"
-    monkeypatch.setattr(planet_trainer, "where_training_runs", lambda device: "cuda: a GPU")
-    quiet(dataclasses.replace(config, steps=160), run).run()
-    monkeypatch.setattr(planet_trainer, "where_training_runs", lambda device: "cpu: a CPU")
-    quiet(config, run).run()
-    segments = torch.load(run / "checkpoint.pt", weights_only=True)["machine_segments"]
-    assert [(s["where"], s["from_env_step"]) for s in segments] == [("cuda: a GPU", 0), ("cpu: a CPU", 160)]
-    assert segments[1]["wall_at_start"] > 0
-
-
 @pytest.mark.parametrize("mode", ["planner", "actor", "planner+actor"])
 def test_every_acting_mode_runs(tmp_path, mode):
     config = quick_config(mode=mode, steps=160, seed_episodes=1, collect_interval=3, eval_at_start=False, eval_episodes=1)

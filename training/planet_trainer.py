@@ -34,12 +34,14 @@ start.) When collecting, the filter is given the action really executed (noise i
 as the action that led to the next observation, as PlaNet does, not the planner's
 noise-free choice.
 
-Everything needed to continue is saved every `checkpoint_every` episodes and at every
-evaluation (the pattern of `training.told_trainer`); starting the same run again
-continues with the same step count, buffer, optimisers, behaviour learner, random
-generators and logs. Files in `out_dir`:
+The loop, checkpoints and resuming are the shared skeleton's (`training.online`); this
+module adds the RSSM (and actor-critic), their update, the controllers and the update
+schedule. Everything needed to continue is saved every `checkpoint_every` episodes and at
+every evaluation; starting the same run again continues with the same step count, buffer,
+optimisers, behaviour learner, random generators and logs. Files in `out_dir`:
 
-    checkpoint.pt          training state (torch.load(weights_only=True))
+    checkpoint.pt          training state (torch.load(weights_only=True)); header
+                           model "rssm", kind "training", format_version
     replay-e<N>.npz        the buffer after N episodes (the one checkpoint.pt names)
     model.pt               the RSSM checkpoint dict (`RSSM.load`)
     behavior.pt            the actor-critic (`ActorCritic.load`), in the actor modes
@@ -53,8 +55,8 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable
-from dataclasses import asdict, dataclass, fields
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
@@ -66,24 +68,21 @@ from models.actor_control import ActorController, ActorGuidedModel
 from models.behavior import TINY_SIZES, ActorCritic, BehaviorConfig
 from models.rssm import RSSM, RSSMConfig, sequences_from_transitions
 from planners import CEM, MPCController
-from planners.controller import PRECISIONS, resolve_device
+from planners.controller import PRECISIONS
 from training.evaluation import seeded_sampling
-from training.replay import EpisodeReplay
-from training.run_files import (
-    append_csv,
-    atomic_torch_save,
-    check_same_run,
-    config_defaults,
-    evaluation_row,
-    extend_machine_segments,
-    restore_logs,
-    where_training_runs,
+from training.online import (
+    OnlineTrainer,
+    check_options,
+    check_task_and_obs,
+    default_run_dir,
+    evaluate_batched,
+    one_of,
+    positive_int,
 )
-from training.told_trainer import evaluate_batched, evaluation_seed
 
-__all__ = ["BEHAVIOR_PRESETS", "MODEL_PRESETS", "MODES", "RECIPES", "PlaNetTrainConfig", "PlaNetTrainer", "recipe_settings"]
+__all__ = ["BEHAVIOR_PRESETS", "MODEL_PRESETS", "MODES", "RECIPES", "PlaNetTrainConfig", "PlaNetTrainer", "make_trainer",
+           "recipe_settings"]
 
-CHECKPOINT_VERSION = 1
 MODEL_PRESETS: tuple[str, ...] = ("planet", "dreamerv2", "dreamerv3", "tiny")
 MODES: tuple[str, ...] = ("planner", "actor", "planner+actor")
 # Actor-critic settings: Dreamer v1's (with DreamerV3's critic additions, the
@@ -280,8 +279,8 @@ def recipe_settings(recipe: str, mode: str, action_repeat: int | None = None) ->
     500-step episode, V3's train ratio of 512 replayed steps per agent step; no action
     noise for the actor (it explores by sampling); and in "planner+actor" the critic's
     value ends every CEM candidate. Not carried over: V3's sizes (a 512-unit GRU and
-    2 x 512 MLPs for proprio; PlaNet's 200 here, which keeps a run's resume bundle small
-    enough to come back from a device machine), its learned initial state, weight
+    2 x 512 MLPs for proprio; PlaNet's 200 here, which keeps a run's checkpoint small),
+    its learned initial state, weight
     initialisation and LayerNorm epsilon, and LayerNorm in the conv stacks (pixel runs).
     """
     if recipe not in RECIPES:
@@ -363,100 +362,71 @@ class _ExecutedActionModel:
         return self.model.observe(z_prev, action_prev, obs)
 
 
-class PlaNetTrainer:
-    """Builds env, RSSM (and actor-critic), controllers and buffer; `run()` trains or resumes.
+class PlaNetTrainer(OnlineTrainer):
+    """PlaNet (and Dreamer) on the online skeleton: builds the RSSM (and actor-critic),
+    its optimiser and the controllers; `run()` trains or resumes.
 
     Args:
         config: the run's settings.
         out_dir: where checkpoints, logs and pictures go; an existing checkpoint there is
             resumed (with the same task, obs, model, seed, action repeat and mode).
-        device: "auto", "cpu", "cuda", ...
+        device: "auto" (CUDA when present, else CPU), "cpu", "cuda", ...
         progress: show a tqdm bar.
         log: a function for one-line messages (print by default).
+        recipe: the name of the recipe the config came from, for `describe()` only.
 
     Raises:
         ValueError: an unknown task; episodes shorter than `chunk_length`; a checkpoint
             in `out_dir` from a run with other settings (both values named).
     """
 
+    model_name = "rssm"
+    run_identity = _RUN_IDENTITY
+    act_timer = "act"
+    log_seed_phase = True
+    log_update_seconds = True
+
     def __init__(
         self,
         config: PlaNetTrainConfig,
         out_dir: str | Path,
-        device: str = "cpu",
+        device: str = "auto",
         progress: bool = True,
         log: Callable[[str], None] = print,
+        recipe: str | None = None,
     ) -> None:
-        import envs  # here, not at import: the CLI picks MUJOCO_GL before dm_control loads
-
         if not isinstance(config, PlaNetTrainConfig):
             raise TypeError(f"config must be a PlaNetTrainConfig, got {type(config).__name__}")
-        self.config = c = config
-        self.out_dir = Path(out_dir)
-        self.device = resolve_device(device)
-        self.progress = progress
-        self.log = log
-        self._make_env = lambda: envs.make(
-            c.task, obs=c.obs, seed=c.seed, action_repeat=c.action_repeat, action_repeat_preset="planet",
-            time_limit=c.max_episode_steps,
-        )  # fmt: skip
-        self.env = self._make_env()
-        self.action_repeat = int(self.env.action_repeat)
-        self.episode_length = int(self.env.max_episode_steps)
-        if c.chunk_length > self.episode_length:
+        self.recipe = recipe
+        self._forced_random: bool | None = None  # collect_episode(random_actions=...) overrides the seed phase
+        super().__init__(config, out_dir, device=device, progress=progress, log=log)
+
+    def make_env(self) -> Any:
+        import envs  # here, not at import: the CLI picks MUJOCO_GL before dm_control loads
+
+        c = self.config
+        return envs.make(c.task, obs=c.obs, seed=c.seed, action_repeat=c.action_repeat, action_repeat_preset="planet",
+                         time_limit=c.max_episode_steps)  # fmt: skip
+
+    def check_env(self) -> None:
+        if self.config.chunk_length > self.episode_length:
             raise ValueError(
-                f"chunk_length={c.chunk_length} is longer than the episodes ({self.episode_length} agent steps); "
-                "sampled sequences must fit inside one episode"
+                f"chunk_length={self.config.chunk_length} is longer than the episodes ({self.episode_length} agent "
+                "steps); sampled sequences must fit inside one episode"
             )
-        obs_shape = tuple(int(d) for d in self.env.observation_space.shape)
-        self.action_dim = int(self.env.action_space.shape[0])
-        self.total_agent_steps = math.ceil(c.steps / self.action_repeat)
-        self.out_dir.mkdir(parents=True, exist_ok=True)
 
-        torch.manual_seed(c.seed)
-        build = _MODEL_BUILDERS[c.model]
-        model_overrides = {} if c.free_nats is None else {"free_nats": float(c.free_nats)}
-        self.model = RSSM(build(c.obs, obs_shape, self.action_dim, **model_overrides)).to(self.device)
-        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=c.lr, eps=c.adam_eps)
-        self.behavior: ActorCritic | None = None
-        if c.uses_actor:
-            behavior_settings = {"precision": c.precision, "imagine_starts": c.imagine_starts}
-            if c.model == "tiny":  # the preset's settings on tiny networks
-                behavior_settings = {**TINY_SIZES, **behavior_settings}
-            preset = {"dreamerv1": BehaviorConfig, "dreamerv3": BehaviorConfig.dreamerv3}[c.behavior]
-            behavior_config = preset(**behavior_settings)
-            self.behavior = ActorCritic.for_model(self.model, behavior_config)
+    # -- model, optimiser, actor-critic, controllers (override to build them elsewhere) ---------
 
-        samples, elites = c.planner_budget()
-        overrides: dict[str, Any] = {"horizon": c.plan_horizon, "num_samples": samples, "num_elites": elites}
-        if c.plan_iterations is not None:
-            overrides["iterations"] = c.plan_iterations
-        if c.uses_planner and c.uses_actor:
-            overrides["num_proposals"] = c.proposals()
-        self.planner = CEM.planet(self.action_dim, **overrides)
+    def build(self) -> None:
+        self.model = self.build_model()
+        self.optimizer = self.build_optimizer(self.model)
+        self.behavior: ActorCritic | None = self.build_behavior(self.model)
+        self.planner = self.build_planner()
         self._collect_model = _ExecutedActionModel(self.model)
         self.controller = self._build_controller(self._collect_model, explore=True)
         self.eval_controller = self._build_controller(self.model, explore=False)
-
-        episodes = math.ceil(self.total_agent_steps / self.episode_length)
-        capacity = c.buffer_capacity or (self.total_agent_steps + episodes + 1)
-        self.buffer = EpisodeReplay(
-            max(capacity, self.episode_length + 1), obs_shape, self.action_dim,
-            obs_dtype=np.uint8 if c.obs == "pixels" else np.float32, seed=c.seed,
-        )  # fmt: skip
-        self.rng = np.random.default_rng(c.seed)  # random seed actions and exploration noise
-        self.step = 0  # agent steps taken
-        self.episode = 0  # episodes finished
-        self.updates = 0  # model updates done
         self.last_picture_step = -1  # env step of the last pictures
         self._pictures_possible = True  # False once a missing library made them skip
-        self.eval_rows: list[dict[str, Any]] = []
-        self.train_rows: list[dict[str, Any]] = []
-        self.timers = {"env": 0.0, "act": 0.0, "update": 0.0, "eval": 0.0}
-        self.wall_before = 0.0
-        # Where each stretch of the run trained (the run may move between machines).
-        self.machine_segments = extend_machine_segments(None, where_training_runs(self.device), 0, 0.0, self.timers)
-        self.optimizer_restarts: list[int] = []  # env steps where a resume had no optimiser state
         names = ["loss", "reconstruction", "reward", "kl", "kl_value"]
         if self.model.discount_head is not None:
             names.append("discount")
@@ -464,7 +434,35 @@ class PlaNetTrainer:
         if self.behavior is not None:
             names += list(_BEHAVIOR_NAMES)
         self.metric_names = tuple(names)  # the train.csv loss columns (fixed per run)
-        self.resumed = self._maybe_resume()
+
+    def build_model(self) -> RSSM:
+        c = self.config
+        overrides = {} if c.free_nats is None else {"free_nats": float(c.free_nats)}
+        return RSSM(_MODEL_BUILDERS[c.model](c.obs, self.obs_shape, self.action_dim, **overrides)).to(self.device)
+
+    def build_optimizer(self, model: RSSM) -> torch.optim.Optimizer:
+        return torch.optim.Adam(model.parameters(), lr=self.config.lr, eps=self.config.adam_eps)
+
+    def build_behavior(self, model: RSSM) -> ActorCritic | None:
+        """The Dreamer actor-critic (with its optimisers) in the actor modes, else None."""
+        c = self.config
+        if not c.uses_actor:
+            return None
+        settings: dict[str, Any] = {"precision": c.precision, "imagine_starts": c.imagine_starts}
+        if c.model == "tiny":  # the preset's settings on tiny networks
+            settings = {**TINY_SIZES, **settings}
+        preset = {"dreamerv1": BehaviorConfig, "dreamerv3": BehaviorConfig.dreamerv3}[c.behavior]
+        return ActorCritic.for_model(model, preset(**settings))
+
+    def build_planner(self) -> CEM:
+        c = self.config
+        samples, elites = c.planner_budget()
+        overrides: dict[str, Any] = {"horizon": c.plan_horizon, "num_samples": samples, "num_elites": elites}
+        if c.plan_iterations is not None:
+            overrides["iterations"] = c.plan_iterations
+        if c.uses_planner and c.uses_actor:
+            overrides["num_proposals"] = c.proposals()
+        return CEM.planet(self.action_dim, **overrides)
 
     def _build_controller(self, model: Any, explore: bool) -> Any:
         """A controller for the mode: an MPCController on the RSSM (or on the actor-guided
@@ -484,11 +482,47 @@ class PlaNetTrainer:
             precision=c.precision,
         )  # fmt: skip
 
-    # -- paths and checkpoints -------------------------------------------------------------
+    # -- checkpoints ----------------------------------------------------------------------------
 
-    @property
-    def checkpoint_path(self) -> Path:
-        return self.out_dir / "checkpoint.pt"
+    def family_state(self) -> dict[str, Any]:
+        return {
+            "trainer": "planet",  # the earlier layout's marker, which its readers still look for
+            "model_state": self.model.checkpoint(),
+            "optimizer": self.optimizer.state_dict(),
+            "behavior": None if self.behavior is None else self.behavior.checkpoint(include_optimizers=True),
+            "last_picture_step": self.last_picture_step,
+        }
+
+    def load_family_state(self, state: dict[str, Any]) -> bool:
+        self.model.load_checkpoint(state["model_state"])
+        restored = state.get("optimizer") is not None
+        if restored:
+            self.optimizer.load_state_dict(state["optimizer"])
+        if self.behavior is not None:
+            behavior = state["behavior"]
+            self._use_saved_behavior_config(BehaviorConfig.from_dict(behavior["config"]))
+            self.behavior.load_state_dict(behavior["state_dict"])
+            if "optimizers" in behavior:
+                self.behavior.actor_optimizer.load_state_dict(behavior["optimizers"]["actor"])
+                self.behavior.critic_optimizer.load_state_dict(behavior["optimizers"]["critic"])
+            else:
+                restored = False
+        self.last_picture_step = int(state["last_picture_step"])
+        return restored
+
+    def upgrade_checkpoint(self, state: dict[str, Any]) -> dict[str, Any] | None:
+        # Before the header: {"version": 1, "trainer": "planet", "model": the RSSM's dict, ...}.
+        if state.get("version") == 1 and state.get("trainer") == "planet":
+            return {**state, "model_state": state["model"]}
+        return None
+
+    def comparable_config(self, config: dict[str, Any]) -> dict[str, Any]:
+        return _with_free_nats(config)
+
+    def save_model_files(self) -> None:
+        self.model.save(self.out_dir / "model.pt")
+        if self.behavior is not None:
+            self.behavior.save(self.out_dir / "behavior.pt")
 
     def _use_saved_behavior_config(self, saved: BehaviorConfig) -> None:
         """Resume the actor-critic with the settings it was trained with. A preset can
@@ -505,91 +539,6 @@ class PlaNetTrainer:
         self.behavior = ActorCritic.for_model(self.model, saved)
         self.controller = self._build_controller(self._collect_model, explore=True)
         self.eval_controller = self._build_controller(self.model, explore=False)
-
-    def _maybe_resume(self) -> bool:
-        if not self.checkpoint_path.exists():
-            return False
-        state = torch.load(self.checkpoint_path, map_location="cpu", weights_only=True)
-        if state.get("version") != CHECKPOINT_VERSION or state.get("trainer") != "planet":
-            raise ValueError(
-                f"{self.checkpoint_path} is not a PlaNet training checkpoint of version {CHECKPOINT_VERSION} "
-                f"(trainer={state.get('trainer')!r}, version={state.get('version')!r}); use another --out folder"
-            )
-        check_same_run(self.checkpoint_path, _with_free_nats(state["train_config"]), _with_free_nats(asdict(self.config)),
-                       _RUN_IDENTITY, defaults=config_defaults(PlaNetTrainConfig))  # fmt: skip
-        self.model.load_checkpoint(state["model"])
-        # A run carried without its optimisers (`carry_run.py pack --drop-optimizer`, to fit a
-        # device call) resumes with fresh Adam moments; the checkpoint keeps the env steps
-        # where that happened, and the report shows them.
-        self.optimizer_restarts = [int(s) for s in state.get("optimizer_restarts", [])]
-        dropped = state.get("optimizer") is None
-        if not dropped:
-            self.optimizer.load_state_dict(state["optimizer"])
-        if self.behavior is not None:
-            behavior = state["behavior"]
-            self._use_saved_behavior_config(BehaviorConfig.from_dict(behavior["config"]))
-            self.behavior.load_state_dict(behavior["state_dict"])
-            if "optimizers" in behavior:
-                self.behavior.actor_optimizer.load_state_dict(behavior["optimizers"]["actor"])
-                self.behavior.critic_optimizer.load_state_dict(behavior["optimizers"]["critic"])
-            else:
-                dropped = True
-        self.buffer = EpisodeReplay.load(self.out_dir / state["replay_file"], seed=self.config.seed)
-        self.step, self.episode, self.updates = int(state["step"]), int(state["episode"]), int(state["updates"])
-        self.last_picture_step = int(state["last_picture_step"])
-        self.rng.bit_generator.state = state["rng_state"]
-        torch.set_rng_state(state["torch_rng_state"])
-        if self.device.type == "cuda" and state.get("cuda_rng_state") is not None:
-            torch.cuda.set_rng_state(state["cuda_rng_state"], self.device)
-        self.eval_rows = list(state["eval_rows"])
-        self.train_rows = list(state["train_rows"])
-        self.timers = dict(state["timers"])
-        self.wall_before = float(state["wall"])
-        self.machine_segments = extend_machine_segments(
-            state.get("machine_segments"), where_training_runs(self.device), self.step * self.action_repeat,
-            self.wall_before, self.timers)  # fmt: skip
-        restore_logs(self.out_dir, {"eval.csv": self.eval_rows, "train.csv": self.train_rows})
-        self.log(f"resumed {self.out_dir} at env step {self.step * self.action_repeat} (episode {self.episode})")
-        if dropped:
-            self.optimizer_restarts.append(self.step * self.action_repeat)
-            self.log("the checkpoint carries no optimiser state (packed with --drop-optimizer): Adam restarts "
-                     "from zero moments here")
-        return True
-
-    def save_checkpoint(self, wall: float) -> None:
-        """Buffer first (a new file), then the checkpoint that names it, then the model
-        files, then tidy up: a kill at any moment leaves a checkpoint whose buffer exists."""
-        replay_file = f"replay-e{self.episode}.npz"
-        self.buffer.save(self.out_dir / replay_file)
-        state = {
-            "version": CHECKPOINT_VERSION,
-            "trainer": "planet",
-            "train_config": asdict(self.config),
-            "model": self.model.checkpoint(),
-            "optimizer": self.optimizer.state_dict(),
-            "behavior": None if self.behavior is None else self.behavior.checkpoint(include_optimizers=True),
-            "replay_file": replay_file,
-            "step": self.step,
-            "episode": self.episode,
-            "updates": self.updates,
-            "last_picture_step": self.last_picture_step,
-            "rng_state": self.rng.bit_generator.state,
-            "torch_rng_state": torch.get_rng_state(),
-            "cuda_rng_state": torch.cuda.get_rng_state(self.device) if self.device.type == "cuda" else None,
-            "eval_rows": self.eval_rows,
-            "train_rows": self.train_rows,
-            "timers": self.timers,
-            "wall": wall,
-            "machine_segments": self.machine_segments,
-            "optimizer_restarts": self.optimizer_restarts,
-        }
-        atomic_torch_save(state, self.checkpoint_path)
-        self.model.save(self.out_dir / "model.pt")
-        if self.behavior is not None:
-            self.behavior.save(self.out_dir / "behavior.pt")
-        for old in self.out_dir.glob("replay-e*.npz"):
-            if old.name != replay_file:
-                old.unlink(missing_ok=True)
 
     # -- learning ----------------------------------------------------------------------------
 
@@ -622,38 +571,12 @@ class PlaNetTrainer:
             metrics.update(self.behavior.update(self.model, out.posterior.detach()))
         return metrics
 
-    # -- the loop ----------------------------------------------------------------------------
+    def updates_before_episode(self) -> dict[str, float] | None:
+        return self._train_interval() if self.episode >= self.config.seed_episodes else None
 
-    def run(self) -> list[dict[str, Any]]:
-        """Train to `config.steps` env steps; returns the evaluation rows."""
-        c = self.config
-        start_wall = time.perf_counter()
-        bar = None
-        if self.progress:
-            from tqdm import tqdm
-
-            bar = tqdm(total=c.steps, initial=min(c.steps, self.step * self.action_repeat), unit="env step",
-                       dynamic_ncols=True)  # fmt: skip
-        try:
-            while self.step < self.total_agent_steps:
-                self._maybe_evaluate(start_wall)
-                metrics: dict[str, float] = {}
-                update_s = 0.0
-                if self.episode >= c.seed_episodes:
-                    t = time.perf_counter()
-                    metrics = self._train_interval()
-                    update_s = time.perf_counter() - t
-                    self._maybe_pictures()
-                self.collect_episode(random_actions=self.episode < c.seed_episodes, metrics=metrics,
-                                     update_s=update_s, bar=bar)  # fmt: skip
-                if self.episode % c.checkpoint_every == 0:
-                    self.save_checkpoint(self.wall_before + time.perf_counter() - start_wall)
-            self._maybe_evaluate(start_wall, final=True)
-            self.save_checkpoint(self.wall_before + time.perf_counter() - start_wall)
-        finally:
-            if bar is not None:
-                bar.close()
-        return self.eval_rows
+    def before_episode(self) -> None:
+        if self.episode >= self.config.seed_episodes:
+            self._maybe_pictures()
 
     def _train_interval(self, updates: int | None = None) -> dict[str, float]:
         """`updates` updates (default `collect_interval`); returns each metric's mean over them."""
@@ -668,64 +591,42 @@ class PlaNetTrainer:
         self.timers["update"] += time.perf_counter() - t
         return {k: v / count for k, v in sums.items()}
 
-    def collect_episode(
-        self, random_actions: bool = False, metrics: dict[str, float] | None = None, update_s: float = 0.0, bar: Any = None
-    ) -> float:
-        """One episode into the buffer: uniform random actions, or the controller's actions
-        plus Normal(0, exploration_noise) noise, clipped to [-1, 1]. Logs a train.csv row
-        (with `metrics`, the updates' means, when given) and returns the episode return."""
-        c, env = self.config, self.env
-        t = time.perf_counter()
-        obs, _ = env.reset(seed=c.seed * 100_003 + self.episode)
-        self.timers["env"] += time.perf_counter() - t
+    # -- acting ----------------------------------------------------------------------------------
+
+    def in_seed_phase(self) -> bool:
+        if self._forced_random is not None:
+            return self._forced_random
+        return self.episode < self.config.seed_episodes
+
+    def begin_episode(self) -> None:
         self.controller.reset()
         self._collect_model.executed = None
-        observations, actions, rewards = [obs], [], []
-        episode_start = time.perf_counter()
-        while True:
-            if random_actions:
-                action = self.rng.uniform(-1.0, 1.0, size=self.action_dim).astype(np.float32)
-            else:
-                t = time.perf_counter()
-                action = self.controller.act(obs)
-                self.timers["act"] += time.perf_counter() - t
-                noise = self.rng.normal(0.0, c.exploration_noise, size=self.action_dim)
-                action = np.clip(action + noise, -1.0, 1.0).astype(np.float32)
-                self._collect_model.executed = torch.as_tensor(action, device=self.device).unsqueeze(0)
-            t = time.perf_counter()
-            obs, reward, terminated, truncated, _ = env.step(action)
-            self.timers["env"] += time.perf_counter() - t
-            observations.append(obs)
-            actions.append(action)
-            rewards.append(float(reward))
-            self.step += 1
-            if bar is not None:
-                bar.update(self.action_repeat)
-            if terminated or truncated or self.step >= self.total_agent_steps:
-                break
-        self.buffer.add_episode(np.stack(observations), np.stack(actions), np.asarray(rewards, np.float32))
-        self.episode += 1
-        metrics = metrics or {}
-        row = {
-            "episode": self.episode,
-            "env_step": self.step * self.action_repeat,
-            "episode_return": float(np.sum(rewards)),
-            "random": int(random_actions),
-            "updates": self.updates,
-            "episode_s": round(time.perf_counter() - episode_start, 2),
-            "update_s": round(update_s, 2),
-            # Empty during the seed episodes, so the CSV columns stay fixed.
-            **{k: round(metrics[k], 5) if k in metrics else "" for k in self.metric_names},
-        }
-        self.train_rows.append(row)
-        append_csv(self.out_dir / "train.csv", row)
-        if bar is not None:
-            bar.set_postfix(ep_return=f"{row['episode_return']:.0f}")
-        return row["episode_return"]
 
-    def evaluation_seed(self, env_step: int) -> int:
-        """Reset seed of the first evaluation episode at `env_step` (the others follow it)."""
-        return evaluation_seed(self.config, env_step)
+    def explore(self, obs: np.ndarray) -> np.ndarray:
+        """The controller's action plus Normal(0, exploration_noise) noise, clipped to
+        [-1, 1]; the filter is told the action executed."""
+        action = self.controller.act(obs)
+        noise = self.rng.normal(0.0, self.config.exploration_noise, size=self.action_dim)
+        action = np.clip(action + noise, -1.0, 1.0).astype(np.float32)
+        self._collect_model.executed = torch.as_tensor(action, device=self.device).unsqueeze(0)
+        return action
+
+    def collect_episode(
+        self,
+        random_actions: bool | None = None,
+        metrics: dict[str, float] | None = None,
+        update_s: float = 0.0,
+        bar: Any = None,
+    ) -> float:
+        """One episode into the buffer: uniform random actions, or the controller's actions
+        plus exploration noise (`random_actions` None: random in the seed episodes). Logs a
+        train.csv row (with `metrics`, the updates' means, when given) and returns the
+        episode return."""
+        self._forced_random = random_actions
+        try:
+            return super().collect_episode(metrics=metrics, update_s=update_s, bar=bar)
+        finally:
+            self._forced_random = None
 
     def evaluate(self, episodes: int, seed: int) -> list[float]:
         """Returns of `episodes` episodes run as one batch with `eval_controller`, reset
@@ -743,28 +644,8 @@ class PlaNetTrainer:
         if hasattr(self.eval_controller, "generator"):  # MPCController; the ActorController has none
             samplers.append(self.eval_controller)
         with seeded_sampling(seed, *samplers):
-            return evaluate_batched(
-                self.eval_controller, self._make_env, episodes, seed=seed, max_steps=self.config.max_episode_steps
-            )
-
-    def _maybe_evaluate(self, start_wall: float, final: bool = False) -> None:
-        c = self.config
-        env_step = self.step * self.action_repeat
-        done = {row["env_step"] for row in self.eval_rows}
-        due = env_step // c.eval_every * c.eval_every
-        if due in done and not (final and env_step not in done):
-            return
-        if due == 0 and not final and not c.eval_at_start:
-            return
-        t0 = time.perf_counter()
-        returns = self.evaluate(c.eval_episodes, seed=self.evaluation_seed(env_step))
-        self.timers["eval"] += time.perf_counter() - t0
-        wall = self.wall_before + time.perf_counter() - start_wall
-        row = evaluation_row(env_step, returns, wall)
-        self.eval_rows.append(row)
-        append_csv(self.out_dir / "eval.csv", row)
-        self.log(f"eval @ {env_step} env steps: {row['mean_return']:.1f} ± {row['std_return']:.1f} ({wall / 60:.1f} min)")
-        self.save_checkpoint(wall)
+            return evaluate_batched(self.eval_controller, self.make_env, episodes, seed=seed,
+                                    max_steps=self.config.max_episode_steps)  # fmt: skip
 
     def _maybe_pictures(self) -> None:
         """Open-loop and reconstruction pictures of a few sampled sequences, every
@@ -781,3 +662,48 @@ class PlaNetTrainer:
         written = write_model_pictures(self.out_dir / "pictures", self.model, batch, tag=f"{env_step:08d}", log=self.log)
         self._pictures_possible = bool(written)  # the skip note is logged once, not at every interval
         self.last_picture_step = env_step
+
+    def describe(self) -> str:
+        c = self.config
+        recipe = f"{self.recipe} recipe, " if self.recipe else ""
+        return (f"rssm ({recipe}{c.model}, {c.obs}, {c.mode}) on {c.task} for {c.steps} env steps "
+                f"(action repeat {self.action_repeat})")  # fmt: skip
+
+
+_OPTION_CHECKS: dict[str, Callable[[str, Any], None]] = {
+    "preset": one_of(*MODEL_PRESETS),
+    "mode": one_of(*MODES),
+    "recipe": one_of(*RECIPES),
+    **{name: positive_int for name in ("plan_samples", "plan_iterations", "batch_size", "chunk_length",
+                                       "collect_interval", "eval_every", "eval_episodes", "checkpoint_every",
+                                       "max_episode_steps")},
+}  # fmt: skip
+
+
+def make_trainer(*, task: str, steps: int, obs: str, seed: int, out: str | None, device: str, progress: bool,
+                 options: Mapping[str, Any]) -> PlaNetTrainer:  # fmt: skip
+    """The command line's RSSM trainer. `options` holds the options the user set: preset
+    (the RSSM preset; default the recipe's), mode, recipe ("planet" or "dreamer", see
+    `recipe_settings`), plan_samples, plan_iterations, batch_size, chunk_length,
+    collect_interval (these four override the recipe's), eval_every, eval_episodes,
+    checkpoint_every, max_episode_steps. `out` None: runs/rssm-<task>-<obs>[-<recipe>]-s<seed>
+    (the planet recipe has no tag; resuming across recipes is refused).
+
+    Raises:
+        ValueError: an unknown task or option, or a bad value (named, with the accepted ones).
+    """
+    options = {k: v for k, v in options.items() if v is not None}
+    check_task_and_obs(task, obs)
+    check_options("rssm", options, _OPTION_CHECKS)
+    positive_int("steps", steps)
+    recipe, mode = options.get("recipe", "planet"), options.get("mode", "planner")
+    settings = recipe_settings(recipe, mode)
+    for option, field_name in (("preset", "model"), ("batch_size", "batch_size"), ("chunk_length", "chunk_length"),
+                               ("collect_interval", "collect_interval")):  # fmt: skip
+        if option in options:
+            settings[field_name] = options[option]
+    run_settings = {k: options[k] for k in ("eval_every", "eval_episodes", "checkpoint_every", "plan_samples",
+                                            "plan_iterations", "max_episode_steps") if k in options}  # fmt: skip
+    config = PlaNetTrainConfig(task=task, steps=steps, obs=obs, seed=seed, mode=mode, **run_settings, **settings)
+    out_dir = Path(out) if out is not None else default_run_dir("rssm", task, obs, seed, "" if recipe == "planet" else recipe)
+    return PlaNetTrainer(config, out_dir, device=device, progress=progress, recipe=recipe)

@@ -20,7 +20,7 @@ import numpy as np
 from models.checkpoints import atomic_torch_save  # one writer for models and runs
 
 __all__ = ["atomic_torch_save", "append_csv", "rewrite_csv", "restore_logs", "check_same_run", "config_defaults",
-           "evaluation_row", "where_training_runs", "extend_machine_segments", "cpu_model", "usable_cores"]
+           "evaluation_row", "cpu_model", "usable_cores"]
 
 
 def append_csv(path: Path, row: Mapping[str, Any]) -> None:
@@ -102,17 +102,6 @@ def evaluation_row(env_step: int, returns: Sequence[float], wall: float) -> dict
     }
 
 
-def where_training_runs(device: Any) -> str:
-    """A short description of the hardware a run trains on: the GPU's name for a CUDA
-    device, else the CPU model and the cores this process may use (e.g. "cpu: AMD EPYC, 2 cores")."""
-    import torch
-
-    device = torch.device(device)
-    if device.type == "cuda":
-        return f"cuda: {torch.cuda.get_device_name(device)}"
-    return f"cpu: {cpu_model()}, {usable_cores()} cores"
-
-
 def cpu_model() -> str:
     """The CPU's model name from /proc/cpuinfo (Linux), else what `platform` knows."""
     import platform
@@ -129,29 +118,3 @@ def cpu_model() -> str:
 def usable_cores() -> int | None:
     """Cores this process may run on (its affinity mask where the OS has one)."""
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-
-
-def extend_machine_segments(
-    segments: Sequence[Mapping[str, Any]] | None,
-    where: str,
-    env_step: int,
-    wall: float,
-    timers: Mapping[str, float],
-) -> list[dict[str, Any]]:
-    """The stretches of a run trained on one machine each, with this session's added.
-
-    A run can resume on other hardware (carried to a GPU machine and back, say), and its
-    throughput means nothing without knowing where each stretch ran. Each segment records
-    where it ran and the env step, wall time and timers when it began; the next segment's
-    start (or the checkpoint's totals) closes it. A session on the same hardware as the
-    last segment continues that segment. A checkpoint from before segments were recorded
-    gets one segment "unrecorded" from step 0.
-    """
-    out = [dict(s) for s in segments] if segments else []
-    if not out and env_step > 0:
-        out.append({"where": "unrecorded", "from_env_step": 0, "wall_at_start": 0.0,
-                    "timers_at_start": {k: 0.0 for k in timers}})  # fmt: skip
-    if not out or out[-1]["where"] != where:
-        out.append({"where": where, "from_env_step": int(env_step), "wall_at_start": float(wall),
-                    "timers_at_start": {k: float(v) for k, v in timers.items()}})  # fmt: skip
-    return out

@@ -342,7 +342,7 @@ def evaluate_snapshots(
         loss = TOLDLossConfig(discount=heuristic_discount(episode_length))  # the planner's discount, as in training
         agent = TOLDAgent(model, loss, MPPI.tdmpc2(model.config.action_dim), seed=config.seed, precision=precision)
         t0 = time.perf_counter()
-        returns = evaluate_batched(agent, lambda: make_task_env(config), config.eval_episodes, evaluation_seed(config, env_step),
+        returns = evaluate_batched(agent, lambda config=config: make_task_env(config), config.eval_episodes, evaluation_seed(config, env_step),
                                    max_steps=config.max_episode_steps)  # fmt: skip
         row = {**evaluation_row(env_step, returns, float(snapshot.get("train_wall_s", 0.0))),
                "eval_s": round(time.perf_counter() - t0, 1), "precision": precision}  # fmt: skip
