@@ -77,3 +77,148 @@ def test_the_skeleton_reproduces_the_rows_of_the_trainers_before_it(tmp_path, fa
     assert trainer.updates == want["updates"]
     assert_same_rows(read_rows(tmp_path / "train.csv"), want["train"])
     assert_same_rows(read_rows(tmp_path / "eval.csv"), want["eval"])
+
+
+# -- the command line's factories ------------------------------------------------------------
+
+
+def test_told_make_trainer_applies_the_options_and_names_a_bad_one(tmp_path, monkeypatch):
+    from training.told_trainer import make_trainer
+
+    monkeypatch.chdir(tmp_path)
+    options = {"size": "tiny", "seed_steps": 7, "eval_every": 40, "eval_episodes": 2, "checkpoint_every": 3,
+               "plan_iterations": 2, "batch_size": 8, "max_episode_steps": 10}  # fmt: skip
+    trainer = make_trainer(task="cartpole-balance", steps=60, obs="state", seed=4, out=None, device="cpu",
+                           progress=False, options=options)  # fmt: skip
+    assert isinstance(trainer, TOLDTrainer)
+    assert {k: getattr(trainer.config, k) for k in options} == options
+    assert (trainer.config.task, trainer.config.steps, trainer.config.seed) == ("cartpole-balance", 60, 4)
+    assert trainer.out_dir == Path("runs/told-cartpole-balance-state-s4") and trainer.out_dir.is_dir()
+    assert trainer.seed_steps == 7 and trainer.agent.planner.config.iterations == 2
+    assert trainer.describe() == "told (tiny, state) on cartpole-balance for 60 env steps (action repeat 2)"
+    default = make_trainer(task="cartpole-swingup", steps=100, obs="state", seed=0, out=str(tmp_path / "d"),
+                           device="auto", progress=False, options={})  # fmt: skip
+    assert (default.config.size, default.config.batch_size, default.config.eval_every) == ("1M", 256, 10_000)
+    assert default.out_dir == tmp_path / "d"
+
+    common = dict(steps=60, obs="state", seed=0, out=str(tmp_path / "bad"), device="cpu", progress=False)
+    with pytest.raises(ValueError, match=r"does not take the option\(s\) \['chunk_length'\]; accepted: \[.*'size'"):
+        make_trainer(task="cartpole-swingup", options={"chunk_length": 8}, **common)
+    with pytest.raises(ValueError, match=r"size='2M' is not one of \('tiny', '1M', '5M'\)"):
+        make_trainer(task="cartpole-swingup", options={"size": "2M"}, **common)
+    with pytest.raises(ValueError, match=r"batch_size=0 must be an int >= 1"):
+        make_trainer(task="cartpole-swingup", options={"batch_size": 0}, **common)
+    with pytest.raises(ValueError, match=r"unknown task 'cartpole-swingupp'.*cartpole-swingup"):
+        make_trainer(task="cartpole-swingupp", options={}, **common)
+    with pytest.raises(ValueError, match=r"obs='rgb' is not one of \('state', 'pixels'\)"):
+        make_trainer(task="cartpole-swingup", options={}, **{**common, "obs": "rgb"})
+
+
+def test_rssm_make_trainer_applies_the_recipe_and_the_options(tmp_path, monkeypatch):
+    from training.planet_trainer import make_trainer
+
+    monkeypatch.chdir(tmp_path)
+    options = {"preset": "tiny", "mode": "planner+actor", "recipe": "dreamer", "plan_samples": 20, "plan_iterations": 2,
+               "batch_size": 4, "chunk_length": 8, "collect_interval": 3, "eval_every": 80, "eval_episodes": 1,
+               "checkpoint_every": 2, "max_episode_steps": 10}  # fmt: skip
+    trainer = make_trainer(task="cartpole-swingup", steps=80, obs="state", seed=1, out=None, device="cpu",
+                           progress=False, options=options)  # fmt: skip
+    c = trainer.config
+    assert isinstance(trainer, PlaNetTrainer) and trainer.out_dir == Path("runs/rssm-cartpole-swingup-state-dreamer-s1")
+    assert (c.model, c.mode, c.batch_size, c.chunk_length, c.collect_interval) == ("tiny", "planner+actor", 4, 8, 3)
+    assert (c.plan_samples, c.plan_iterations, c.eval_every, c.eval_episodes, c.checkpoint_every) == (20, 2, 80, 1, 2)
+    assert (c.behavior, c.action_repeat, c.lr, c.plan_value) == ("dreamerv3", 2, 1e-4, True)  # the dreamer recipe's
+    assert trainer.describe() == ("rssm (dreamer recipe, tiny, state, planner+actor) on cartpole-swingup for 80 env "
+                                  "steps (action repeat 2)")  # fmt: skip
+    planet = make_trainer(task="cartpole-swingup", steps=80, obs="state", seed=1, out=None, device="cpu",
+                          progress=False, options={"preset": "tiny", "chunk_length": 8})  # fmt: skip
+    assert planet.out_dir == Path("runs/rssm-cartpole-swingup-state-s1")  # the planet recipe has no tag
+    assert (planet.config.mode, planet.config.batch_size, planet.action_repeat) == ("planner", 50, 8)
+
+    common = dict(task="cartpole-swingup", steps=80, obs="state", seed=0, out=str(tmp_path / "bad"), device="cpu",
+                  progress=False)  # fmt: skip
+    with pytest.raises(ValueError, match=r"preset='huge' is not one of \('planet', 'dreamerv2', 'dreamerv3', 'tiny'\)"):
+        make_trainer(options={"preset": "huge"}, **common)
+    with pytest.raises(ValueError, match=r"recipe='dreamerv9' is not one of \('planet', 'dreamer'\)"):
+        make_trainer(options={"recipe": "dreamerv9"}, **common)
+    with pytest.raises(ValueError, match=r"does not take the option\(s\) \['size'\]; accepted: \[.*'preset'"):
+        make_trainer(options={"size": "tiny"}, **common)
+    with pytest.raises(ValueError, match=r"unknown task 'walker-runn'"):
+        make_trainer(options={}, **{**common, "task": "walker-runn"})
+
+
+# -- checkpoint headers and earlier layouts -------------------------------------------------
+
+
+def _told(path: Path, steps: int, **kwargs) -> TOLDTrainer:
+    config = TOLDTrainConfig(task="cartpole-swingup", steps=steps, size="tiny", seed_steps=10, eval_every=1000,
+                             eval_episodes=1, checkpoint_every=1, batch_size=8, max_episode_steps=10)  # fmt: skip
+    return TOLDTrainer(config, path, device="cpu", progress=False, **kwargs)
+
+
+def _planet(path: Path, steps: int, **kwargs) -> PlaNetTrainer:
+    config = PlaNetTrainConfig(task="cartpole-swingup", steps=steps, obs="state", model="tiny", mode="planner+actor",
+                               seed_episodes=1, collect_interval=2, batch_size=4, chunk_length=8, plan_samples=20,
+                               plan_iterations=1, eval_every=10_000, eval_episodes=1, checkpoint_every=1,
+                               picture_every=0, max_episode_steps=10)  # fmt: skip
+    return PlaNetTrainer(config, path, device="cpu", progress=False, **kwargs)
+
+
+@pytest.mark.parametrize(("family", "build", "steps"), [("told", _told, 40), ("rssm", _planet, 160)])
+def test_a_training_checkpoint_names_its_model(tmp_path, family, build, steps):
+    from models.checkpoints import read_family
+
+    build(tmp_path, steps // 2, log=lambda _: None).run()
+    state = torch.load(tmp_path / "checkpoint.pt", weights_only=True)
+    assert (state["model"], state["kind"], state["format_version"]) == (family, "training", 2)
+    assert "machine_segments" not in state and "optimizer_restarts" not in state
+    assert read_family(tmp_path / "checkpoint.pt")[0] == family
+    model_file = torch.load(tmp_path / "model.pt", weights_only=True)
+    assert model_file["model"] == family and isinstance(model_file["format_version"], int)
+
+
+def _as_earlier_layout(family: str, state: dict) -> dict:
+    """A checkpoint as the trainers wrote it before the header."""
+    old = {k: v for k, v in state.items() if k not in ("format_version", "model", "kind", "torch_rng_state",
+                                                       "cuda_rng_state")}  # fmt: skip
+    old["version"] = 1
+    if family == "rssm":
+        old["model"] = old.pop("model_state")
+        old["machine_segments"] = [{"where": "cpu: A", "from_env_step": 0, "wall_at_start": 0.0,
+                                    "timers_at_start": {}}]  # fmt: skip
+        old["optimizer_restarts"] = []
+    return old
+
+
+@pytest.mark.parametrize(("family", "build", "steps"), [("told", _told, 40), ("rssm", _planet, 160)])
+def test_a_checkpoint_of_the_earlier_layout_resumes(tmp_path, family, build, steps):
+    build(tmp_path, steps // 2, log=lambda _: None).run()
+    state = torch.load(tmp_path / "checkpoint.pt", weights_only=True)
+    torch.save(_as_earlier_layout(family, state), tmp_path / "checkpoint.pt")
+    messages: list[str] = []
+    resumed = build(tmp_path, steps, log=messages.append)
+    assert resumed.resumed and resumed.step == state["step"] and resumed.updates == state["updates"]
+    assert not any("optimiser" in m for m in messages)
+    resumed.run()
+    after = torch.load(tmp_path / "checkpoint.pt", weights_only=True)
+    assert after["model"] == family and after["step"] * resumed.action_repeat == steps
+    assert "machine_segments" not in after
+
+
+def test_a_checkpoint_without_optimiser_state_resumes_with_fresh_moments_and_a_note(tmp_path):
+    _planet(tmp_path, 80, log=lambda _: None).run()
+    state = torch.load(tmp_path / "checkpoint.pt", weights_only=True)
+    state["optimizer"] = None
+    state["behavior"] = {k: v for k, v in state["behavior"].items() if k != "optimizers"}
+    torch.save(state, tmp_path / "checkpoint.pt")
+    messages: list[str] = []
+    resumed = _planet(tmp_path, 160, log=messages.append)
+    assert resumed.resumed and any("no optimiser state" in m for m in messages)
+    resumed.run()
+    assert resumed.updates == state["updates"] + 2
+
+
+def test_a_checkpoint_of_another_family_is_refused(tmp_path):
+    _told(tmp_path, 20, log=lambda _: None).run()
+    with pytest.raises(ValueError, match=r"is not a rssm training checkpoint.*model='told'.*use another --out folder"):
+        _planet(tmp_path, 160, log=lambda _: None)
