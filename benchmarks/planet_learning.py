@@ -224,44 +224,10 @@ def read_run(path: Path) -> dict[str, Any] | None:
             # Budget settings that differ from the papers' (older runs predate them: defaults).
             precision=config.get("precision", "float32"),
             imagine_starts=config.get("imagine_starts"),
-            trained_on=trained_on(state.get("machine_segments"), env_steps, wall, timers),
-            # Env steps where the run resumed from a bundle packed without its Adam moments.
-            optimizer_restarts=[int(s) for s in state.get("optimizer_restarts") or []],
         )
     pictures = path / "pictures"
     info["pictures"] = sorted(p.name for p in pictures.glob("*.png")) if pictures.is_dir() else []
     return info
-
-
-def trained_on(segments: list[dict[str, Any]] | None, env_steps: int, wall: float,
-               timers: dict[str, float]) -> list[dict[str, Any]] | None:
-    """Where each stretch of a run trained, with its own throughput (env steps per second
-    of training wall time, evaluation excluded). None for runs from before the trainer
-    recorded it (`training.run_files.extend_machine_segments`)."""
-    if not segments:
-        return None
-    out = []
-    ends = [(int(s["from_env_step"]), float(s["wall_at_start"]), float(s["timers_at_start"].get("eval", 0.0)))
-            for s in segments[1:]] + [(env_steps, wall, timers.get("eval", 0.0))]  # fmt: skip
-    for seg, (end_step, end_wall, end_eval) in zip(segments, ends):
-        steps = end_step - int(seg["from_env_step"])
-        train_wall = (end_wall - float(seg["wall_at_start"])) - (end_eval - float(seg["timers_at_start"].get("eval", 0.0)))
-        out.append({"where": seg["where"], "from_env_step": int(seg["from_env_step"]), "to_env_step": end_step,
-                    "env_steps_per_s": round(steps / train_wall, 2) if steps > 0 and train_wall > 0 else None})  # fmt: skip
-    return out
-
-
-def _where(info: dict[str, Any]) -> str:
-    """'; trained on <where> (from-to k), ...[; Adam restarted at <k>]' for runs that
-    recorded where they trained, else ''."""
-    segments = info.get("trained_on")
-    if not segments:
-        return ""
-    parts = [f"{s['where']} {s['from_env_step'] // 1000}k-{s['to_env_step'] // 1000}k"
-             f" ({s['env_steps_per_s']} env steps/s)" for s in segments]  # fmt: skip
-    restarts = info.get("optimizer_restarts") or []
-    note = f"; Adam restarted at {', '.join(f'{s // 1000}k' for s in restarts)}" if restarts else ""
-    return "; trained on " + ", ".join(parts) + note
 
 
 def _at(rows: list[dict[str, Any]], step: int) -> dict[str, Any] | None:
@@ -319,10 +285,9 @@ def earlier_state_runs(results: Path) -> dict[RunKey, dict[str, Any]]:
     """The state runs of the last report (planet_learning.json and .csv), as `read_run`
     returns them but with no training rows.
 
-    A run folder can be missing here while its results stand (the run went on elsewhere,
-    or runs/ was lost: it is not in git); `report` keeps such a run rather than dropping
-    it. Each keeps the machine it was measured on. Pixel runs are not carried this way
-    (their report needs the training log); carry their folder with benchmarks/carry_run.py.
+    A run folder can be missing here while its results stand (runs/ is not in git);
+    `report` keeps such a run rather than dropping it. Each keeps the machine it was
+    measured on. Pixel runs are not kept this way (their report needs the training log).
     """
     previous = read_json(results / f"{NAME}.json")
     evals: dict[RunKey, list[dict[str, Any]]] = {}
@@ -448,7 +413,7 @@ def report(args: argparse.Namespace) -> None:
             print(f"{task:17s} state  {mode:24s} {m['latest_return'] if m['latest_return'] is not None else '-':>7} "
                   f"at {m['latest_env_step'] or 0:>6} env steps; {m.get('env_steps_per_s', '?')} env steps/s"
                   f"{'' if m.get('benchmark_configuration', True) else ' (not the benchmark: ' + _settings(m) + ')'}"
-                  f"{budget_note(m)}{_where(m)}")
+                  f"{budget_note(m)}")
         for mode, p in s["pixels"].items():
             recon = p["reconstruction_loss"]
             print(f"{task:17s} pixels {mode:24s} {p['latest_return'] if p['latest_return'] is not None else '-':>7} "
@@ -541,21 +506,15 @@ def plan_time(args: argparse.Namespace) -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     folder = Path(args.run)
-    checkpoint = folder / "checkpoint.pt"
-    if not checkpoint.is_file():
-        raise SystemExit(f"error: {folder} has no checkpoint.pt; give a run folder of "
-                         "`planet_learning.py run` (e.g. runs/rssm-cartpole-swingup-state-planner-s0)")
-    state = torch.load(checkpoint, map_location="cpu", weights_only=True)
-    if state.get("trainer") != "planet":
-        raise SystemExit(f"error: {checkpoint} is not a PlaNet training checkpoint (trainer={state.get('trainer')!r})")
+    state = _training_state(folder)
     config = dict(state["train_config"])
     env = envs.make(config["task"], obs=config["obs"], seed=args.seed, action_repeat=config.get("action_repeat"),
                     action_repeat_preset="planet")  # fmt: skip
     action_dim = int(env.action_space.shape[0])
-    try:  # the checkpoint's own copy of the model (a carried run has no model.pt until it saves)
-        model = RSSM.from_checkpoint(state["model"], obs_shape=tuple(env.observation_space.shape), action_dim=action_dim)
+    try:  # the checkpoint's own copy of the model (a folder may hold checkpoint.pt alone)
+        model = RSSM.from_checkpoint(state["model_state"], obs_shape=tuple(env.observation_space.shape), action_dim=action_dim)
     except ValueError as error:
-        raise SystemExit(f"error: {checkpoint}: {error}") from None
+        raise SystemExit(f"error: {folder / 'checkpoint.pt'}: {error}") from None
     model = model.eval()
     planner = CEM.planet(action_dim)  # PlaNet's preset, whatever budget the run trained with
     controller = MPCController(model, planner, objective="reward", discount=1.0, use_value=False, device="cpu",
@@ -617,66 +576,37 @@ def plan_time(args: argparse.Namespace) -> None:
 
 
 def _training_state(folder: Path) -> dict[str, Any]:
-    """A run folder's checkpoint.pt, checked to be a PlaNet training checkpoint."""
-    checkpoint = folder / "checkpoint.pt"
-    if not checkpoint.is_file():
-        raise SystemExit(f"error: {folder} has no checkpoint.pt; give a run folder of `planet_learning.py run`")
-    state = torch.load(checkpoint, map_location="cpu", weights_only=True)
-    if state.get("trainer") != "planet":
-        raise SystemExit(f"error: {checkpoint} is not a PlaNet training checkpoint (trainer={state.get('trainer')!r})")
-    return state
+    """A run folder's checkpoint.pt, checked to be an RSSM training checkpoint."""
+    from training.run_export import read_training_checkpoint
 
-
-def _write_acting_files(state: dict[str, Any], folder: Path) -> list[Path]:
-    """model.pt and (actor modes) behavior.pt of a training checkpoint, written atomically."""
-    from training.run_files import atomic_torch_save
-
-    folder.mkdir(parents=True, exist_ok=True)
-    written = [folder / "model.pt"]
-    atomic_torch_save(state["model"], written[0])
-    if state.get("behavior") is not None:
-        behavior = {k: v for k, v in state["behavior"].items() if k != "optimizers"}  # acting needs no optimiser
-        written.append(folder / "behavior.pt")
-        atomic_torch_save(behavior, written[1])
-    return written
-
-
-def _env_steps(state: dict[str, Any]) -> int:
-    return int(state["train_rows"][-1]["env_step"]) if state.get("train_rows") else 0
+    try:
+        return read_training_checkpoint(folder, model="rssm")
+    except (FileNotFoundError, ValueError) as error:
+        raise SystemExit(f"error: {error}") from None
 
 
 def export(args: argparse.Namespace) -> None:
     """Write model.pt (and behavior.pt, for the actor modes) from a run's checkpoint.pt, as
-    the trainer does at every save: a run carried with carry_run.py has only checkpoint.pt
-    until it trains again, and `run_planning.py --model rssm` acts from those two files."""
+    the trainer does at every save (`training.run_export.write_acting_files`), for a folder
+    that holds checkpoint.pt alone; `run_planning.py --model rssm` acts from those files."""
+    from training.run_export import env_steps, write_acting_files
+
     state = _training_state(Path(args.run))
-    written = _write_acting_files(state, Path(args.run))
-    print(f"wrote {', '.join(str(w) for w in written)} (the model at {_env_steps(state)} env steps)")
+    written = write_acting_files(state, Path(args.run))
+    print(f"wrote {', '.join(str(w) for w in written)} (the model at {env_steps(state)} env steps)")
 
 
 def ship(args: argparse.Namespace) -> None:
     """Copy a run's model (and actor-critic) into checkpoints/rssm-<task>/ with the run's
-    settings in train_config.json, which `run_planning.py --model rssm` reads for the
-    action repeat and --plan-value, as it reads a run folder's checkpoint.pt."""
-    from models.checkpoints import atomic_write
+    settings in train_config.json (`training.run_export.ship_rssm_run`), which
+    `run_planning.py --model rssm` reads for the action repeat and --plan-value."""
+    from training.run_export import ship_rssm_run
 
-    state = _training_state(Path(args.run))
-    config = dict(state["train_config"])
-    target = Path(args.checkpoints_dir) / f"rssm-{config['task']}"
-    written = _write_acting_files(state, target)
-    summary = {
-        "train_config": config,
-        "env_steps": _env_steps(state),
-        "eval_rows": list(state.get("eval_rows") or []),
-        "trained_on": state.get("machine_segments"),
-        "shipped_from": Path(args.run).name,
-        "command": f"python benchmarks/planet_learning.py ship --run {args.run}",
-    }
-    written.append(target / "train_config.json")
-    text = json.dumps(summary, indent=1, default=str) + "\n"
-    atomic_write(written[-1], lambda tmp: Path(tmp).write_text(text))
+    _training_state(Path(args.run))  # a clear error for a folder that is not an RSSM run
+    written = ship_rssm_run(args.run, args.checkpoints_dir,
+                            command=f"python benchmarks/planet_learning.py ship --run {args.run}")  # fmt: skip
     sizes = ", ".join(f"{w.name} {w.stat().st_size / 1e6:.1f} MB" for w in written)
-    print(f"{target}: {sizes} (the model at {_env_steps(state)} env steps)")
+    print(f"{written[0].parent}: {sizes}")
 
 
 # -- command line ------------------------------------------------------------------------------
