@@ -112,7 +112,7 @@ def main(argv: list[str] | None = None) -> None:
     out = Path(args.out) if args.out else ROOT / "runs" / "more-updates" / run.name
     torch.set_num_threads(args.threads)
 
-    from training.planet_trainer import PlaNetTrainConfig, PlaNetTrainer
+    from training.planet_trainer import PlaNetTrainConfig, PlaNetTrainer, more_updates
     from training.run_files import evaluation_row, rewrite_csv
 
     if not out.exists():
@@ -162,11 +162,7 @@ def main(argv: list[str] | None = None) -> None:
 
     if not rows:
         evaluate({}, 0, 0.0)
-    while trainer.updates < target:
-        count = min(target - trainer.updates, args.eval_every)
-        t = time.perf_counter()
-        means = trainer._train_interval(count)  # the trainer's own update loop, `count` times
-        evaluate(means, count, time.perf_counter() - t)
+    more_updates(trainer, target, args.eval_every, evaluate)
     write_summary()
 
 

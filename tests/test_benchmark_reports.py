@@ -139,7 +139,7 @@ def test_the_planet_report_keeps_recipes_apart(tmp_path):
     assert task["best_mode_100k"] == "actor (dreamer)" and task["meets_dreamerv3"] is True
 
 
-def test_plan_time_and_export_read_the_model_from_the_checkpoint_of_a_carried_run(tmp_path):
+def test_plan_time_and_export_read_the_model_from_the_checkpoint_alone(tmp_path):
     import torch
 
     from benchmarks import planet_learning
@@ -155,7 +155,7 @@ def test_plan_time_and_export_read_the_model_from_the_checkpoint_of_a_carried_ru
     trainer = PlaNetTrainer(config, run, progress=False, log=lambda _: None)
     trainer.run()
     for name in ("model.pt", "behavior.pt"):
-        (run / name).unlink()  # carry_run bundles hold checkpoint.pt, not these
+        (run / name).unlink()  # a folder holding checkpoint.pt alone
     args = argparse.Namespace(run=str(run), steps=2, warmup=0, precision="float32", seed=0, threads=0,
                               results_dir=str(tmp_path / "results"), no_progress=True)  # fmt: skip
     planet_learning.plan_time(args)

@@ -81,7 +81,7 @@ from training.online import (
 )
 
 __all__ = ["BEHAVIOR_PRESETS", "MODEL_PRESETS", "MODES", "RECIPES", "PlaNetTrainConfig", "PlaNetTrainer", "make_trainer",
-           "recipe_settings"]
+           "more_updates", "recipe_settings"]
 
 MODEL_PRESETS: tuple[str, ...] = ("planet", "dreamerv2", "dreamerv3", "tiny")
 MODES: tuple[str, ...] = ("planner", "actor", "planner+actor")
@@ -668,6 +668,20 @@ class PlaNetTrainer(OnlineTrainer):
         recipe = f"{self.recipe} recipe, " if self.recipe else ""
         return (f"rssm ({recipe}{c.model}, {c.obs}, {c.mode}) on {c.task} for {c.steps} env steps "
                 f"(action repeat {self.action_repeat})")  # fmt: skip
+
+
+def more_updates(
+    trainer: PlaNetTrainer, target_updates: int, every: int, after: Callable[[dict[str, float], int, float], None]
+) -> None:
+    """Updates on the trainer's buffer as it is (no new episodes) until it has made
+    `target_updates`, `every` at a time; after each block, `after(means, count, seconds)`
+    with the block's mean metrics, its update count and its wall time (to evaluate, log
+    and save there)."""
+    while trainer.updates < target_updates:
+        count = min(target_updates - trainer.updates, every)
+        t = time.perf_counter()
+        means = trainer._train_interval(count)  # the trainer's own update loop
+        after(means, count, time.perf_counter() - t)
 
 
 _OPTION_CHECKS: dict[str, Callable[[str, Any], None]] = {
