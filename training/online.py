@@ -46,9 +46,17 @@ import torch
 
 from planners.controller import resolve_device
 from training.replay import EpisodeReplay
-from training.run_files import append_csv, atomic_torch_save, check_same_run, config_defaults, evaluation_row, restore_logs
+from training.run_files import (
+    append_csv,
+    atomic_torch_save,
+    check_same_run,
+    config_defaults,
+    evaluation_row,
+    restore_logs,
+)
 
-__all__ = ["CHECKPOINT_FORMAT", "OnlineTrainer", "evaluate_batched", "evaluation_seed", "check_options", "default_run_dir"]
+__all__ = ["CHECKPOINT_FORMAT", "OnlineTrainer", "check_options", "check_task_and_obs", "default_run_dir",
+           "evaluate_batched", "evaluation_seed", "one_of", "positive_int"]
 
 # Layout of training checkpoints. 1: the layouts from before the header (TOLD's `version`
 # 1, PlaNet's `trainer: "planet"`), still read; 2: the header beside the same fields.
@@ -354,12 +362,18 @@ class OnlineTrainer:
         self.save_checkpoint(wall)
 
     def _train_episode(self, bar: Any) -> None:
-        """Updates before the episode, one episode of collection with the updates after each
-        step, the episode into the buffer, the updates after it, and its train.csv row."""
+        """The updates due before an episode, then the episode (`collect_episode`)."""
         t = time.perf_counter()
-        metrics = self.updates_before_episode() or {}
+        metrics = self.updates_before_episode()
         update_s = time.perf_counter() - t
         self.before_episode()
+        self.collect_episode(metrics=metrics, update_s=update_s, bar=bar)
+
+    def collect_episode(self, metrics: dict[str, float] | None = None, update_s: float = 0.0, bar: Any = None) -> float:
+        """One episode of collection with the updates due after each step; the episode joins
+        the buffer, then the updates due after it. Logs a train.csv row (the latest
+        update metrics: `metrics` or those of later updates) and returns the episode return."""
+        metrics = metrics or {}
         seed_episode = self.in_seed_phase()
         env = self.env
         t = time.perf_counter()
@@ -403,6 +417,7 @@ class OnlineTrainer:
         append_csv(self.out_dir / "train.csv", row)
         if bar is not None:
             bar.set_postfix(ep_return=f"{row['episode_return']:.0f}")
+        return row["episode_return"]
 
 
 # -- command-line factories -------------------------------------------------------------------
