@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed-stamp
 ARGS ?=
 PYTEST_ARGS ?=
 
-.PHONY: run test test-all bench install clean-venv
+.PHONY: run test test-all lint bench install clean-venv
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -22,8 +22,12 @@ install: $(STAMP)
 run: $(STAMP)
 	$(PY) run_planning.py $(ARGS)
 
-## The default test run (fast tiers plus a selection of slow ones), under 10 minutes.
-test: $(STAMP)
+## Lint (ruff, configured in pyproject.toml).
+lint: $(STAMP)
+	$(PY) -m ruff check .
+
+## The default test run: lint, then the fast tiers plus a selection of slow ones, under 10 minutes.
+test: lint
 	$(PY) -m pytest -q -m "not slow" $(PYTEST_ARGS)
 
 ## Every test, slow ones included.

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from models import FunctionModel, PointMass, reward_objective, goal_objective
+from models import FunctionModel, PointMass, goal_objective, reward_objective
 from planners import CEM, MPPI, MPCController, policy_proposals
 from tests.helpers import small_planner
 

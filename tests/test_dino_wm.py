@@ -17,8 +17,8 @@ from models.dino_wm import (
     frame_causal_mask,
     pool_patches,
 )
-from models.objectives import dino_goal_objective, make_goal_objective
 from models.dinov2 import build_dinov2
+from models.objectives import dino_goal_objective, make_goal_objective
 from planners import CEM, MPCController
 
 

@@ -324,5 +324,6 @@ def test_candidates_per_call_counts_what_the_objective_scores():
         objective = target_objective(torch.zeros(1, 4, 2))
         warm = planner.plan(objective, generator=gen()).warm_start
         seen = []
-        planner.plan(lambda a: seen.append(a.shape[1]) or objective(a), warm_start=warm, generator=gen())
+        planner.plan(lambda a, seen=seen, objective=objective: seen.append(a.shape[1]) or objective(a),
+                     warm_start=warm, generator=gen())
         assert sum(seen) == planner.candidates_per_call()

@@ -7,9 +7,8 @@ import warnings
 import pytest
 import torch
 
-from planners import MPCController, MPPI
-from planners import precision
 from models.toy import PointMass
+from planners import MPPI, MPCController, precision
 
 
 @pytest.fixture(autouse=True)

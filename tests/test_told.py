@@ -6,10 +6,9 @@ import numpy as np
 import pytest
 import torch
 
-from models.told import TOLD, TOLDConfig, load_told, soft_cross_entropy, two_hot, two_hot_inverse
+from models.told import TOLD, TOLDConfig, heuristic_discount, load_told, soft_cross_entropy, two_hot, two_hot_inverse
 from planners import MPPI, MPCController
 from training.replay import EpisodeReplay
-from models.told import heuristic_discount
 from training.told_agent import TOLDAgent, TOLDLossConfig
 
 

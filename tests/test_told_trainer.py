@@ -126,8 +126,8 @@ def test_cli_errors_are_one_line(tmp_path, capsys):
 
 
 def test_evaluation_seeds_are_reproducible(tmp_path):
-    from training.told_trainer import evaluate_batched
     import envs
+    from training.told_trainer import evaluate_batched
 
     trainer = TOLDTrainer(quick_config(steps=20, eval_every=1000), tmp_path, progress=False, log=lambda _: None)
 
