@@ -190,7 +190,7 @@ def train(args: argparse.Namespace) -> None:
     print(f"training dinowm ({args.preset}) on {dataset}: {trainer.total_steps} steps "
           f"({trainer.steps_per_epoch} per epoch), encoder {encoder}; run folder {out}/", flush=True)
     rows = trainer.run()
-    val = rows["val"][-1] if rows["val"] else {}
+    val = rows[-1] if rows else {}
     print(f"done: step {trainer.step}, val loss {val.get('val_loss')}; model {trainer.model_path}")
 
 

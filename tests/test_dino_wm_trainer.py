@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -14,7 +15,7 @@ from models.dino_wm import DinoWM, load_trained_dinowm
 from models.goal_adapters import GoalConditionedDinoWM
 from training.collection import CollectConfig, collect
 from training.datasets import GoalSet, sample_goals
-from training.dino_wm_trainer import DinoWMTrainConfig, DinoWMTrainer
+from training.dino_wm_trainer import CHECKPOINT_VERSION, DinoWMTrainConfig, DinoWMTrainer, make_trainer
 from training.goal_mpc import (
     GoalEvalConfig,
     evaluate_goals,
@@ -116,6 +117,76 @@ def test_resume_refuses_a_run_with_other_settings(trained):
     changed = dataclasses.replace(trained.config, lr=1e-3)
     with pytest.raises(ValueError, match=r"lr=0\.002 \(checkpoint\) vs 0\.001"):
         DinoWMTrainer(changed, trained.out_dir, log=lambda _: None)
+
+
+def test_the_training_checkpoint_names_its_model_and_an_old_one_still_resumes(trained, tmp_path):
+    state = torch.load(trained.checkpoint_path, weights_only=True)
+    assert (state["format_version"], state["model"], state["kind"]) == (CHECKPOINT_VERSION, "dinowm", "training")
+    assert (state["task"], state["obs"]) == ("point_mass-goal", "pixels")
+    # The layout before headers: kind "dinowm-train", version 1, the model under "model",
+    # no world size in the run facts.
+    old = {k: v for k, v in state.items() if k not in ("format_version", "model", "kind", "task", "obs", "model_state")}
+    old.update(kind="dinowm-train", version=1, model=state["model_state"])
+    old["run"] = {k: v for k, v in state["run"].items() if k != "world_size"}
+    (tmp_path / "old").mkdir()
+    torch.save(old, tmp_path / "old" / "checkpoint.pt")
+    resumed = DinoWMTrainer(trained.config, tmp_path / "old", log=lambda _: None)
+    assert resumed.resumed and resumed.step == trained.step
+    for key, value in trained.model.state_dict().items():
+        torch.testing.assert_close(resumed.model.state_dict()[key], value, rtol=0, atol=0, msg=key)
+    torch.save({"kind": "something-else"}, tmp_path / "old" / "checkpoint.pt")
+    with pytest.raises(ValueError, match="not a DINO-WM training checkpoint"):
+        DinoWMTrainer(trained.config, tmp_path / "old", log=lambda _: None)
+
+
+def small_options(**changes):
+    options = {"preset": "tiny", "trajectories": 4, "trajectory_steps": 12, "epochs": 1, "batch_size": 8}
+    options.update(changes)
+    return options
+
+
+def test_make_trainer_is_cheap_and_collects_when_run(tmp_path, monkeypatch):
+    out = tmp_path / "run"
+    trainer = make_trainer(task="point_mass-goal", steps=123, obs="state", seed=1, out=str(out), device="cpu",
+                           progress=False, options=small_options())
+    assert trainer.out_dir == out and not out.exists()  # nothing collected or built yet
+    assert trainer.describe() == "dinowm (tiny, 28 px) on point_mass-goal from 4 trajectories"
+    trainer.log = lambda _: None
+    rows = trainer.run()
+    assert rows[0]["step"] == 0 and rows[-1]["step"] == trainer.total_steps > 0
+    assert {"val_loss", "val_visual", "val_proprio", "wall_s"} <= set(rows[-1])
+    assert (out / "data" / "manifest.json").is_file() and (out / "model.pt").is_file()
+    assert trainer.config.device == "cpu" and trainer.config.seed == 1 and trainer.config.batch_size == 8
+    # Defaults: the paper's data set size and an automatic device; the folder names the run.
+    monkeypatch.chdir(tmp_path)
+    default = make_trainer(task="point_mass-goal", steps=0, obs="pixels", seed=2, out=None, device="auto",
+                           progress=False, options={})
+    assert default.out_dir == Path("runs") / "dinowm-point_mass-goal-cpu-s2"
+    assert default.describe() == "dinowm (cpu, 112 px) on point_mass-goal from 3000 trajectories"
+    assert default.collect_config.num_trajectories == 3000 and default.collect_config.steps == 100
+    assert default.config.device == "auto"
+
+
+def test_make_trainer_errors_name_the_bad_value_and_the_accepted_ones(tmp_path):
+    def make(task="point_mass-goal", **options):
+        return make_trainer(task=task, steps=0, obs="pixels", seed=0, out=str(tmp_path / "run"), device="cpu",
+                            progress=False, options=options)
+
+    with pytest.raises(ValueError, match=r"goal tasks \[.*'point_mass-goal'.*\], not 'cartpole-swingup'"):
+        make(task="cartpole-swingup")
+    with pytest.raises(ValueError, match=r"preset 'huge'; accepted: \['cpu', 'paper', 'tiny'\]"):
+        make(preset="huge")
+    with pytest.raises(ValueError, match=r"policy 'greedy'; accepted: \['random', 'noisy_planner'\]"):
+        make(policy="greedy")
+    with pytest.raises(ValueError, match=r"encoder_precision 'float16'"):
+        make(encoder_precision="float16")
+    with pytest.raises(ValueError, match=r"unknown dinowm training options \['lr'\]; accepted: .*'trajectories'"):
+        make(lr=0.1)
+    with pytest.raises(ValueError, match="trajectories=0 must be a positive int"):
+        make(trajectories=0)
+    with pytest.raises(FileNotFoundError, match="missing.pth"):
+        make(encoder_weights=str(tmp_path / "missing.pth"))
+    assert not (tmp_path / "run").exists()
 
 
 def test_config_errors_name_the_bad_value(dataset, tmp_path):
