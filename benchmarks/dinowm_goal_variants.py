@@ -60,7 +60,7 @@ config = dataclasses.replace(config, objective=a.objective, alpha=a.alpha, goal_
 goals, sel = dg.draw_goals(dataset, a.task, 50, 0, False)
 seeds = goal_reset_seeds(goals, dataset)
 idx = np.arange(a.start, a.start + a.goals)
-sub = dg.subset_goals(goals, idx)
+sub = goals.subset(idx)
 recs = evaluate_goals(model, sub, config, reset_seeds=seeds[idx])
 print(vars(a), summarise_goals(recs))
 for r in recs:

@@ -85,7 +85,6 @@ import json
 import os
 import sys
 import time
-from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
@@ -197,56 +196,30 @@ def train(args: argparse.Namespace) -> None:
 # -- evaluate ------------------------------------------------------------------------------------
 
 
-def subset_goals(goals: Any, index: np.ndarray) -> Any:
-    """The GoalSet restricted to `index` (in that order)."""
-    values = {}
-    for f in fields(goals):
-        value = getattr(goals, f.name)
-        values[f.name] = value[index] if isinstance(value, np.ndarray) else value
-    return type(goals)(**values)
-
-
 def draw_goals(dataset: Any, task: str, count: int, seed: int, include_reached: bool) -> tuple[Any, dict[str, Any]]:
     """`count` held-out goals (OFFSET steps ahead), dropping the ones met at the start
-    unless `include_reached`; returns the goals and how they were chosen."""
-    from envs.goals import GOAL_TASKS
-    from training.datasets import sample_goals
+    unless `include_reached` (`training.datasets.sample_unmet_goals`); returns the goals
+    and how they were chosen."""
+    from training.datasets import sample_unmet_goals
 
-    if "achieved_goal" not in dataset.keys:
-        raise SystemExit(f"error: the data set at {dataset.root} records no achieved goals; cannot tell which goals "
-                         "start reached (pass --include-reached)")
-    goal_task = GOAL_TASKS[task]()
-    achieved = dataset.array("achieved_goal")
-    pool = count if include_reached else 4 * count
-    while True:
-        goals = sample_goals(dataset, count=pool, seed=seed, offset=OFFSET)
-        start_achieved = achieved[goals.trajectories, goals.start_steps].astype(np.float32)
-        reached = np.asarray(goal_task.is_success(start_achieved, goals.goal_achieved.astype(np.float32)), dtype=bool)
-        _, first = np.unique(np.stack([goals.trajectories, goals.start_steps], 1), axis=0, return_index=True)
-        distinct = np.zeros(pool, dtype=bool)
-        distinct[first] = True
-        keep = np.flatnonzero(distinct & (include_reached | ~reached))
-        if len(keep) >= count or pool >= 64 * count:
-            break
-        pool *= 4
-    if len(keep) < count:
-        raise SystemExit(f"error: only {len(keep)} distinct goals that do not start reached among {pool} draws from "
-                         f"{len(dataset.split()[1])} held-out trajectories; collect more trajectories or ask fewer "
-                         "--goals")
-    keep = keep[:count]
+    try:
+        goals, chosen = sample_unmet_goals(dataset, count, seed=seed, offset=OFFSET, include_met=include_reached,
+                                           task=task)
+    except ValueError as error:
+        raise SystemExit(f"error: {error}") from None
     info = {
         "source": "sample_goals(dataset, offset=25): held-out trajectories (last 10%)",
         "offset": OFFSET,
         "seed": seed,
-        "pool": int(pool),
-        "pool_already_reached_fraction": round(float(reached.mean()), 4),
-        "filtered": not include_reached,
+        "pool": chosen["pool"],
+        "pool_already_reached_fraction": chosen["pool_already_reached_fraction"],
+        "filtered": chosen["filtered"],
         "note": ("goals met at the start (success at the start state) are left out; the pool fraction says how "
                  "many the paper's protocol would count" if not include_reached else
                  "unfiltered, as the paper; goals met at the start are counted"),
-        "evaluated_already_reached": int(reached[keep].sum()),
+        "evaluated_already_reached": chosen["evaluated_already_reached"],
     }
-    return subset_goals(goals, keep), info
+    return goals, info
 
 
 def encoder_description(model_path: Path, override: str | None) -> dict[str, Any]:

@@ -17,7 +17,7 @@ from models.dino_wm import TINY_ENCODER, DinoWM, DinoWMConfig
 from models.dinov2 import build_dinov2
 from training import collection, datasets
 from training.collection import CollectConfig, collect
-from training.datasets import OfflineDataset, sample_goals, write_dataset
+from training.datasets import OfflineDataset, sample_goals, sample_unmet_goals, write_dataset
 from training.feature_cache import EncoderIdentity, cache_features, load_cached_features
 from training.windows import WindowSampler
 
@@ -318,3 +318,25 @@ def test_goals_are_offset_steps_ahead_on_held_out_trajectories(reacher, tmp_path
     np.testing.assert_array_equal(goals.start_states[1], env.get_physics_state())
     assert not np.array_equal(goals.start_images, goals.goal_images)
     env.close()
+
+
+def test_unmet_goals_are_distinct_and_do_not_start_met(reacher, tmp_path):
+    from envs.goals import GOAL_TASKS
+
+    goals, info = sample_unmet_goals(reacher, count=5, seed=0, offset=5)
+    assert len(goals) == 5 and info["filtered"] and info["evaluated_already_reached"] == 0
+    start = reacher.array("achieved_goal")[goals.trajectories, goals.start_steps]
+    assert not GOAL_TASKS["reacher-pose"]().is_success(start, goals.goal_achieved).any()
+    assert len(set(zip(goals.trajectories.tolist(), goals.start_steps.tolist()))) == 5
+    # They are the first kept draws of sample_goals' pool, in its order.
+    pool = sample_goals(reacher, count=info["pool"], seed=0, offset=5)
+    first = [(t, s) for t, s in zip(pool.trajectories.tolist(), pool.start_steps.tolist())]
+    assert [first.index(p) for p in zip(goals.trajectories.tolist(), goals.start_steps.tolist())] == sorted(
+        first.index(p) for p in zip(goals.trajectories.tolist(), goals.start_steps.tolist()))
+    np.testing.assert_array_equal(goals.subset([1, 0]).start_states, goals.start_states[[1, 0]])
+    everything, info = sample_unmet_goals(reacher, count=3, seed=0, offset=5, include_met=True)
+    assert info["pool"] == 3 and not info["filtered"]
+    with pytest.raises(ValueError, match="'custom' is not a goal task"):
+        sample_unmet_goals(hand_made(tmp_path / "data", n=10), count=1, offset=5)
+    with pytest.raises(ValueError, match="records no achieved goals"):
+        sample_unmet_goals(hand_made(tmp_path / "data2", n=10), count=1, offset=5, task="reacher-pose")

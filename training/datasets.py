@@ -50,7 +50,7 @@ import tempfile
 import zipfile
 import zlib
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
@@ -58,7 +58,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
-__all__ = ["FORMAT_VERSION", "MANIFEST", "GoalSet", "OfflineDataset", "proprio_of", "sample_goals", "write_dataset"]
+__all__ = ["FORMAT_VERSION", "MANIFEST", "GoalSet", "OfflineDataset", "proprio_of", "sample_goals", "sample_unmet_goals",
+           "write_dataset"]
 
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
@@ -483,6 +484,12 @@ class GoalSet:
     def __len__(self) -> int:
         return len(self.start_states)
 
+    def subset(self, index: np.ndarray | Sequence[int]) -> GoalSet:
+        """The goals at `index` (in that order)."""
+        index = np.asarray(index, dtype=np.int64)
+        values = {f.name: getattr(self, f.name) for f in fields(self)}
+        return GoalSet(**{k: v[index] if isinstance(v, np.ndarray) else v for k, v in values.items()})
+
 
 def sample_goals(source: OfflineDataset | Any, count: int, seed: int = 0, offset: int = 25,
                  trajectories: Sequence[int] | np.ndarray | None = None) -> GoalSet:
@@ -508,6 +515,64 @@ def sample_goals(source: OfflineDataset | Any, count: int, seed: int = 0, offset
     if isinstance(source, OfflineDataset):
         return _dataset_goals(source, count, seed, offset, trajectories)
     return _env_goals(source, count, seed, offset)
+
+
+def sample_unmet_goals(dataset: OfflineDataset, count: int, seed: int = 0, offset: int = 25,
+                       include_met: bool = False, task: str | None = None) -> tuple[GoalSet, dict[str, Any]]:
+    """`count` distinct held-out goals (`sample_goals`) that are not already met at their
+    start, unless `include_met` (the paper's protocol counts those too).
+
+    Draws a pool of 4 x `count` goals, growing it 4-fold (up to 64 x `count`) until enough
+    distinct (trajectory, start) pairs whose start does not already succeed are found; the
+    first `count` of them are kept, in the order drawn.
+
+    Args:
+        dataset: the data set (it must record achieved goals).
+        count, seed, offset: as `sample_goals`.
+        include_met: keep goals met at the start.
+        task: the goal task that judges success; default the data set's.
+
+    Returns:
+        (the goals, how they were chosen: pool size, the share of the pool met at the
+        start, whether filtered, how many kept goals start met).
+
+    Raises:
+        ValueError: no achieved goals recorded, an unknown task, or too few such goals.
+    """
+    from envs.goals import GOAL_TASKS
+
+    task = task or str(dataset.env.get("task"))
+    if task not in GOAL_TASKS:
+        raise ValueError(f"task {task!r} is not a goal task; accepted: {sorted(GOAL_TASKS)}")
+    if "achieved_goal" not in dataset.keys:
+        raise ValueError(f"the data set at {dataset.root} records no achieved goals; cannot tell which goals "
+                         "start met (pass include_met=True)")
+    goal_task = GOAL_TASKS[task]()
+    achieved = dataset.array("achieved_goal")
+    pool = count if include_met else 4 * count
+    while True:
+        goals = sample_goals(dataset, count=pool, seed=seed, offset=offset)
+        start_achieved = achieved[goals.trajectories, goals.start_steps].astype(np.float32)
+        met = np.asarray(goal_task.is_success(start_achieved, goals.goal_achieved.astype(np.float32)), dtype=bool)
+        _, first = np.unique(np.stack([goals.trajectories, goals.start_steps], 1), axis=0, return_index=True)
+        distinct = np.zeros(pool, dtype=bool)
+        distinct[first] = True
+        keep = np.flatnonzero(distinct & (include_met | ~met))
+        if len(keep) >= count or pool >= 64 * count:
+            break
+        pool *= 4
+    if len(keep) < count:
+        raise ValueError(f"only {len(keep)} distinct goals that do not start met among {pool} draws from "
+                         f"{len(dataset.split()[1])} held-out trajectories; collect more trajectories or ask for "
+                         "fewer goals")
+    keep = keep[:count]
+    info = {
+        "pool": int(pool),
+        "pool_already_reached_fraction": round(float(met.mean()), 4),
+        "filtered": not include_met,
+        "evaluated_already_reached": int(met[keep].sum()),
+    }
+    return goals.subset(keep), info
 
 
 def _dataset_goals(dataset: OfflineDataset, count: int, seed: int, offset: int,
