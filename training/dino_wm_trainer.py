@@ -63,6 +63,7 @@ fs frameskip.
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import math
 import os
 import time
@@ -225,6 +226,10 @@ class DinoWMTrainConfig:
 # can take hours, far past the default collective timeout, so those waits use a CPU group
 # of their own with a long timeout (training's collectives keep the default one).
 _PREPARATION_TIMEOUT = timedelta(hours=24)
+# No buffer broadcast before each forward (newer torch names the switch forward_sync_buffers).
+_NO_BUFFER_SYNC = ({"forward_sync_buffers": False}
+                   if "forward_sync_buffers" in inspect.signature(DistributedDataParallel).parameters
+                   else {"broadcast_buffers": False})
 
 
 @dataclass
@@ -464,8 +469,7 @@ class DinoWMTrainer:
             # Every buffer (normalisation statistics, the frozen encoder's) is the same on
             # all ranks, so there is nothing to broadcast at each step.
             self._train_loss = DistributedDataParallel(
-                self._loss, device_ids=[self.device.index] if self.device.type == "cuda" else None,
-                broadcast_buffers=False,
+                self._loss, device_ids=[self.device.index] if self.device.type == "cuda" else None, **_NO_BUFFER_SYNC,
             )  # fmt: skip
 
         self.step = 0
