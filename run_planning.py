@@ -340,13 +340,18 @@ def train_main(argv: list[str]) -> int:
             device=str(resolve_device(args.device)), progress=not args.no_progress and sys.stderr.isatty(),
             options=family_options(args, spec, "train"),
         )  # fmt: skip
-    except (UserError, ValueError) as error:
+    except (UserError, ValueError, FileNotFoundError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     out = Path(trainer.out_dir)
-    print(f"training {trainer.describe()}; run folder {out}/", flush=True)
+    # Under torchrun every process runs this; one of them speaks.
+    speaks = getattr(trainer, "rank", 0) == 0
+    if speaks:
+        print(f"training {trainer.describe()}; run folder {out}/", flush=True)
     rows = trainer.run()
     final = rows[-1] if rows else {}
+    if not speaks:
+        return 0
     if "mean_return" in final:
         print(f"final evaluation: {final['mean_return']:.1f} ± {final['std_return']:.1f}; model: {out / 'model.pt'}")
     else:

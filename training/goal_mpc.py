@@ -328,7 +328,7 @@ def goal_reset_seeds(goals: GoalSet, dataset: OfflineDataset | None = None) -> n
 
 
 def _proprio(env: Any) -> np.ndarray:
-    """qpos then qvel, float32 [Pd]: the data set's proprio (training.offline_data)."""
+    """qpos then qvel, float32 [Pd]: the data set's proprio (training.datasets)."""
     physics = env.physics
     return np.concatenate([physics.data.qpos, physics.data.qvel]).astype(np.float32)
 
