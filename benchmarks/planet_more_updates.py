@@ -13,8 +13,8 @@ batches from the same buffer), evaluating with the run's evaluation controller e
 draws its latents and samples from generators seeded the same way
 (`PlaNetTrainer.evaluate`), so the rows differ only by the weights. Row 0 re-evaluates the
 run as it was. It matches the run's own final evaluation exactly only for runs made since
-the trainer seeded its evaluations (session 17); older runs drew from torch's global
-generator, so for them it matches in distribution.
+the trainer seeded its evaluations (`training.evaluation.seeded_sampling`); older runs
+drew from torch's global generator, so for them it matches in distribution.
 
 Why: the CPU check of the dreamer recipe (README) made 1/16 of DreamerV3's updates, and
 its critic lagged far behind the policy's returns. If more updates on the same 100k env

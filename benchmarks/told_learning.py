@@ -134,11 +134,10 @@ def _mean_eval_s(rows: list[dict], inline_eval_s: float, inline_count: int) -> f
 def earlier_report() -> dict[str, dict]:
     """The tasks of the last report (told_learning.json and .csv), as `read_run` returns them.
 
-    A run folder can be missing here while its results stand: the run finished on another
-    machine, or its folder was lost (runs/ is not in git). `report` keeps such a task's
-    results rather than dropping them. Its models that were saved and never evaluated are
-    gone with the folder: they move from `snapshots_not_evaluated` to `snapshots_lost`, and
-    the task keeps the machine it was measured on.
+    A run folder can be absent while its results stand (runs/ is not in git). `report`
+    keeps such a task's results rather than dropping them. Its models that were saved and
+    never evaluated are absent with the folder: they move from `snapshots_not_evaluated`
+    to `snapshots_lost`, and the task keeps the machine it was measured on.
     """
     json_path, csv_path = RESULTS / "told_learning.json", RESULTS / "told_learning.csv"
     if not json_path.exists() or not csv_path.exists():
@@ -227,7 +226,7 @@ def markdown_table(runs: dict, summary: dict) -> str:
             elif point in info["snapshots_not_evaluated"]:
                 cells.append("saved")  # the model at this point is saved, its evaluation not run yet
             elif point in info.get("snapshots_lost", []):
-                cells.append("lost")  # saved once, lost with its run folder before it was evaluated
+                cells.append("-")  # saved once, its file absent before it was evaluated
             else:
                 cells.append("-")
         s = summary[task]

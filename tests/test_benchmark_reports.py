@@ -33,7 +33,7 @@ def results_without_runs(tmp_path, monkeypatch):
     return results
 
 
-def test_a_task_without_its_run_folder_keeps_its_results_and_marks_lost_models(results_without_runs, capsys):
+def test_a_task_without_its_run_folder_keeps_its_results_and_marks_unevaluated_models(results_without_runs, capsys):
     told_learning.report(argparse.Namespace(seed=0))
     out = json.loads((results_without_runs / "told_learning.json").read_text())["tasks"]["cartpole-swingup"]
     assert out["return_100k"] == 827.3 and out["latest_eval_env_step"] == 100000  # recomputed from the rows
@@ -41,7 +41,7 @@ def test_a_task_without_its_run_folder_keeps_its_results_and_marks_lost_models(r
     assert out["snapshots_lost"] == [20000, 30000] and out["snapshots_not_evaluated"] == []
     assert out["machine"] == {"cpu": "the earlier machine"} and out["wall_h"] == 7.3
     table = (results_without_runs / "told_learning.md").read_text()
-    assert "| cartpole-swingup | 192 +- 2 | lost | lost | - |" in table
+    assert "| cartpole-swingup | 192 +- 2 | - | - | - |" in table
     assert "kept the earlier report's results" in capsys.readouterr().out
 
     told_learning.report(argparse.Namespace(seed=0))  # a second report keeps them the same

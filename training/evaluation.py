@@ -103,7 +103,7 @@ def seeded_sampling(seed: int, *samplers: Any) -> Iterator[None]:
     Why: without it, evaluation draws from torch's global generator, whose state depends
     on everything the process did before (training batches, earlier evaluations). The
     same weights on the same episode seeds then score differently in different
-    processes: session 15's 100k cartpole run gave 153.9 in the run and 146.6 when
+    processes: one 100k-step cartpole run's weights scored 153.9 in the run and 146.6 when
     evaluated again. With it, an evaluation is a function of the weights and the seed.
 
     Example:
