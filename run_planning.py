@@ -30,7 +30,8 @@ import numpy as np  # noqa: E402
 
 from models import CheckpointError, ModelSpec, registry  # noqa: E402
 from models.loading import family_of  # noqa: E402
-from models.planning import PlanRequest, PlanSetup, list_tasks, shipped_checkpoint, task_kind  # noqa: E402
+from models.planning import PlanRequest, PlanSetup, shipped_checkpoint  # noqa: E402
+from models.tasks import list_tasks, task_kind  # noqa: E402
 from planners import PLANNERS, PRESETS, resolve_device  # noqa: E402
 from planners.controller import PRECISIONS  # noqa: E402
 from training import EpisodeRecord, run_episode, summarise, write_video  # noqa: E402

@@ -21,7 +21,6 @@ from torch import Tensor
 from planners.objectives import goal_objective, policy_proposals, reward_objective, rollout
 
 if TYPE_CHECKING:
-    from models.dino_wm import DinoWM
     from planners.base import Objective
 
 __all__ = [
@@ -40,7 +39,7 @@ GoalMode = Literal["last", "all"]
 
 
 def dino_goal_objective(
-    model: DinoWM,
+    model: Any,
     z0: Tensor,
     z_goal: Tensor | None,
     alpha: float = 0.0,

@@ -16,7 +16,7 @@ a family's own module and this file names a family.
 
 A family supplies, through its spec:
 - `prepare`: `(PlanRequest) -> PlanSetup`, the env, model and controller the command line
-  plans with (`models.planning` has the shared pieces);
+  plans with (`models.planning` has the shared pieces, `models.tasks` the task kinds);
 - `load`: `(path, env=None, device="auto") -> model`, for checkpoint files that name it;
 - `trainer` (optional): `make_trainer(*, task, steps, obs, seed, out, device, progress,
   options) -> trainer` with `out_dir`, `describe()` and `run()`;
@@ -81,7 +81,7 @@ class ModelSpec:
         description: one line for `--list`.
         observations: what it plans from: "state", "pixels", "goal" (a goal image).
         tasks: what it plans on: kinds of task, "suite" (DM Control), "goal" (goal-reaching
-            tasks), "toy" (the analytic toy systems; see `models.planning.list_tasks`), or
+            tasks), "toy" (the analytic toy systems; see `models.tasks.list_tasks`), or
             single task names.
         prepare: entry point of `(PlanRequest) -> PlanSetup`.
         load: entry point of `(path, env=None, device="auto") -> model`; None for a
@@ -256,7 +256,7 @@ register(ModelSpec(
     description="PlaNet's recurrent state-space model, with an optional Dreamer actor-critic",
     observations=("state", "pixels"),
     tasks=("suite",),
-    prepare="models.rssm:prepare_planning",
+    prepare="models.actor_control:prepare_planning",
     load="models.rssm:load_for_planning",
     default_planner="cem",
     # PlaNet's CEM budget for any planner (--preset planet gives the exact CEM preset).

@@ -23,16 +23,16 @@ QUICK_TRAIN = [
 def record_plan_settings(monkeypatch) -> list[tuple[bool, int]]:
     """A list that fills with (plan_value, action repeat) each time the command line builds
     an RSSM controller."""
-    import models.rssm
+    import models.actor_control
 
     seen: list[tuple[bool, int]] = []
-    original = models.rssm.plan_controller
+    original = models.actor_control.plan_controller
 
     def recording_controller(model, env, request, mode, plan_value):
         seen.append((plan_value, env.action_repeat))
         return original(model, env, request, mode, plan_value)
 
-    monkeypatch.setattr(models.rssm, "plan_controller", recording_controller)
+    monkeypatch.setattr(models.actor_control, "plan_controller", recording_controller)
     return seen
 
 
