@@ -35,6 +35,7 @@ from models.tasks import list_tasks, task_kind  # noqa: E402
 from planners import PLANNERS, PRESETS, resolve_device  # noqa: E402
 from planners.controller import PRECISIONS  # noqa: E402
 from training import EpisodeRecord, run_episode, summarise, write_video  # noqa: E402
+from training.video import check_video_path  # noqa: E402
 
 DEFAULT_TASK = "cartpole-swingup"
 # Planner config fields the shared flags set.
@@ -44,6 +45,14 @@ POSITIVE_FLAGS = ("episodes", "horizon", "samples", "elites", "iterations", "act
 
 class UserError(Exception):
     """A mistake in the command line: printed as one line, no traceback."""
+
+
+class _Parser(argparse.ArgumentParser):
+    """An argument parser whose mistakes are one line, like every other user error."""
+
+    def error(self, message: str) -> Any:
+        sys.stderr.write(f"error: {message} (see {self.prog} --help)\n")
+        raise SystemExit(2)
 
 
 class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
@@ -90,7 +99,7 @@ def family_options(args: argparse.Namespace, spec: ModelSpec, kind: str) -> dict
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         description="Model-predictive control with sampling planners over world models. "
                     "Subcommand: `train` (see `run_planning.py train --help`).",
         formatter_class=_HelpFormatter,
@@ -183,9 +192,9 @@ def run_episodes(args: argparse.Namespace, setup: PlanSetup) -> list[EpisodeReco
     """--episodes episodes with the family's controller, a printed row each."""
     env = setup.env
     steps = min(env.max_episode_steps, args.max_steps or env.max_episode_steps)
+    print_header()  # before the bar, so that the bar never sits on the header's line
     progress = make_progress(args, steps * args.episodes)
     records = []
-    print_header()
     for episode in range(args.episodes):
         controller = setup.controller if setup.controller_for_episode is None else setup.controller_for_episode(episode)
         frames = [] if args.video and episode == 0 else None
@@ -284,6 +293,8 @@ def plan_main(argv: list[str]) -> int:
         if args.planner == "auto":
             args.planner = spec.default_planner
         out = Path(args.out) if args.out else Path("runs") / f"{args.task}-{args.planner}-{spec.name}"
+        if args.video:
+            check_video_path(args.video)
         setup = spec.entry("prepare")(plan_request(args, spec, out))
         if args.video and setup.run is None and not callable(getattr(setup.env, "render", None)):
             raise UserError(f"{args.task} has no renderer; --video works with DM Control tasks")
@@ -293,9 +304,12 @@ def plan_main(argv: list[str]) -> int:
             records = setup.run(print_row)
         else:
             records = run_episodes(args, setup)
-    except (UserError, CheckpointError, ValueError, FileNotFoundError) as error:
+    except (UserError, CheckpointError, ValueError, FileNotFoundError, ImportError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print("interrupted; no results written", file=sys.stderr)
+        return 130
     write_results(out, {"task": args.task, "planner": args.planner, "preset": args.preset, "model": spec.name},
                   records)
     summary = summarise(records)
@@ -310,7 +324,7 @@ def plan_main(argv: list[str]) -> int:
 
 def build_train_parser() -> argparse.ArgumentParser:
     trainable = [s.name for s in registry.list_models(trains=True)]
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="run_planning.py train",
         description="Train a world model (online with the planner in the loop, or offline from collected data). "
                     "Starting the same command again resumes the run from its folder.",
@@ -349,7 +363,14 @@ def train_main(argv: list[str]) -> int:
     speaks = getattr(trainer, "rank", 0) == 0
     if speaks:
         print(f"training {trainer.describe()}; run folder {out}/", flush=True)
-    rows = trainer.run()
+    try:
+        rows = trainer.run()
+    except KeyboardInterrupt:
+        # Checkpoints are written atomically, so the last one is whole: nothing to undo.
+        if speaks:
+            print(f"interrupted at {trainer.position()}; the last checkpoint in {out}/ is kept: resume with the "
+                  "same command", file=sys.stderr)
+        return 130
     final = rows[-1] if rows else {}
     if not speaks:
         return 0

@@ -129,8 +129,8 @@ def build_planner(request: PlanRequest, action_dim: int, budget: Mapping[str, An
     """The planner a request asks for: its preset with the user's overrides on top, or
     else the family's `budget` with the overrides on top.
 
-    A smaller `--samples` than the budget's shrinks the budget's elites with it; explicit
-    elites stay as given.
+    A `--samples` other than the budget's scales the budget's elites with it (the same
+    fraction of the candidates, at least 1); explicit elites stay as given.
 
     Raises:
         ValueError: unknown planner or preset, a field that planner lacks, or bad values.
@@ -138,8 +138,11 @@ def build_planner(request: PlanRequest, action_dim: int, budget: Mapping[str, An
     overrides = dict(request.overrides)
     if request.preset is None:
         overrides = {**(budget or {}), **overrides}
-        if "num_elites" not in request.overrides and "num_elites" in overrides and "num_samples" in overrides:
-            overrides["num_elites"] = min(overrides["num_elites"], overrides["num_samples"])
+        budget_samples = (budget or {}).get("num_samples")
+        if ("num_elites" not in request.overrides and "num_samples" in request.overrides
+                and "num_elites" in overrides and budget_samples):
+            fraction = overrides["num_elites"] / budget_samples
+            overrides["num_elites"] = max(1, min(overrides["num_samples"], round(fraction * overrides["num_samples"])))
     try:
         return make_planner(request.planner, action_dim, preset=request.preset, **overrides)
     except TypeError as error:  # a config field the planner does not have

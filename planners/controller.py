@@ -29,10 +29,20 @@ ObjectiveFactory = Callable[[Any, Tensor, "Tensor | None"], Objective]
 
 
 def resolve_device(device: str | torch.device) -> torch.device:
-    """'auto' -> CUDA when available, else CPU; anything else as given."""
+    """'auto' -> CUDA when available, else CPU; anything else as given.
+
+    Raises:
+        ValueError: an unknown device name, or CUDA asked for where there is none.
+    """
     if str(device) == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
+    try:
+        resolved = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise ValueError(f"unknown device {device!r}; use 'auto', 'cpu', 'cuda' or 'cuda:<index>'") from None
+    if resolved.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"CUDA requested (device={str(device)!r}) but not available; use device 'auto' or 'cpu'")
+    return resolved
 
 
 def as_observation_batch(

@@ -511,6 +511,10 @@ class DinoWMTrainer:
             return self.collect_config.task
         return str(self.dataset.env.get("task"))
 
+    def position(self) -> str:
+        """Where the run stands, for messages: "update N (epoch E)"."""
+        return f"update {self.step} (epoch {self.epoch})"
+
     def describe(self) -> str:
         """One line: the family, preset, image size, task and data."""
         image_size = getattr(DinoWMConfig, self.config.preset)(1, 1).image_size

@@ -153,8 +153,9 @@ class OnlineTrainer:
         self.eval_rows: list[dict[str, Any]] = []
         self.train_rows: list[dict[str, Any]] = []
         self.timers = {"env": 0.0, self.act_timer: 0.0, "update": 0.0, "eval": 0.0}
-        self.wall_before = 0.0  # wall time of earlier (interrupted) sessions of the run
+        self.wall_before = 0.0  # wall time of the run's earlier (interrupted) processes
         self._start_wall = time.perf_counter()
+        self._bar: Any = None  # the progress bar while `run` runs
         self.resumed = self._maybe_resume()
 
     # -- what a family supplies ------------------------------------------------------------
@@ -323,6 +324,7 @@ class OnlineTrainer:
 
             bar = tqdm(total=c.steps, initial=min(c.steps, self.step * self.action_repeat), unit="env step",
                        dynamic_ncols=True)  # fmt: skip
+        self._bar = bar
         try:
             while self.step < self.total_agent_steps:
                 self._maybe_evaluate()
@@ -334,7 +336,12 @@ class OnlineTrainer:
         finally:
             if bar is not None:
                 bar.close()
+            self._bar = None
         return self.eval_rows
+
+    def position(self) -> str:
+        """Where the run stands, for messages: "env step N"."""
+        return f"env step {self.step * self.action_repeat}"
 
     def evaluation_seed(self, env_step: int) -> int:
         """Reset seed of the first evaluation episode at `env_step` (the others follow it)."""
@@ -351,9 +358,21 @@ class OnlineTrainer:
         done = {row["env_step"] for row in self.eval_rows}
         if due in done and not (final and env_step not in done):
             return
+        bar = self._bar
+        what = f"evaluating at env step {env_step} ({c.eval_episodes} episodes)"
+        if bar is not None:
+            bar.set_description(what)
+        else:
+            self.log(f"{what} ...")
         t0 = time.perf_counter()
         returns = self.evaluate(self.config.eval_episodes, seed=self.evaluation_seed(env_step))
-        self.timers["eval"] += time.perf_counter() - t0
+        took = time.perf_counter() - t0
+        self.timers["eval"] += took
+        if bar is not None:
+            bar.set_description("")
+            # The bar's rate and ETA count training steps only: an evaluation (minutes on a
+            # CPU, and the first one comes before any step) is not a slow step.
+            bar.start_t += took
         wall = self.wall()
         row = evaluation_row(env_step, returns, wall)
         self.eval_rows.append(row)

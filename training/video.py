@@ -7,7 +7,32 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["write_video", "side_by_side"]
+__all__ = ["check_video_path", "write_video", "side_by_side"]
+
+
+VIDEO_SUFFIXES = (".gif", ".mp4")
+
+
+def check_video_path(path: str | Path) -> None:
+    """Fail now, not after an episode, if `write_video` could not write `path`.
+
+    Raises:
+        ValueError: a suffix other than .gif or .mp4.
+        ImportError: imageio (or imageio-ffmpeg for .mp4) is missing; the message says how
+            to install it.
+    """
+    suffix = Path(path).suffix.lower()
+    if suffix not in VIDEO_SUFFIXES:
+        raise ValueError(f"video path {str(path)!r} must end in one of {list(VIDEO_SUFFIXES)}")
+    try:
+        import imageio.v2  # noqa: F401
+    except ImportError:
+        raise ImportError("writing videos needs imageio: pip install -e '.[video]'") from None
+    if suffix == ".mp4":
+        try:
+            import imageio_ffmpeg  # noqa: F401
+        except ImportError:
+            raise ImportError("writing .mp4 needs imageio-ffmpeg: pip install -e '.[video]' (or use a .gif path)") from None
 
 
 def write_video(path: str | Path, frames: Sequence[np.ndarray], fps: int = 30) -> Path:
