@@ -35,6 +35,7 @@ Files in `out_dir`:
 from __future__ import annotations
 
 import math
+import os
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import asdict
@@ -61,6 +62,10 @@ __all__ = ["CHECKPOINT_FORMAT", "OnlineTrainer", "check_options", "check_task_an
 # Layout of training checkpoints. 1: the layouts from before the header (TOLD's `version`
 # 1, PlaNet's `trainer: "planet"`), still read; 2: the header beside the same fields.
 CHECKPOINT_FORMAT = 2
+
+
+class _DamagedCheckpoint(Exception):
+    """A checkpoint file, or the buffer file it names, that cannot be read."""
 
 
 def evaluate_batched(agent: Any, make_env: Callable[[], Any], episodes: int, seed: int, max_steps: int | None = None) -> list[float]:
@@ -156,6 +161,7 @@ class OnlineTrainer:
         self.wall_before = 0.0  # wall time of the run's earlier (interrupted) processes
         self._start_wall = time.perf_counter()
         self._bar: Any = None  # the progress bar while `run` runs
+        self._kept_replay_file: str | None = None  # the buffer file the newest checkpoint names
         self.resumed = self._maybe_resume()
 
     # -- what a family supplies ------------------------------------------------------------
@@ -236,14 +242,30 @@ class OnlineTrainer:
     def checkpoint_path(self) -> Path:
         return self.out_dir / "checkpoint.pt"
 
+    @property
+    def previous_checkpoint_path(self) -> Path:
+        """The checkpoint before the newest, kept (with its buffer file) as the fallback
+        when the newest cannot be read."""
+        return self.out_dir / "checkpoint-previous.pt"
+
     def wall(self) -> float:
         """Wall time of the run so far, earlier sessions included."""
         return self.wall_before + time.perf_counter() - self._start_wall
 
-    def _read_checkpoint(self) -> dict[str, Any]:
-        state = torch.load(self.checkpoint_path, map_location="cpu", weights_only=True)
+    def _read_checkpoint(self, path: Path | None = None) -> dict[str, Any]:
+        """A checkpoint file's state, checked to be this family's.
+
+        Raises:
+            _DamagedCheckpoint: the file (or the buffer file it names) cannot be read.
+            ValueError: another family's or another layout's checkpoint.
+        """
+        path = self.checkpoint_path if path is None else path
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as error:  # noqa: BLE001 - truncated, corrupted: all mean "damaged"
+            raise _DamagedCheckpoint(f"{path.name} cannot be read ({type(error).__name__})") from None
         if not isinstance(state, dict):
-            raise ValueError(f"{self.checkpoint_path} is not a training checkpoint; use another --out folder")
+            raise ValueError(f"{path} is not a training checkpoint; use another --out folder")
         if "format_version" not in state:
             upgraded = self.upgrade_checkpoint(state)
             if upgraded is not None:
@@ -251,21 +273,43 @@ class OnlineTrainer:
         header = {k: state.get(k) for k in ("model", "kind", "format_version")}
         if header != {"model": self.model_name, "kind": "training", "format_version": CHECKPOINT_FORMAT}:
             raise ValueError(
-                f"{self.checkpoint_path} is not a {self.model_name} training checkpoint of format_version "
+                f"{path} is not a {self.model_name} training checkpoint of format_version "
                 f"{CHECKPOINT_FORMAT} (model={header['model']!r}, kind={header['kind']!r}, "
                 f"format_version={header['format_version']!r}); use another --out folder"
             )
         return state
 
+    def _last_good_checkpoint(self) -> tuple[dict[str, Any], EpisodeReplay] | None:
+        """The newest checkpoint that reads whole, with its buffer; the previous one (and a
+        one-line warning) when the newest is damaged; None for a new run."""
+        candidates = [p for p in (self.checkpoint_path, self.previous_checkpoint_path) if p.exists()]
+        for i, path in enumerate(candidates):
+            try:
+                state = self._read_checkpoint(path)
+                try:
+                    buffer = EpisodeReplay.load(self.out_dir / state["replay_file"], seed=self.config.seed)
+                except Exception as error:  # noqa: BLE001 - a missing or damaged buffer file
+                    raise _DamagedCheckpoint(f"the buffer file {state['replay_file']} it names cannot be read "
+                                             f"({type(error).__name__})") from None
+            except _DamagedCheckpoint as damage:
+                if i + 1 == len(candidates):
+                    raise ValueError(f"{self.out_dir}: no readable checkpoint to resume from ({damage}); "
+                                     "use another --out folder") from None
+                self.log(f"warning: {damage}; resuming from the previous checkpoint, {candidates[i + 1].name}")
+                continue
+            self._kept_replay_file = str(state["replay_file"])
+            return state, buffer
+        return None
+
     def _maybe_resume(self) -> bool:
-        if not self.checkpoint_path.exists():
+        found = self._last_good_checkpoint()
+        if found is None:
             return False
-        state = self._read_checkpoint()
+        state, self.buffer = found
         check_same_run(self.checkpoint_path, self.comparable_config(state["train_config"]),
                        self.comparable_config(asdict(self.config)), self.run_identity,
                        defaults=config_defaults(type(self.config)))  # fmt: skip
         optimizers_restored = self.load_family_state(state)
-        self.buffer = EpisodeReplay.load(self.out_dir / state["replay_file"], seed=self.config.seed)
         self.step, self.episode, self.updates = int(state["step"]), int(state["episode"]), int(state["updates"])
         self.rng.bit_generator.state = state["rng_state"]
         if state.get("torch_rng_state") is not None:
@@ -284,7 +328,8 @@ class OnlineTrainer:
 
     def save_checkpoint(self, wall: float) -> None:
         """Buffer first (a new file), then the checkpoint that names it, then the model
-        files, then tidy up: a kill at any moment leaves a checkpoint whose buffer exists."""
+        files, then tidy up: a kill at any moment leaves a checkpoint whose buffer exists.
+        The checkpoint it replaces stays as `previous_checkpoint_path`, with its buffer."""
         replay_file = f"replay-e{self.episode}.npz"
         self.buffer.save(self.out_dir / replay_file)
         state = {
@@ -305,11 +350,15 @@ class OnlineTrainer:
             "timers": self.timers,
             "wall": wall,
         }
+        if self.checkpoint_path.exists():
+            os.replace(self.checkpoint_path, self.previous_checkpoint_path)
         atomic_torch_save(state, self.checkpoint_path)
         self.save_model_files()
+        keep = {replay_file, self._kept_replay_file}
         for old in self.out_dir.glob("replay-e*.npz"):
-            if old.name != replay_file:
+            if old.name not in keep:
                 old.unlink(missing_ok=True)
+        self._kept_replay_file = replay_file  # the next save's previous checkpoint names it
 
     # -- the loop ----------------------------------------------------------------------------
 
