@@ -6,7 +6,15 @@ independent of this package; they are re-exported here beside the model-specific
 
 - `dino_goal_objective` / `make_goal_objective`: DINO-WM's feature distance to a goal
   image (Zhou et al., 2024);
-- `oracle_goal_objective`: the env's own goal reward over the true physics.
+- `oracle_goal_objective`: the env's own goal reward over the true physics;
+- `trajectory_sampling_objective` / `make_trajectory_sampling_objective`: PETS's
+  trajectory sampling over particles (Chua et al., 2018), for models with
+  `particle_rollout` (the ensemble);
+- `disagreement_objective` / `make_disagreement_objective`: Plan2Explore's intrinsic
+  reward, the variance of the members' predictions (Sekar et al., 2020), for models with
+  `disagreement_rollout`.
+
+These take the model by duck typing, so this module imports no model family.
 """
 
 from __future__ import annotations
@@ -24,19 +32,22 @@ if TYPE_CHECKING:
     from planners.base import Objective
 
 __all__ = [
+    "PROPAGATIONS",
     "dino_goal_objective",
+    "disagreement_objective",
     "goal_objective",
+    "make_disagreement_objective",
     "make_goal_objective",
+    "make_trajectory_sampling_objective",
     "oracle_goal_objective",
     "policy_proposals",
     "reward_objective",
     "rollout",
+    "trajectory_sampling_objective",
 ]
 
 GoalMode = Literal["last", "all"]
-
-
-
+PROPAGATIONS = ("ts1", "tsinf", "expectation")
 
 def dino_goal_objective(
     model: Any,
@@ -160,5 +171,131 @@ def oracle_goal_objective(mode: GoalMode = "all") -> Callable[[Any, Tensor, Tens
             return torch.as_tensor(reward.mean(axis=-1), dtype=torch.float32, device=actions.device)
 
         return objective
+
+    return factory
+
+
+# -- ensembles: trajectory sampling and disagreement -------------------------------------------
+
+
+def _candidate_rows(z0: Tensor, actions: Tensor) -> tuple[Tensor, Tensor]:
+    """z0 [B, *Z], actions [B, N, H, A] -> z [B * N, *Z], actions [B * N, H, A]."""
+    if actions.dim() != 4 or actions.shape[0] != z0.shape[0]:
+        raise ValueError(f"actions have shape {tuple(actions.shape)}; expected (B, N, H, A) with B = {z0.shape[0]}")
+    b, n, h, a = actions.shape
+    z = z0.unsqueeze(1).expand(b, n, *z0.shape[1:]).reshape(b * n, *z0.shape[1:])
+    return z, actions.reshape(b * n, h, a)
+
+
+def _discounts(h: int, discount: float, like: Tensor) -> Tensor:
+    return discount ** torch.arange(h, device=like.device, dtype=like.dtype)  # [H]
+
+
+def _check_discount(discount: float) -> None:
+    if not 0.0 < discount <= 1.0:
+        raise ValueError(f"discount={discount!r} must be in (0, 1]")
+
+
+def trajectory_sampling_objective(
+    model: Any,
+    z0: Tensor,
+    particles: int = 20,
+    propagation: str = "tsinf",
+    risk: float = 0.0,
+    discount: float = 1.0,
+) -> Objective:
+    """PETS's objective (Chua et al., 2018): every candidate is rolled out as P particles
+    through the ensemble and scored by the mean of their (discounted) returns, minus
+    `risk` x their standard deviation (risk > 0 is risk-averse, 0 is PETS).
+
+    `propagation` is "ts1" (each particle's member re-drawn every step), "tsinf" (member
+    fixed per particle) or "expectation" (the elites' mean prediction, one path, no
+    spread); see `EnsembleDynamics.particle_rollout` for the exact assignment. All
+    candidates and particles run as one batch.
+
+    Args:
+        model: has `particle_rollout(z [M, *Z], actions [M, H, A], particles, propagation)
+            -> rewards [M, P, H]`.
+        z0: [B, *Z] current latents.
+        particles: P per candidate (a multiple of the model's elites for ts1/tsinf).
+        propagation: "ts1", "tsinf" or "expectation".
+        risk: k in mean - k * std over particles.
+        discount: gamma in (0, 1]; PETS sums rewards (1).
+
+    Returns:
+        objective(actions [B, N, H, A]) -> [B, N].
+    """
+    if propagation not in PROPAGATIONS:
+        raise ValueError(f"propagation={propagation!r} is not one of {PROPAGATIONS}")
+    if isinstance(particles, bool) or not isinstance(particles, int) or particles < 1:
+        raise ValueError(f"particles={particles!r} must be an int >= 1")
+    if not np.isfinite(risk):
+        raise ValueError(f"risk={risk!r} must be a finite number (0: the mean over particles)")
+    _check_discount(discount)
+    if not callable(getattr(model, "particle_rollout", None)):
+        raise TypeError(f"{type(model).__name__} has no particle_rollout(); trajectory sampling needs an ensemble")
+
+    def objective(actions: Tensor) -> Tensor:
+        b, n = actions.shape[:2]
+        z, flat = _candidate_rows(z0, actions)
+        rewards = model.particle_rollout(z, flat, particles, propagation).float()  # [M, P, H]
+        returns = (rewards * _discounts(rewards.shape[-1], discount, rewards)).sum(dim=-1)  # [M, P]
+        score = returns.mean(dim=1)
+        if risk and returns.shape[1] > 1:
+            score = score - risk * returns.std(dim=1, unbiased=False)
+        return score.view(b, n)
+
+    return objective
+
+
+def make_trajectory_sampling_objective(
+    particles: int = 20, propagation: str = "tsinf", risk: float = 0.0, discount: float = 1.0
+) -> Callable[[Any, Tensor, Tensor | None], Objective]:
+    """An `MPCController` objective factory `(model, z, z_goal) -> objective` with these
+    settings of `trajectory_sampling_objective` (checked now, not at the first plan)."""
+    if propagation not in PROPAGATIONS:
+        raise ValueError(f"propagation={propagation!r} is not one of {PROPAGATIONS}")
+    if isinstance(particles, bool) or not isinstance(particles, int) or particles < 1:
+        raise ValueError(f"particles={particles!r} must be an int >= 1")
+
+    def factory(model: Any, z0: Tensor, z_goal: Tensor | None) -> Objective:
+        return trajectory_sampling_objective(model, z0, particles=particles, propagation=propagation, risk=risk,
+                                             discount=discount)  # fmt: skip
+
+    return factory
+
+
+def disagreement_objective(model: Any, z0: Tensor, discount: float = 1.0) -> Objective:
+    """Plan2Explore's exploration objective (Sekar et al., 2020): the (discounted) sum over
+    the horizon of the ensemble's disagreement, the variance across members of their
+    predicted next states, along the members' mean prediction. No task reward enters.
+
+    Args:
+        model: has `disagreement_rollout(z [M, *Z], actions [M, H, A]) -> [M, H]`.
+        z0: [B, *Z] current latents.
+        discount: gamma in (0, 1].
+
+    Returns:
+        objective(actions [B, N, H, A]) -> [B, N] (higher: where the members disagree).
+    """
+    _check_discount(discount)
+    if not callable(getattr(model, "disagreement_rollout", None)):
+        raise TypeError(f"{type(model).__name__} has no disagreement_rollout(); disagreement needs an ensemble")
+
+    def objective(actions: Tensor) -> Tensor:
+        b, n = actions.shape[:2]
+        z, flat = _candidate_rows(z0, actions)
+        spread = model.disagreement_rollout(z, flat).float()  # [M, H]
+        return (spread * _discounts(spread.shape[-1], discount, spread)).sum(dim=-1).view(b, n)
+
+    return objective
+
+
+def make_disagreement_objective(discount: float = 1.0) -> Callable[[Any, Tensor, Tensor | None], Objective]:
+    """An `MPCController` objective factory for `disagreement_objective`."""
+    _check_discount(discount)
+
+    def factory(model: Any, z0: Tensor, z_goal: Tensor | None) -> Objective:
+        return disagreement_objective(model, z0, discount=discount)
 
     return factory

@@ -323,7 +323,7 @@ register(ModelSpec(
 
 register(ModelSpec(
     name="oracle",
-    description="the true MuJoCo physics (or a toy system's own dynamics): the planners' reference",
+    description="the true dynamics, MuJoCo's physics or a toy system's equations: the planners' reference",
     observations=("state", "goal"),
     tasks=("suite", "goal", "toy"),
     prepare="models.oracle:prepare_planning",
@@ -342,3 +342,45 @@ for _toy in ("pendulum", "point_mass"):
         default_planner="icem",
         tiny=f"models.toy:tiny_{_toy}",
     ))
+
+register(ModelSpec(
+    name="ensemble",
+    description="an ensemble of dynamics MLPs over states (PETS, Nagabandi's delta MLP, Plan2Explore's disagreement)",
+    observations=("state",),
+    tasks=("suite",),
+    prepare="models.ensemble:prepare_planning",
+    load="models.ensemble:load_for_planning",
+    default_planner="icem",
+    # iCEM's published budget at PlaNet's horizon; a trained model plans with its run's own.
+    default_budget={"horizon": 12, "num_samples": 40, "num_elites": 10, "iterations": 3},
+    plan_options=(
+        Option("particles", "particles per candidate (default: the run's, PETS's 20)", int),
+        Option("propagation", "trajectory sampling: member re-drawn every step (ts1), fixed per particle (tsinf), "
+               "or the mean prediction (expectation) (default: the run's)", choices=("ts1", "tsinf", "expectation")),
+        Option("risk", "score = mean - risk x std of the particles' returns (default 0)", float),
+        Option("objective", "plan on the task reward or on the members' disagreement (Plan2Explore)",
+               choices=("task", "disagreement")),
+        Option("zero_shot", "first fit the reward head to the run's explored data, labelled with the task reward "
+               "(no new env steps)", switch=True),
+    ),
+    trainer="training.ensemble_trainer:make_trainer",
+    train_options=(
+        Option("preset", "ensemble preset: pets (default), mbrl, deterministic or tiny"),
+        Option("ensemble_size", "members (default: the preset's)", int),
+        Option("particles", "particles per candidate while planning (default 20)", int),
+        Option("propagation", "trajectory sampling: ts1, tsinf (default) or expectation",
+               choices=("ts1", "tsinf", "expectation")),
+        Option("planner", "planner in the loop (default icem)", choices=("icem", "cem")),
+        Option("explore", "reward-free: collect with the members' disagreement alone (Plan2Explore); "
+               "evaluations plan zero-shot", switch=True),
+        Option("epochs", "ensemble: most training epochs per episode (default 5)", int),
+        Option("seed_episodes", "episodes of random actions first (default 5)", int),
+        Option("action_repeat", "physics steps per agent step (default PlaNet's: cartpole 8, reacher/cheetah/cup 4, "
+               "others 2)", int),
+        Option("horizon", "planning horizon in agent steps (default 12)", int),
+        Option("plan_samples", "candidates in the planner's first iteration (default 40 for icem, 400 for cem)", int),
+        Option("plan_iterations", "planner iterations (default 3 for icem, 5 for cem)", int),
+        *_EVAL_OPTIONS,
+    ),
+    tiny="models.ensemble:tiny_case",
+))
