@@ -81,8 +81,10 @@ class EnsembleTrainConfig:
             PlaNet's 12 at PlaNet's action repeat); plan_beta: iCEM's colored-noise
             exponent (0.25 for fast tasks such as cartpole-swingup, Pinneri et al.).
         explore: reward-free collection with the disagreement objective (Plan2Explore).
-        epochs: most epochs per training round; patience: epochs without a 1% gain
-            before a round stops early; batch_size: rows per member per minibatch (PETS 32);
+        epochs: most epochs per training round (25: PETS trains 5 epochs after each
+            1000-step trial; at action repeat 8 an episode brings 125 transitions, so 5
+            epochs per episode would be 8x fewer updates per transition); patience:
+            epochs without a 1% gain before a round stops early; batch_size: rows per member per minibatch (PETS 32);
             lr, weight_decay: Adam's; val_fraction: share of the data held out.
         seed_episodes: random-action episodes first.
         action_repeat: None: PlaNet's per-domain value (cartpole 8).
@@ -108,7 +110,7 @@ class EnsembleTrainConfig:
     plan_iterations: int | None = None
     plan_beta: float = 0.25
     explore: bool = False
-    epochs: int = 5
+    epochs: int = 25
     patience: int = 5
     batch_size: int = 32
     lr: float = 1e-3

@@ -1,0 +1,204 @@
+"""Learning and speed of the dynamics ensemble (PETS on the online skeleton).
+
+    python benchmarks/ensemble_learning.py speed      # plan time per step of each planner, training time per round
+    python benchmarks/ensemble_learning.py run        # the learning run (resumes with the same command)
+    python benchmarks/ensemble_learning.py report     # eval rows -> results JSON/CSV (PNG with matplotlib)
+
+The run: a probabilistic ensemble (PETS preset: 5 x 4 x 200 SiLU) with iCEM on
+cartpole-swingup, 50k env steps at PlaNet's action repeat 8 (125 agent steps per
+episode), horizon 12 (PlaNet's), 20 particles with TS-inf (PETS), iCEM with 100 -> 80 ->
+64 -> 51 candidates over 4 iterations, 10 elites, colored noise beta 0.25 (iCEM's value
+for cartpole-swingup), 5 random seed episodes, at most 25 training epochs per episode (early stopping),
+evaluated on 10 held-out episodes every 10k env steps. Results go into
+benchmarks/results/ensemble_learning.{json,csv,png}.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import os
+import sys
+import time
+from pathlib import Path
+
+os.environ.setdefault("MUJOCO_GL", "egl")
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import numpy as np
+import torch
+
+from benchmarks.machine import machine_info, median_seconds
+from benchmarks.results_io import atomic_write_text, read_json, write_json_result
+
+RESULTS = Path(__file__).resolve().parent / "results"
+NAME = "ensemble_learning"
+TASK = "cartpole-swingup"
+RUN_OPTIONS = dict(preset="pets", planner="icem", particles=20, propagation="tsinf", horizon=12, plan_samples=100,
+                   plan_iterations=4, seed_episodes=5, epochs=25, eval_every=10_000, eval_episodes=10)
+STEPS = 50_000
+
+
+def run_dir(seed: int) -> Path:
+    return Path("runs") / f"ensemble-{TASK}-state-s{seed}"
+
+
+def command(args: argparse.Namespace) -> str:
+    return "python " + " ".join(["benchmarks/ensemble_learning.py", *sys.argv[1:]])
+
+
+def speed(args: argparse.Namespace) -> None:
+    """Plan time per step of CEM, MPPI and iCEM over a PETS ensemble at cartpole's sizes
+    (5-D state, 1-D action), and the time of one training round on `--transitions`."""
+    from models.ensemble import EnsembleDynamics, Transitions, ensemble_config, train_ensemble
+    from models.objectives import make_trajectory_sampling_objective
+    from planners import MPCController, make_planner
+    from training.ensemble_trainer import EnsembleTrainConfig, planner_settings
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    model = EnsembleDynamics(ensemble_config("pets", 5, 1)).eval()
+    model.generator = torch.Generator().manual_seed(0)
+    run = EnsembleTrainConfig(**RUN_OPTIONS)
+    budgets = {
+        "icem (run's: 100 samples x 4 iterations)": ("icem", planner_settings(run)),
+        "icem (published default: 40 x 3)": ("icem", planner_settings(EnsembleTrainConfig(horizon=12))),
+        "cem (PETS: 400 / 40 x 5)": ("cem", {k: v for k, v in planner_settings(EnsembleTrainConfig(planner="cem")).items()}),
+        "mppi (400 x 5)": ("mppi", dict(horizon=12, num_samples=400, num_elites=40, iterations=5)),
+    }
+    rows = []
+    for label, (name, settings) in budgets.items():
+        for propagation in ("tsinf", "ts1", "expectation"):
+            planner = make_planner(name, 1, **settings)
+            factory = make_trajectory_sampling_objective(particles=20, propagation=propagation)
+            ctrl = MPCController(model, planner, objective=factory, seed=0, device="cpu")
+            obs = np.zeros(5, np.float32)
+            seconds = median_seconds(lambda ctrl=ctrl, obs=obs: ctrl.act(obs), repeats=args.repeats, warmup=3)
+            rows.append({"planner": label, "propagation": propagation, "particles": 20, "horizon": settings["horizon"],
+                         "plan_ms": round(1000 * seconds, 1)})  # fmt: skip
+            print(rows[-1], flush=True)
+    # Training: one round (5 epochs, batch 32 per member) on cartpole-sized random data.
+    g = torch.Generator().manual_seed(0)
+    n = args.transitions
+    obs = torch.randn(n, 5, generator=g)
+    data = Transitions(obs, torch.rand(n, 1, generator=g) * 2 - 1, torch.randn(n, generator=g),
+                       obs + 0.1 * torch.randn(n, 5, generator=g))  # fmt: skip
+    model.train()
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3, weight_decay=5e-5)
+    t = time.perf_counter()
+    metrics = train_ensemble(model, optimizer, data, np.random.default_rng(0), epochs=5, batch_size=32, patience=5)
+    train_s = time.perf_counter() - t
+    result = read_json(RESULTS / f"{NAME}.json")
+    result["speed"] = {
+        "command": command(args),
+        "machine": machine_info(),
+        "model": "pets preset: 5 members x 4 x 200 SiLU, probabilistic; reward heads 2 x 200; cartpole sizes (S=5, A=1)",
+        "plan_per_step": rows,
+        "training_round": {"transitions": n, "epochs": int(metrics["epochs"]), "batch_size": 32,
+                           "seconds": round(train_s, 2)},  # fmt: skip
+    }
+    write_json_result(RESULTS, f"{NAME}.json", result)
+
+
+def run(args: argparse.Namespace) -> None:
+    """The learning run, resumable: the same command continues it after a kill."""
+    from training.ensemble_trainer import make_trainer
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    trainer = make_trainer(task=TASK, steps=args.steps, obs="state", seed=args.seed, out=str(run_dir(args.seed)),
+                           device="cpu", progress=False, options=RUN_OPTIONS)  # fmt: skip
+    print(f"training {trainer.describe()}; run folder {trainer.out_dir}/", flush=True)
+    trainer.run()
+    report(args)
+
+
+def _read_csv(path: Path) -> list[dict[str, str]]:
+    if not path.is_file():
+        return []
+    with path.open() as f:
+        return list(csv.DictReader(f))
+
+
+def report(args: argparse.Namespace) -> None:
+    """The run's evaluation rows and per-episode costs into the results files."""
+    folder = run_dir(args.seed)
+    evals = _read_csv(folder / "eval.csv")
+    train = _read_csv(folder / "train.csv")
+    planned = [r for r in train if r.get("random") == "0"]
+    per_episode = {
+        "episodes": len(train),
+        "planned_episodes": len(planned),
+        "mean_collect_s": round(float(np.mean([float(r["episode_s"]) for r in planned])), 1) if planned else None,
+        "mean_train_s": round(float(np.mean([float(r["train_s"]) for r in train if r.get("train_s")])), 1)
+        if any(r.get("train_s") for r in train) else None,
+        "last_episode_return": float(train[-1]["episode_return"]) if train else None,
+    }
+    result = read_json(RESULTS / f"{NAME}.json")
+    result["learning"] = {
+        "command": f"python benchmarks/ensemble_learning.py run --steps {args.steps} --seed {args.seed}",
+        "equivalent_cli": ("python run_planning.py train --model ensemble --task cartpole-swingup --steps 50000 "
+                           "--plan-samples 100 --plan-iterations 4"),
+        "machine": machine_info(),
+        "task": TASK,
+        "steps": args.steps,
+        "settings": {**RUN_OPTIONS, "action_repeat": 8, "batch_size": 32, "lr": 1e-3},
+        "run_folder": str(folder),
+        "complete": bool(evals) and int(evals[-1]["env_step"]) >= args.steps,
+        "eval": [{"env_step": int(r["env_step"]), "mean_return": round(float(r["mean_return"]), 1),
+                  "std_return": round(float(r["std_return"]), 1), "wall_s": float(r["wall_s"])} for r in evals],
+        "per_episode": per_episode,
+        "reference": {"TD-MPC2 100k": 839, "target at 50k": 800},
+    }  # fmt: skip
+    write_json_result(RESULTS, f"{NAME}.json", result)
+    if evals:
+        lines = ["env_step,mean_return,std_return,wall_s"]
+        lines += [f"{r['env_step']},{float(r['mean_return']):.1f},{float(r['std_return']):.1f},{r['wall_s']}" for r in evals]
+        atomic_write_text(RESULTS / f"{NAME}.csv", "\n".join(lines) + "\n")
+        plot(result["learning"]["eval"])
+
+
+def plot(rows: list[dict]) -> None:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        print("matplotlib is not installed: no picture")
+        return
+    from models.checkpoints import atomic_write
+
+    fig, ax = plt.subplots(figsize=(5, 3.2))
+    x = [r["env_step"] for r in rows]
+    y = np.array([r["mean_return"] for r in rows])
+    s = np.array([r["std_return"] for r in rows])
+    ax.plot(x, y, marker="o", label="PETS ensemble + iCEM")
+    ax.fill_between(x, y - s, y + s, alpha=0.2)
+    ax.axhline(839, color="gray", linestyle="--", label="TD-MPC2 at 100k")
+    ax.set(xlabel="env steps", ylabel="return (10 episodes)", title=TASK, ylim=(0, 1000))
+    ax.legend(loc="lower right")
+    fig.tight_layout()
+    atomic_write(RESULTS / f"{NAME}.png", lambda tmp: fig.savefig(tmp, dpi=120), suffix=".png")
+    plt.close(fig)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="what", required=True)
+    p_speed = sub.add_parser("speed", help="plan and training time")
+    p_speed.add_argument("--repeats", type=int, default=10)
+    p_speed.add_argument("--transitions", type=int, default=5000)
+    p_speed.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    for name in ("run", "report"):
+        p = sub.add_parser(name)
+        p.add_argument("--steps", type=int, default=STEPS)
+        p.add_argument("--seed", type=int, default=0)
+        p.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    args = parser.parse_args()
+    {"speed": speed, "run": run, "report": report}[args.what](args)
+
+
+if __name__ == "__main__":
+    main()
