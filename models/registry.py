@@ -373,7 +373,7 @@ register(ModelSpec(
         Option("planner", "planner in the loop (default icem)", choices=("icem", "cem")),
         Option("explore", "reward-free: collect with the members' disagreement alone (Plan2Explore); "
                "evaluations plan zero-shot", switch=True),
-        Option("epochs", "ensemble: most training epochs per episode (default 25, early stopping)", int),
+        Option("epochs", "most training epochs per episode (default 25, early stopping)", int),
         Option("seed_episodes", "episodes of random actions first (default 5)", int),
         Option("action_repeat", "physics steps per agent step (default PlaNet's: cartpole 8, reacher/cheetah/cup 4, "
                "others 2)", int),
