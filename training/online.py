@@ -249,7 +249,7 @@ class OnlineTrainer:
         return self.out_dir / "checkpoint-previous.pt"
 
     def wall(self) -> float:
-        """Wall time of the run so far, earlier sessions included."""
+        """Wall time of the run so far, earlier (interrupted) processes included."""
         return self.wall_before + time.perf_counter() - self._start_wall
 
     def _read_checkpoint(self, path: Path | None = None) -> dict[str, Any]:
