@@ -174,21 +174,12 @@ class EnsembleTrainer(OnlineTrainer):
         log: a function for one-line messages (print by default).
     """
 
+    config: EnsembleTrainConfig
     model_name = "ensemble"
     run_identity = _RUN_IDENTITY
     act_timer = "plan"
     log_seed_phase = True
     metric_names = METRIC_NAMES
-
-    def __init__(
-        self,
-        config: EnsembleTrainConfig,
-        out_dir: str | Path,
-        device: str = "auto",
-        progress: bool = True,
-        log: Callable[[str], None] = print,
-    ) -> None:
-        super().__init__(config, out_dir, device=device, progress=progress, log=log)
 
     def make_env(self) -> Any:
         import envs  # here, not at import: the CLI picks MUJOCO_GL before dm_control loads

@@ -143,20 +143,11 @@ class TOLDTrainer(OnlineTrainer):
         log: a function for one-line messages (print by default).
     """
 
+    config: TOLDTrainConfig
     model_name = "told"
     run_identity = _RUN_IDENTITY
     act_timer = "plan"
     metric_names = LOSS_NAMES
-
-    def __init__(
-        self,
-        config: TOLDTrainConfig,
-        out_dir: str | Path,
-        device: str = "auto",
-        progress: bool = True,
-        log: Callable[[str], None] = print,
-    ) -> None:
-        super().__init__(config, out_dir, device=device, progress=progress, log=log)
 
     def make_env(self) -> Any:
         return make_task_env(self.config)
