@@ -3,6 +3,7 @@
 
     python benchmarks/rssm_update_cost.py                  # 1 thread; writes rssm_update_cost.json
     python benchmarks/rssm_update_cost.py --threads 2 --repeats 3
+    python benchmarks/rssm_update_cost.py --compare --threads 2 --rounds 3   # before / after, side by side
 
 Two questions it answers, each as seconds per update and hours of updates per run:
 
@@ -20,13 +21,28 @@ Two questions it answers, each as seconds per update and hours of updates per ru
 
 Random weights and random batches: the work per update does not depend on what the model
 has learned. Each setting runs `--warmup` untimed updates, then the median of `--repeats`.
+
+`--compare` times the dreamer recipe's update three ways, each in its own fresh process,
+interleaved round by round (machines drift, so the ways are measured side by side):
+
+- "dense": the actor-critic's first layers as dense products over the one-hot latents
+  (`BehaviorConfig(sparse_onehot=False)`, the implementation before `models.onehot_linear`);
+- "gathering": the gathering first layers (the default);
+- "gathering + kept memory": the same with `training.allocator.keep_freed_memory()`, as
+  `run_planning.py train` runs on CPU.
+
+It writes rssm_update_cost_compare.json with the medians and the ratios to "dense".
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
+import statistics
+import subprocess
 import sys
+import time
 from pathlib import Path
 
 os.environ.setdefault("MUJOCO_GL", "egl")
@@ -81,16 +97,92 @@ def world_model_step(model: torch.nn.Module, batch: dict[str, torch.Tensor], lr:
     return step
 
 
+VARIANTS = {"dense": (False, False), "gathering": (True, False), "gathering + kept memory": (True, True)}
+
+
+def dreamer_update_seconds(sparse_onehot: bool, warmup: int, repeats: int) -> dict[str, float]:
+    """Median seconds of the dreamer recipe's world-model step and actor-critic step."""
+    from models.behavior import ActorCritic, BehaviorConfig
+    from models.rssm import RSSM, RSSMConfig
+    from training.planet_trainer import recipe_settings
+
+    recipe = recipe_settings("dreamer", "actor")
+    torch.manual_seed(0)
+    model = RSSM(RSSMConfig.dreamerv3("state", (5,), 1, free_nats=recipe["free_nats"]))
+    batch = random_batch((5,), 1, recipe["batch_size"], recipe["chunk_length"], pixels=False)
+    learner = ActorCritic.for_model(model, BehaviorConfig.dreamerv3(sparse_onehot=sparse_onehot))
+    step = world_model_step(model, batch, recipe["lr"], recipe["adam_eps"])
+    posterior = model.loss(batch).posterior.detach()
+    world, behavior = [], []
+    for i in range(warmup + repeats):
+        t0 = time.perf_counter()
+        step()
+        t1 = time.perf_counter()
+        learner.update(model, posterior)
+        t2 = time.perf_counter()
+        if i >= warmup:
+            world.append(t1 - t0)
+            behavior.append(t2 - t1)
+    w, b = statistics.median(world), statistics.median(behavior)
+    return {"world_model_s": round(w, 3), "actor_critic_s": round(b, 3), "update_s": round(w + b, 3)}
+
+
+def compare(args: argparse.Namespace) -> None:
+    """The VARIANTS, each in a fresh process, interleaved over `--rounds` rounds."""
+    samples: dict[str, list[dict[str, float]]] = {name: [] for name in VARIANTS}
+    for r in range(args.rounds):
+        for name in VARIANTS:
+            cmd = [sys.executable, __file__, "--one", name, "--threads", str(args.threads),
+                   "--warmup", str(args.warmup), "--repeats", str(args.repeats)]  # fmt: skip
+            out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
+            samples[name].append(json.loads(out.strip().splitlines()[-1]))
+            print(f"round {r + 1}, {name}: {samples[name][-1]}", flush=True)
+    rows = {}
+    for name, runs in samples.items():
+        rows[name] = {k: round(statistics.median(s[k] for s in runs), 3) for k in runs[0]}
+    base = rows["dense"]["update_s"]
+    for name, row in rows.items():
+        row["speedup_vs_dense"] = round(base / row["update_s"], 2)
+        row["hours_per_100k"] = round(row["update_s"] * 25_000 / 3600, 1)
+        print(f"{name}: {row}", flush=True)
+    write_json_result(args.results_dir, "rssm_update_cost_compare.json", {
+        "command": "python benchmarks/rssm_update_cost.py " + " ".join(sys.argv[1:]),
+        "machine": machine_info(),
+        "benchmark": ("the dreamer recipe's update (world model on 16 x 64 state sequences, then the actor-critic "
+                      "imagining 15 steps from 1,024 starts), three implementations, fresh process each, interleaved"),
+        "settings": {"threads": args.threads, "rounds": args.rounds, "warmup": args.warmup, "repeats": args.repeats},
+        "variants": {name: {"sparse_onehot": s, "keep_freed_memory": k} for name, (s, k) in VARIANTS.items()},
+        "samples": samples,
+        "median": rows,
+        "target": {"cpu_update_s": 1.5},
+    })  # fmt: skip
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--warmup", type=int, default=1)
     p.add_argument("--repeats", type=int, default=2)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--results-dir", default=str(RESULTS))
+    p.add_argument("--compare", action="store_true", help="dense against gathering layers, side by side")
+    p.add_argument("--rounds", type=int, default=3, help="--compare: interleaved rounds")
+    p.add_argument("--one", choices=tuple(VARIANTS), help=argparse.SUPPRESS)  # one --compare sample, as JSON
     args = p.parse_args()
-    if args.warmup < 0 or args.repeats < 1 or args.threads < 1:
-        p.error(f"--warmup {args.warmup} must be >= 0, --repeats {args.repeats} and --threads {args.threads} >= 1")
+    if args.warmup < 0 or args.repeats < 1 or args.threads < 1 or args.rounds < 1:
+        p.error(f"--warmup {args.warmup} must be >= 0, --repeats {args.repeats}, --threads {args.threads} and "
+                f"--rounds {args.rounds} >= 1")  # fmt: skip
     torch.set_num_threads(args.threads)
+    if args.one:
+        sparse, keep = VARIANTS[args.one]
+        if keep:
+            from training.allocator import keep_freed_memory
+
+            keep_freed_memory()
+        print(json.dumps(dreamer_update_seconds(sparse, args.warmup, args.repeats)))
+        return
+    if args.compare:
+        compare(args)
+        return
 
     from models.behavior import ActorCritic, BehaviorConfig
     from models.rssm import RSSM, RSSMConfig

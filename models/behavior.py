@@ -68,6 +68,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from models.checkpoints import atomic_torch_save, model_checkpoint, read_header
+from models.onehot_linear import OneHotFeature, apply_mlp
 from models.rssm import RSSM, RSSMState
 from models.told import soft_cross_entropy, two_hot_inverse
 from planners.controller import PRECISIONS, resolve_device
@@ -176,6 +177,12 @@ class BehaviorConfig:
             default). Rewards, values, returns, log-probabilities and the critic's logits
             are upcast to float32 before any sum, so only the matrix products lose
             precision. About 2.6x faster on a CPU with AMX (benchmarks/behavior_speed.py).
+        sparse_onehot: with a discrete-latent world model, the first layers of the actor,
+            critic, slow critic and the reward and continuation heads take the imagined
+            states' one-hot part by gathering weight columns (`models.onehot_linear`)
+            rather than by a dense product with a 97%-zero matrix. Values and gradients
+            equal the dense ones up to float summation order; False computes them densely
+            (the reference the fast path is tested against).
     """
 
     horizon: int = 15
@@ -210,6 +217,7 @@ class BehaviorConfig:
     return_norm_high: float = 0.95
     imagine_starts: int | None = None
     precision: str = "float32"
+    sparse_onehot: bool = True
 
     def __post_init__(self) -> None:
         for name in ("actor_hidden", "critic_hidden"):
@@ -250,7 +258,7 @@ class BehaviorConfig:
             raise ValueError(f"critic_type={self.critic_type!r} must be one of {_CRITIC_TYPES}")
         if self.actor_grad not in _ACTOR_GRADS:
             raise ValueError(f"actor_grad={self.actor_grad!r} must be one of {_ACTOR_GRADS}")
-        for name in ("layer_norm", "return_norm", "dynamics_baseline"):
+        for name in ("layer_norm", "return_norm", "dynamics_baseline", "sparse_onehot"):
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"{name}={getattr(self, name)!r} must be True or False")
         if self.actor_dist not in _ACTOR_DISTS:
@@ -538,10 +546,10 @@ class Actor(nn.Module):
         self._std_shift = math.log(math.expm1(config.actor_init_std - config.actor_min_std))
         self.generator: torch.Generator | None = None
 
-    def forward(self, feature: Tensor) -> ActionDistribution:
-        """feature [M, F] -> a distribution over actions [M, A]."""
+    def forward(self, feature: Tensor | OneHotFeature) -> ActionDistribution:
+        """feature [M, F] (dense, or a `OneHotFeature`) -> a distribution over actions [M, A]."""
         c = self.config
-        mu, raw_std = self.net(feature).chunk(2, dim=-1)
+        mu, raw_std = apply_mlp(self.net, feature).chunk(2, dim=-1)
         if c.actor_max_std is None:
             std = F.softplus(raw_std + self._std_shift) + c.actor_min_std
         else:
@@ -627,9 +635,10 @@ class Critic(nn.Module):
             nn.init.zeros_(last.weight)
             nn.init.zeros_(last.bias)
 
-    def forward(self, feature: Tensor) -> Tensor:
-        """The value estimate. [..., F] -> [...] (float32, also under autocast)."""
-        out = self.net(feature).float()
+    def forward(self, feature: Tensor | OneHotFeature) -> Tensor:
+        """The value estimate. [..., F] (dense, or a `OneHotFeature`) -> [...] (float32,
+        also under autocast)."""
+        out = apply_mlp(self.net, feature).float()
         c = self.config
         if c.critic_type == "twohot":
             # The expectation over 255 bins is a matrix product, which autocast would
@@ -638,7 +647,7 @@ class Critic(nn.Module):
                 return two_hot_inverse(out, c.critic_low, c.critic_high)
         return out.squeeze(-1)
 
-    def loss(self, feature: Tensor, target: Tensor) -> Tensor:
+    def loss(self, feature: Tensor | OneHotFeature, target: Tensor) -> Tensor:
         """Per-sample loss towards `target` (not reduced). [..., F], [...] -> [...].
 
         Two-hot: cross-entropy to the two-hot encoding of symlog(target). MSE:
@@ -646,14 +655,14 @@ class Critic(nn.Module):
         """
         return self.losses(feature, (target,))[0]
 
-    def losses(self, feature: Tensor, targets: Sequence[Tensor]) -> list[Tensor]:
+    def losses(self, feature: Tensor | OneHotFeature, targets: Sequence[Tensor]) -> list[Tensor]:
         """`loss` towards each of several targets from one forward pass of the network.
 
         The critic's update has two targets for the same features (the returns and the
         slow critic's values); one pass instead of two saves a forward and a backward pass
         of the critic over every imagined state. [..., F], k x [...] -> k x [...].
         """
-        out = self.net(feature).float()
+        out = apply_mlp(self.net, feature).float()
         c = self.config
         if c.critic_type == "twohot":
             with torch.autocast(out.device.type, enabled=False):
@@ -730,7 +739,7 @@ class ActorCritic(nn.Module):
         dists: list[ActionDistribution] = []
         raw_samples: list[Tensor] = []
 
-        def policy_fn(feature: Tensor) -> Tensor:
+        def policy_fn(feature: Tensor | OneHotFeature) -> Tensor:
             # The actor reads stop-gradient states (as DreamerV2 and V3 do): its gradient
             # reaches it through the actions it takes, not through its own inputs.
             dist = self.actor(feature.detach())
@@ -741,10 +750,17 @@ class ActorCritic(nn.Module):
             # REINFORCE needs no gradient through the dynamics; cutting it saves the work.
             return action.detach() if c.actor_grad == "reinforce" else action
 
+        # The gathering first layers are float32 only; under bfloat16 autocast the dense
+        # layers already run at the low precision.
+        parts = c.sparse_onehot and c.precision == "float32" and start.index is not None
         with self.autocast():
-            states, _ = world_model.imagine_with_policy(start, policy_fn, c.horizon)
-            imagined = states.feature().transpose(0, 1)  # [H, B, F]
-            features = torch.cat([start.feature().unsqueeze(0).to(imagined.dtype), imagined], dim=0)  # [H + 1, B, F]
+            states, _ = world_model.imagine_with_policy(start, policy_fn, c.horizon, feature_parts=parts, time_major=True)
+            if parts:
+                imagined = states.feature_parts()  # [H, B, F] in parts
+                features = OneHotFeature.cat([start.feature_parts().map(lambda t: t.unsqueeze(0)), imagined])
+            else:
+                imagined = states.feature()  # [H, B, F]
+                features = torch.cat([start.feature().unsqueeze(0).to(imagined.dtype), imagined], dim=0)  # [H + 1, B, F]
             # Sums over time (returns) and over the batch want float32 whatever the precision.
             rewards = world_model.predict_reward(imagined).float()  # [H, B], r_t = reward(s_{t+1})
             if getattr(world_model, "discount_head", None) is not None:
@@ -782,7 +798,7 @@ class ActorCritic(nn.Module):
         }
 
     def critic_loss(
-        self, features: Tensor, returns: Tensor, weights: Tensor | None = None, slow_values: Tensor | None = None
+        self, features: Tensor | OneHotFeature, returns: Tensor, weights: Tensor | None = None, slow_values: Tensor | None = None
     ) -> Tensor:
         """The critic's scalar loss: towards the (detached) returns, plus `slow_critic_reg`
         times the loss towards the slow critic's prediction, weighted and averaged.

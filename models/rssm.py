@@ -49,6 +49,7 @@ from torch import Tensor, nn
 
 from models.checkpoints import CheckpointError, atomic_torch_save, model_checkpoint, read_header
 from models.layers import symlog
+from models.onehot_linear import OneHotFeature, apply_mlp
 from models.told import soft_cross_entropy, two_hot_inverse
 from planners.controller import resolve_device
 
@@ -383,6 +384,8 @@ class RSSMState:
             discrete latents; with straight-through gradients).
         mean, std: [..., stoch] the Gaussian's parameters (latent="gaussian").
         logits: [..., stoch, classes] the categoricals' logits (latent="discrete").
+        index: [..., stoch] int64, the class each one-hot group of a discrete sample
+            selects (None for Gaussian latents and for states not drawn by the model).
         The distribution fields are None for a state rebuilt from a flat latent
         (`RSSM.split`), which only needs deter and stoch to step on.
     """
@@ -392,14 +395,23 @@ class RSSMState:
     mean: Tensor | None = None
     std: Tensor | None = None
     logits: Tensor | None = None
+    index: Tensor | None = None
 
     def feature(self) -> Tensor:
         """[..., F] = concat(deter, stoch): the latent z the planners and heads see."""
         return torch.cat([self.deter, self.stoch], dim=-1)
 
+    def feature_parts(self) -> Tensor | OneHotFeature:
+        """The feature as a `OneHotFeature` (deter, one-hot stoch, index) when the state is
+        a discrete sample, which the heads' first layers take without the one-hot matrix
+        product (`models.onehot_linear`); else the dense `feature()`. [..., F]."""
+        if self.index is None:
+            return self.feature()
+        return OneHotFeature(self.deter, self.stoch, self.index)
+
     def map(self, fn: Callable[[Tensor], Tensor]) -> RSSMState:
         """Applies `fn` to every tensor field (None stays None)."""
-        fields = (self.deter, self.stoch, self.mean, self.std, self.logits)
+        fields = (self.deter, self.stoch, self.mean, self.std, self.logits, self.index)
         return RSSMState(*(None if t is None else fn(t) for t in fields))  # type: ignore[arg-type]
 
     def detach(self) -> RSSMState:
@@ -420,7 +432,7 @@ class RSSMState:
         """Stacks states along a new leading-side dimension (time)."""
         first = states[0]
         fields = []
-        for name in ("deter", "stoch", "mean", "std", "logits"):
+        for name in ("deter", "stoch", "mean", "std", "logits", "index"):
             if getattr(first, name) is None:
                 fields.append(None)
             else:
@@ -633,7 +645,7 @@ class RSSM(nn.Module):
         one_hot = F.one_hot(index, c.classes).to(probs.dtype)
         # (probs - sg(probs)) is exactly 0 in the forward pass, so samples stay exactly one-hot.
         stoch = (one_hot + (probs - probs.detach())).flatten(-2)
-        return RSSMState(deter=deter, stoch=stoch, logits=logits)
+        return RSSMState(deter=deter, stoch=stoch, logits=logits, index=index)
 
     def kl_divergence(self, lhs: RSSMState, rhs: RSSMState) -> Tensor:
         """KL(lhs || rhs) summed over the latent dimensions. [...] per state.
@@ -728,6 +740,8 @@ class RSSM(nn.Module):
         policy_fn: Callable[[Tensor], Tensor],
         horizon: int,
         detach_policy_input: bool = True,
+        feature_parts: bool = False,
+        time_major: bool = False,
     ) -> tuple[RSSMState, Tensor]:
         """Closed-loop imagination for behaviour learning (Dreamer).
 
@@ -741,6 +755,10 @@ class RSSM(nn.Module):
             state: [B, ...] start states (e.g. `loss(...).posterior.detach().flatten_batch()`).
             policy_fn: feature [B, F] -> action [B, A] (may sample with rsample).
             horizon: H.
+            feature_parts: hand policy_fn `state.feature_parts()` (a `OneHotFeature` for
+                discrete samples) instead of the dense feature.
+            time_major: stack the results [H, B, ...] instead of [B, H, ...] (saves the
+                transposing copy for consumers that scan over time).
 
         Returns:
             states [B, H, ...] (the H states after each action; the start is not
@@ -748,12 +766,13 @@ class RSSM(nn.Module):
         """
         states, actions = [], []
         for _ in range(horizon):
-            feature = state.feature()
+            feature = state.feature_parts() if feature_parts else state.feature()
             action = policy_fn(feature.detach() if detach_policy_input else feature)
             state = self.img_step(state, action, sample=True)
             states.append(state)
             actions.append(action)
-        return RSSMState.stack(states, dim=1), torch.stack(actions, dim=1)
+        dim = 0 if time_major else 1
+        return RSSMState.stack(states, dim=dim), torch.stack(actions, dim=dim)
 
     # ------------------------------------------------------------------ heads
 
@@ -786,11 +805,11 @@ class RSSM(nn.Module):
         [M, F] -> [M, *obs]."""
         return self.decoder(feature)
 
-    def predict_reward(self, feature: Tensor) -> Tensor:
+    def predict_reward(self, feature: Tensor | OneHotFeature) -> Tensor:
         """The predicted reward: the mean of p(r | s) (unit-variance Gaussian), or the
         two-hot categorical's expectation in symlog space mapped back by symexp.
-        [..., F] -> [...]."""
-        out = self.reward_head(feature)
+        [..., F] (a dense feature or a `OneHotFeature`) -> [...]."""
+        out = apply_mlp(self.reward_head, feature)
         if self.config.reward_head == "twohot":
             # The expectation over 255 bins, then symexp, loses about 1% in bfloat16, so it
             # runs in float32 even under autocast (as the two-hot critic does).
@@ -808,11 +827,12 @@ class RSSM(nn.Module):
                                       *REWARD_TWOHOT_RANGE).mean()  # fmt: skip
         return 0.5 * (self.predict_reward(feature) - rewards.float()).pow(2).mean()
 
-    def discount_logits(self, feature: Tensor) -> Tensor:
-        """Bernoulli logits of continuing after this state (DreamerV2). [..., F] -> [...]."""
+    def discount_logits(self, feature: Tensor | OneHotFeature) -> Tensor:
+        """Bernoulli logits of continuing after this state (DreamerV2). [..., F] (dense
+        or a `OneHotFeature`) -> [...]."""
         if self.discount_head is None:
             raise ValueError("this RSSM has no discount head; build it with RSSMConfig(discount_head=True)")
-        return self.discount_head(feature).squeeze(-1)
+        return apply_mlp(self.discount_head, feature).squeeze(-1)
 
     # ------------------------------------------------------------------ training
 

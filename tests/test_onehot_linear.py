@@ -1,0 +1,144 @@
+"""The gathering first layers over one-hot latents (models/onehot_linear.py) compute what the
+dense layers computed: values, gradients and whole dreamer updates, old against new."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from models.behavior import ActorCritic, BehaviorConfig
+from models.onehot_linear import OneHotFeature, apply_mlp, linear_on_feature
+from models.rssm import RSSM, RSSMConfig
+from tests.fixtures.dreamer_update import FIXTURE, one_update
+
+
+def straight_through_sample(m: int, groups: int, classes: int, seed: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """probs (a leaf), the straight-through one-hot sample [m, groups * classes] built as the
+    RSSM builds it, and the sampled classes [m, groups]."""
+    g = torch.Generator().manual_seed(seed)
+    probs = torch.rand(m, groups, classes, generator=g).softmax(-1).requires_grad_()
+    index = torch.randint(0, classes, (m, groups), generator=g)
+    sample = (F.one_hot(index, classes).float() + (probs - probs.detach())).flatten(-2)
+    return probs, sample, index
+
+
+@pytest.mark.parametrize("bias", [True, False])
+def test_linear_on_feature_equals_the_dense_layer_with_gradients(bias: bool) -> None:
+    torch.manual_seed(0)
+    layer = nn.Linear(6 + 4 * 5, 7, bias=bias)
+    probs, sample, index = straight_through_sample(9, 4, 5, seed=1)
+    dense = torch.randn(9, 6, requires_grad=True)
+    upstream = torch.randn(9, 7)
+    leaves = [dense, probs, layer.weight] + ([layer.bias] if bias else [])
+
+    expected = layer(torch.cat([dense, sample], -1))
+    expected_grads = torch.autograd.grad(expected, leaves, upstream)
+    got = linear_on_feature(layer, OneHotFeature(dense, sample, index))
+    got_grads = torch.autograd.grad(got, leaves, upstream)
+
+    torch.testing.assert_close(got, expected)
+    for g, e in zip(got_grads, expected_grads):
+        torch.testing.assert_close(g, e)
+    # The straight-through gradient reaches the probabilities (it is not dropped).
+    assert got_grads[1].abs().sum() > 0
+
+
+def test_leading_dimensions_and_detached_inputs() -> None:
+    torch.manual_seed(0)
+    layer = nn.Linear(3 + 2 * 4, 5)
+    _, sample, index = straight_through_sample(4 * 6, 2, 4, seed=2)
+    dense = torch.randn(4, 6, 3)
+    x = OneHotFeature(dense, sample.detach().reshape(4, 6, 8), index.reshape(4, 6, 2))
+    assert x.shape == (4, 6, 11)
+    out = linear_on_feature(layer, x)
+    assert out.shape == (4, 6, 5)
+    torch.testing.assert_close(out, layer(x.tensor()))
+    (grad_w,) = torch.autograd.grad(out.square().sum(), [layer.weight])
+    (expected_w,) = torch.autograd.grad(layer(x.tensor()).square().sum(), [layer.weight])
+    torch.testing.assert_close(grad_w, expected_w)
+
+
+def test_mlp_and_feature_parts_helpers() -> None:
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Linear(3 + 8, 16), nn.LayerNorm(16), nn.SiLU(), nn.Linear(16, 2))
+    _, sample, index = straight_through_sample(10, 2, 4, seed=3)
+    x = OneHotFeature(torch.randn(10, 3), sample, index)
+    torch.testing.assert_close(apply_mlp(net, x), net(x.tensor()))
+    both = OneHotFeature.cat([x[:4].map(lambda t: t.unsqueeze(0)), x[4:8].map(lambda t: t.unsqueeze(0))])
+    assert both.shape == (2, 4, 11)
+    torch.testing.assert_close(both.detach().tensor()[1], x[4:8].tensor())
+
+
+def test_autocast_falls_back_to_the_dense_layer() -> None:
+    torch.manual_seed(0)
+    layer = nn.Linear(3 + 8, 4)
+    _, sample, index = straight_through_sample(5, 2, 4, seed=4)
+    x = OneHotFeature(torch.randn(5, 3), sample, index)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        got, expected = linear_on_feature(layer, x), layer(x.tensor())
+    assert got.dtype == torch.bfloat16
+    assert torch.equal(got, expected)
+
+
+def test_discrete_states_carry_their_classes() -> None:
+    model = RSSM(RSSMConfig.tiny("state", (3,), 1, latent="discrete"))
+    out = model.loss({"obs": torch.randn(2, 5, 3), "actions": torch.rand(2, 5, 1), "rewards": torch.rand(2, 5)})
+    post = out.posterior
+    assert post.index is not None and post.index.shape == (2, 5, 4)
+    one_hot = post.stoch.detach().unflatten(-1, (4, 4))
+    assert torch.equal(F.one_hot(post.index, 4).float(), one_hot)
+    parts = post.feature_parts()
+    assert isinstance(parts, OneHotFeature) and torch.equal(parts.tensor(), post.feature())
+    gaussian = RSSM(RSSMConfig.tiny("state", (3,), 1, latent="gaussian"))
+    g_post = gaussian.loss({"obs": torch.randn(2, 5, 3), "actions": torch.rand(2, 5, 1), "rewards": torch.rand(2, 5)})
+    assert g_post.posterior.index is None and isinstance(g_post.posterior.feature_parts(), torch.Tensor)
+
+
+def _close(new: float, old: float, scale: float, what: str) -> None:
+    assert abs(new - old) <= 1e-4 * scale + 1e-7, f"{what}: {new} != {old}"
+
+
+def test_dreamer_update_reproduces_the_dense_implementation() -> None:
+    """Old against new: the fixture was written by the dense code before the gathering
+    layers; one world-model step and one actor-critic step from the same seeds give the
+    same losses, gradient norms, parameters and gradients."""
+    old = json.loads(FIXTURE.read_text())
+    new = one_update()
+    _close(new["world_model_loss"], old["world_model_loss"], abs(old["world_model_loss"]), "world-model loss")
+    for name, value in old["metrics"].items():
+        _close(new["metrics"][name], value, abs(value), name)
+    for section in ("parameters", "gradients"):
+        assert set(new[section]) == set(old[section])
+        for name, summary in old[section].items():
+            scale = summary[1]  # sum of |x|
+            for i, (n, o) in enumerate(zip(new[section][name], summary)):
+                _close(n, o, scale, f"{section} {name}[{i}]")
+
+
+def test_sparse_and_dense_updates_agree_at_the_recipe_shapes() -> None:
+    """sparse_onehot=True against False on the same start states and seeds, at the
+    recipe's latent sizes (32 x 32 classes, 200 deter) with small networks."""
+    torch.manual_seed(0)
+    model = RSSM(RSSMConfig.dreamerv3("state", (5,), 1, hidden=32, embed=32))
+    out = model.loss({"obs": torch.randn(2, 8, 5), "actions": torch.rand(2, 8, 1), "rewards": torch.rand(2, 8)})
+    start = out.posterior.detach()
+    results = []
+    for sparse in (False, True):
+        torch.manual_seed(1)
+        learner = ActorCritic.for_model(model, BehaviorConfig.dreamerv3(actor_hidden=(32,), critic_hidden=(32,),
+                                                                        horizon=5, sparse_onehot=sparse))  # fmt: skip
+        with torch.no_grad():
+            learner.critic.net[-1].weight.normal_(0.0, 0.1)
+            learner.slow_critic.load_state_dict(learner.critic.state_dict())
+        torch.manual_seed(2)
+        metrics = learner.update(model, start)
+        results.append((metrics, {k: p.detach().clone() for k, p in learner.named_parameters()}))
+    (m_dense, p_dense), (m_sparse, p_sparse) = results
+    for name in m_dense:
+        assert m_sparse[name] == pytest.approx(m_dense[name], rel=1e-4, abs=1e-7), name
+    for name in p_dense:
+        torch.testing.assert_close(p_sparse[name], p_dense[name], rtol=1e-5, atol=1e-6)
