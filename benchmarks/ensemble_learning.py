@@ -47,7 +47,8 @@ RUN_OPTIONS = dict(preset="pets", planner="icem", particles=20, propagation="tsi
                    plan_iterations=4, seed_episodes=5, epochs=25, eval_every=10_000, eval_episodes=10)
 STEPS = 50_000
 DEFAULTS = dict(task=TASK, preset=RUN_OPTIONS["preset"], ensemble_size=None, particles=RUN_OPTIONS["particles"],
-                eval_every=RUN_OPTIONS["eval_every"])  # fmt: skip
+                eval_every=RUN_OPTIONS["eval_every"], horizon=RUN_OPTIONS["horizon"], propagation="tsinf",
+                plan_beta=0.25)  # fmt: skip
 # Published returns the runs are read against (ANCHORS: TD-MPC2 at 100k env steps) and the issue's targets at 50k.
 REFERENCES = {"cartpole-swingup": {"TD-MPC2 100k": 839, "target at 50k": 800},
               "reacher-easy": {"TD-MPC2 100k": 937, "target at 50k": 900}}  # fmt: skip
@@ -60,6 +61,9 @@ def variant(args: argparse.Namespace) -> str:
         parts.append(args.preset)
     if args.ensemble_size is not None:
         parts.append(f"e{args.ensemble_size}")
+    parts += [f"h{args.horizon}"] if args.horizon != DEFAULTS["horizon"] else []
+    parts += [args.propagation] if args.propagation != DEFAULTS["propagation"] else []
+    parts += [f"beta{args.plan_beta:g}"] if args.plan_beta != DEFAULTS["plan_beta"] else []
     return "-".join(parts)
 
 
@@ -68,16 +72,16 @@ def result_name(args: argparse.Namespace) -> str:
 
 
 def run_options(args: argparse.Namespace) -> dict:
-    options = dict(RUN_OPTIONS, preset=args.preset, particles=args.particles, eval_every=args.eval_every)
+    options = dict(RUN_OPTIONS, preset=args.preset, particles=args.particles, eval_every=args.eval_every,
+                   horizon=args.horizon, propagation=args.propagation, plan_beta=args.plan_beta)  # fmt: skip
     if args.ensemble_size is not None:
         options["ensemble_size"] = args.ensemble_size
     return options
 
 
 def run_dir(args: argparse.Namespace) -> Path:
-    tag = f"-{args.preset}" if args.preset != RUN_OPTIONS["preset"] else ""
-    tag += f"-e{args.ensemble_size}" if args.ensemble_size is not None else ""
-    return Path("runs") / f"ensemble-{args.task}{tag}-state-s{args.seed}"
+    label = variant(args).removeprefix(args.task).strip("-") if args.task != TASK else variant(args)
+    return Path("runs") / f"ensemble-{args.task}{'-' + label if label else ''}-state-s{args.seed}"
 
 
 def command(args: argparse.Namespace) -> str:
@@ -175,11 +179,14 @@ def report(args: argparse.Namespace) -> None:
     name = result_name(args)
     options = run_options(args)
     flags = "".join(f" --{k.replace('_', '-')} {getattr(args, k)}" for k in ("task", "preset", "ensemble_size",
-                    "particles", "eval_every") if getattr(args, k) is not None and getattr(args, k) != DEFAULTS[k])  # fmt: skip
+                    "particles", "eval_every", "horizon", "propagation", "plan_beta") if getattr(args, k) is not None and getattr(args, k) != DEFAULTS[k])  # fmt: skip
     cli_flags = f" --preset {args.preset}" if args.preset != RUN_OPTIONS["preset"] else ""
     cli_flags += f" --ensemble-size {args.ensemble_size}" if args.ensemble_size is not None else ""
     cli_flags += f" --particles {args.particles}" if args.particles != RUN_OPTIONS["particles"] else ""
     cli_flags += f" --eval-every {args.eval_every}" if args.eval_every != RUN_OPTIONS["eval_every"] else ""
+    cli_flags += f" --horizon {args.horizon}" if args.horizon != DEFAULTS["horizon"] else ""
+    cli_flags += f" --propagation {args.propagation}" if args.propagation != DEFAULTS["propagation"] else ""
+    cli_flags += f" --plan-beta {args.plan_beta:g}" if args.plan_beta != DEFAULTS["plan_beta"] else ""
     repeat = {"cartpole": 8, "reacher": 4}.get(args.task.split("-")[0])
     result = read_json(RESULTS / f"{name}.json")
     result["learning"] = {
@@ -248,6 +255,9 @@ def main() -> None:
         p.add_argument("--ensemble-size", type=int, default=None, help="members (default: the preset's)")
         p.add_argument("--particles", type=int, default=DEFAULTS["particles"], help="trajectory-sampling particles")
         p.add_argument("--eval-every", type=int, default=DEFAULTS["eval_every"], help="env steps between evaluations")
+        p.add_argument("--horizon", type=int, default=DEFAULTS["horizon"], help="planning horizon (agent steps)")
+        p.add_argument("--propagation", default=DEFAULTS["propagation"], help="tsinf, ts1 or expectation")
+        p.add_argument("--plan-beta", type=float, default=DEFAULTS["plan_beta"], help="iCEM's colored-noise exponent")
     args = parser.parse_args()
     {"speed": speed, "run": run, "report": report}[args.what](args)
 

@@ -380,6 +380,8 @@ register(ModelSpec(
         Option("horizon", "planning horizon in agent steps (default 12)", int),
         Option("plan_samples", "candidates in the planner's first iteration (default 40 for icem, 400 for cem)", int),
         Option("plan_iterations", "planner iterations (default 3 for icem, 5 for cem)", int),
+        Option("plan_beta", "iCEM's colored-noise exponent (default 0.25, for fast tasks such as cartpole; "
+               "2 gives smoother, farther-reaching action sequences)", float),
         *_EVAL_OPTIONS,
     ),
     tiny="models.ensemble:tiny_case",

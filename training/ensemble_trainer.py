@@ -26,6 +26,7 @@ replay-e<N>.npz, model.pt (plan with it: `python run_planning.py --model ensembl
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, fields
@@ -296,6 +297,11 @@ def _bool(name: str, value: Any) -> None:
         raise ValueError(f"{name}={value!r} must be True or False")
 
 
+def _non_negative(name: str, value: Any) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
+        raise ValueError(f"{name}={value!r} must be a finite number >= 0")
+
+
 _OPTION_CHECKS: dict[str, Callable[[str, Any], None]] = {
     "preset": one_of(*ENSEMBLE_PRESETS),
     "ensemble_size": positive_int,
@@ -309,6 +315,7 @@ _OPTION_CHECKS: dict[str, Callable[[str, Any], None]] = {
     "horizon": positive_int,
     "plan_samples": positive_int,
     "plan_iterations": positive_int,
+    "plan_beta": _non_negative,
     "eval_every": positive_int,
     "eval_episodes": positive_int,
     "checkpoint_every": positive_int,
@@ -320,7 +327,7 @@ def make_trainer(*, task: str, steps: int, obs: str, seed: int, out: str | None,
                  options: Mapping[str, Any]) -> EnsembleTrainer:  # fmt: skip
     """The command line's ensemble trainer. `options` holds the options the user set
     (preset, ensemble_size, particles, propagation, planner, explore, epochs,
-    seed_episodes, action_repeat, horizon, plan_samples, plan_iterations, eval_every,
+    seed_episodes, action_repeat, horizon, plan_samples, plan_iterations, plan_beta, eval_every,
     eval_episodes, checkpoint_every, max_episode_steps); the others keep
     `EnsembleTrainConfig`'s defaults. `out` None: runs/ensemble-<task>-state[-explore]-s<seed>.
 
