@@ -35,6 +35,7 @@ from models.tasks import list_tasks, task_kind  # noqa: E402
 from planners import PLANNERS, PRESETS, resolve_device  # noqa: E402
 from planners.controller import PRECISIONS  # noqa: E402
 from training import EpisodeRecord, run_episode, summarise, write_video  # noqa: E402
+from training.allocator import keep_freed_memory  # noqa: E402
 from training.video import check_video_path  # noqa: E402
 
 DEFAULT_TASK = "cartpole-swingup"
@@ -350,11 +351,16 @@ def train_main(argv: list[str]) -> int:
         spec = registry.get(args.model)
         if not spec.trains:
             raise UserError(f"cannot train model {spec.name!r}; trainable: {[s.name for s in registry.list_models(trains=True)]}")
+        device = resolve_device(args.device)
         trainer = spec.entry("trainer")(
             task=args.task, steps=args.steps, obs=args.obs, seed=args.seed, out=args.out,
-            device=str(resolve_device(args.device)), progress=not args.no_progress and sys.stderr.isatty(),
+            device=str(device), progress=not args.no_progress and sys.stderr.isatty(),
             options=family_options(args, spec, "train"),
         )  # fmt: skip
+        if device.type == "cpu":
+            # Large activations are reused instead of page-faulted anew each update
+            # (benchmarks/rssm_update_cost.py --compare).
+            keep_freed_memory()
     except (UserError, ValueError, FileNotFoundError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

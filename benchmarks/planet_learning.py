@@ -129,10 +129,13 @@ def progress_wanted(args: argparse.Namespace) -> bool:
 
 
 def run(args: argparse.Namespace) -> None:
+    from training.allocator import keep_freed_memory
     from training.planet_trainer import PlaNetTrainConfig, PlaNetTrainer
 
     if args.threads:
         torch.set_num_threads(args.threads)
+    if args.device == "cpu":
+        keep_freed_memory()  # as `run_planning.py train` does on CPU
     try:
         settings = recipe_settings(args.recipe, args.mode, args.action_repeat)
         # Flags given explicitly override the recipe (quick checks).
