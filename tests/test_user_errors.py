@@ -181,13 +181,22 @@ def test_cli_interrupt_keeps_the_last_checkpoint_and_says_how_to_resume(tmp_path
            "--eval-episodes", "1", "--checkpoint-every", "1", "--seed-steps", "20", "--batch-size", "8",
            "--out", str(out), "--no-progress"]  # fmt: skip
     env = {**os.environ, "MUJOCO_GL": os.environ.get("MUJOCO_GL", "egl")}
-    process = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=tmp_path)
+    # A shell that starts the tests in the background (`... &`) hands its children SIGINT
+    # ignored, and Python then installs no KeyboardInterrupt handler; the child gets the
+    # default disposition back, as a terminal's foreground job has it.
+    process = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=tmp_path,
+                               preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))  # fmt: skip
     deadline = time.time() + 120
     while not (out / "checkpoint.pt").exists() and time.time() < deadline:
         time.sleep(0.2)
     time.sleep(1.0)
     process.send_signal(signal.SIGINT)
-    _, stderr = process.communicate(timeout=120)
+    try:
+        _, stderr = process.communicate(timeout=120)
+    finally:
+        if process.poll() is None:  # never leave a training process behind
+            process.kill()
+            process.wait()
     assert process.returncode == 130, stderr
     lines = [line for line in stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and "interrupted at env step" in lines[0] and "resume with the same command" in lines[0]
