@@ -198,16 +198,8 @@ class SamplingPlanner(Generic[ConfigT]):
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
             raise ValueError(f"batch_size={batch_size!r} must be a positive int")
         device = _resolve_device(device, proposals, warm_start, generator)
-        b, h, a = batch_size, cfg.horizon, cfg.action_dim
-        low = torch.tensor(cfg.action_low, device=device)
-        high = torch.tensor(cfg.action_high, device=device)
-        # The centre of the bounds, or the finite side of a half-open bound, or 0.
-        centre = torch.where(
-            torch.isfinite(low) & torch.isfinite(high),
-            (low + high) / 2,
-            torch.where(torch.isfinite(low), low, torch.where(torch.isfinite(high), high, torch.zeros_like(low))),
-        ).clamp(min=low, max=high)
-        centre = torch.nan_to_num(centre, nan=0.0)
+        b = batch_size
+        low, high, centre = self.bounds(device)
 
         proposals = self._check_proposals(proposals, b, device, low, high)
         num_proposals = 0 if proposals is None else proposals.shape[1]
@@ -219,15 +211,67 @@ class SamplingPlanner(Generic[ConfigT]):
             )
 
         mean, std, kept = self._initial_distribution(warm_start, b, device, centre)
+        actions, mean, std, kept, best_return = self.optimise(objective, mean, std, kept, proposals, low, high, generator)
+        warm = None
+        if cfg.use_warm_start:
+            warm = WarmStart(
+                mean=mean, std=std, elites=kept, fill_mean=centre, fill_std=cfg.init_std
+            ).shift(1)
+        return PlanResult(
+            action=actions[:, 0], actions=actions, mean=mean, std=std, best_return=best_return, warm_start=warm
+        )
+
+    def bounds(self, device: torch.device | str) -> tuple[Tensor, Tensor, Tensor]:
+        """The action bounds low [A], high [A] and their centre [A] (the finite side of a
+        half-open bound, else 0) on `device`: where a cold start's mean begins."""
+        cfg = self.config
+        low = torch.tensor(cfg.action_low, device=device)
+        high = torch.tensor(cfg.action_high, device=device)
+        centre = torch.where(
+            torch.isfinite(low) & torch.isfinite(high),
+            (low + high) / 2,
+            torch.where(torch.isfinite(low), low, torch.where(torch.isfinite(high), high, torch.zeros_like(low))),
+        ).clamp(min=low, max=high)
+        return low, high, torch.nan_to_num(centre, nan=0.0)
+
+    def optimise(
+        self,
+        objective: Objective,
+        mean: Tensor,
+        std: Tensor,
+        kept: Tensor | None,
+        proposals: Tensor | None,
+        low: Tensor,
+        high: Tensor,
+        generator: torch.Generator | None,
+    ) -> tuple[Tensor, Tensor, Tensor, Tensor | None, Tensor]:
+        """The iterations of one planning call, from a starting distribution to the output.
+
+        Pure tensor work with no host synchronisation and no branching on tensor values,
+        so that one call can be recorded as a CUDA graph and replayed
+        (`planners.graphs`); `plan` validates its arguments and calls this.
+
+        Shapes:
+            mean, std: [B, H, A] the starting distribution; kept: [B, E, H, A] elites
+            carried in (iCEM) or None; proposals: [B, P, H, A] (already clipped) or None;
+            low, high: [A].
+        Returns:
+            actions [B, H, A] (per the output mode), the final mean and std [B, H, A],
+            the kept elites [B, E, H, A] or None, and best_return [B].
+        """
+        cfg = self.config
+        b, h, a = mean.shape
+        num_proposals = 0 if proposals is None else proposals.shape[1]
         mean = _clip(mean, low, high)  # a warm start from a caller may lie outside
         kept = None if kept is None else _clip(kept, low, high)
         best_actions = mean.clone()
-        best_return = torch.full((b,), float("-inf"), device=device)
+        best_return = torch.full((b,), float("-inf"), device=mean.device)
         weights = elites = None
         num_keep = self._kept_elite_count()
+        schedule = cfg.population_schedule()
         for it, population in enumerate(schedule):
             last = it == len(schedule) - 1
-            noise = sample_noise((b, population - num_proposals, h, a), cfg.noise_beta, generator, device)
+            noise = sample_noise((b, population - num_proposals, h, a), cfg.noise_beta, generator, mean.device)
             parts = [] if proposals is None else [proposals]
             parts.append(_clip(mean.unsqueeze(1) + std.unsqueeze(1) * noise, low, high))
             if kept is not None:
@@ -260,14 +304,7 @@ class SamplingPlanner(Generic[ConfigT]):
 
         assert weights is not None and elites is not None  # iterations >= 1
         actions = self._choose_output(mean, best_actions, best_return, elites, weights, generator)
-        warm = None
-        if cfg.use_warm_start:
-            warm = WarmStart(
-                mean=mean, std=std, elites=kept, fill_mean=centre, fill_std=cfg.init_std
-            ).shift(1)
-        return PlanResult(
-            action=actions[:, 0], actions=actions, mean=mean, std=std, best_return=best_return, warm_start=warm
-        )
+        return actions, mean, std, kept, best_return
 
     # -- pieces of the call ---------------------------------------------------------------
 

@@ -17,12 +17,13 @@ from torch import Tensor
 
 from planners.base import Objective, PlanResult, SamplingPlanner, WarmStart
 from planners.compile import compile_model
+from planners.graphs import PlanGraphs
 from planners.objectives import goal_objective, policy_proposals, reward_objective
 from planners.precision import warn_if_bfloat16_is_slow
 
 __all__ = ["MPCController", "PRECISIONS", "as_observation_batch", "resolve_device"]
 
-PRECISIONS = ("float32", "bfloat16")
+PRECISIONS = ("float32", "tf32", "bfloat16")
 
 # A custom objective: (model, z [B, *Z], z_goal [B, *Z] or None) -> objective.
 ObjectiveFactory = Callable[[Any, Tensor, "Tensor | None"], Objective]
@@ -85,6 +86,18 @@ def as_observation_batch(
     return t, batched
 
 
+@contextlib.contextmanager
+def tf32_matmuls() -> Any:
+    """CUDA float32 matrix products and convolutions on TensorFloat-32 tensor cores (10-bit
+    mantissa inputs, float32 accumulation) inside the block; the previous settings after."""
+    matmul, cudnn = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
+    try:
+        yield
+    finally:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = matmul, cudnn
+
+
 class MPCController:
     """Model-predictive control over any model with `encode`, `next` and `reward`.
 
@@ -117,11 +130,18 @@ class MPCController:
             None uses torch's global generator.
         compile: run the model's hot methods through `torch.compile` (opt-in; the first
             plan call pays the compile time). See `planners.compile_model`.
-        precision: "float32", or "bfloat16" to run the model's matrix products in
-            bfloat16 autocast while planning (encoding, the planner's own arithmetic and
-            the objective's sums stay float32). It pays for large batches: TOLD's MPPI over
-            10 problems (5360 candidates) ran 1.65x faster on an AMX CPU, one problem (536)
-            ~10% slower (benchmarks/told_precision.py).
+        precision: "float32"; "tf32" to let CUDA matrix products use TensorFloat-32
+            tensor cores while planning (no effect on a CPU); or "bfloat16" to run the
+            model's matrix products in bfloat16 autocast while planning (encoding, the
+            planner's own arithmetic and the objective's sums stay float32). bfloat16 pays
+            for large batches: TOLD's MPPI over 10 problems (5360 candidates) ran 1.65x
+            faster on an AMX CPU, one problem (536) ~10% slower (benchmarks/told_precision.py).
+        cuda_graph: record each planning call as a CUDA graph, one per input signature,
+            and replay it (`planners.graphs.PlanGraphs`): one launch instead of hundreds
+            per call. The same generator state gives the same actions as eager planning.
+            On a CPU, or where recording fails, planning runs eagerly with a one-time
+            warning. The model's parameters must keep their storage (in-place updates,
+            such as an optimiser's or `load_state_dict`, are seen by the replays).
     """
 
     def __init__(
@@ -139,6 +159,7 @@ class MPCController:
         seed: int | None = None,
         compile: bool = False,
         precision: str = "float32",
+        cuda_graph: bool = False,
     ) -> None:
         if precision not in PRECISIONS:
             raise ValueError(f"precision={precision!r} must be one of {PRECISIONS}")
@@ -177,6 +198,13 @@ class MPCController:
         if seed is not None:
             self.generator = torch.Generator(device=self.device).manual_seed(seed)
         self.last_result: PlanResult | None = None
+        self.graphs: PlanGraphs | None = None
+        if cuda_graph:
+            model_generator = getattr(model, "generator", None)
+            self.graphs = PlanGraphs(
+                planner, self._planning_objective, self.generator, self.device,
+                model_generators=(model_generator,) if isinstance(model_generator, torch.Generator) else (),
+            )  # fmt: skip
         self.reset()
 
     def reset(self) -> None:
@@ -236,32 +264,40 @@ class MPCController:
                 goal_t = goal_t.expand(b, *goal_t.shape[1:])
             encode = getattr(self.model, "encode", None)
             z_goal = encode(goal_t) if callable(encode) else goal_t
-        objective = self._build_objective(z, z_goal)
         proposals = None
         if self.num_proposals > 0:
             with self._model_precision():
                 proposals = policy_proposals(self.model, z, self.planner.config.horizon, self.num_proposals)
             if self.precision != "float32":
                 proposals = proposals.float()
-        if self.precision != "float32":
-            objective = self._in_model_precision(objective)
-        result = self.planner.plan(
-            objective,
-            batch_size=b,
-            warm_start=self._warm_start,
-            proposals=proposals,
-            generator=self.generator,
-            device=self.device,
-        )
+        if self.graphs is not None:
+            result = self.graphs.plan(z, z_goal, warm_start=self._warm_start, proposals=proposals)
+        else:
+            result = self.planner.plan(
+                self._planning_objective(z, z_goal),
+                batch_size=b,
+                warm_start=self._warm_start,
+                proposals=proposals,
+                generator=self.generator,
+                device=self.device,
+            )
         self.last_result = result
         self._plan = result.actions
         self._step_in_plan = 0
         self._warm_start = None if result.warm_start is None else result.warm_start.shift(self.replan_every - 1)
 
+    def _planning_objective(self, z: Tensor, z_goal: Tensor | None) -> Objective:
+        """The objective of one call, run in the controller's precision."""
+        objective = self._build_objective(z, z_goal)
+        return objective if self.precision == "float32" else self._in_model_precision(objective)
+
     def _model_precision(self) -> contextlib.AbstractContextManager[Any]:
-        """The autocast context the model runs in while planning (none for float32)."""
+        """The context the model runs in while planning: none for float32, TF32 matrix
+        products for tf32, bfloat16 autocast for bfloat16."""
         if self.precision == "float32":
             return contextlib.nullcontext()
+        if self.precision == "tf32":
+            return tf32_matmuls()
         warn_if_bfloat16_is_slow(self.device.type)
         return torch.autocast(self.device.type, dtype=getattr(torch, self.precision))
 

@@ -9,6 +9,7 @@ whose power falls as f^-beta, transform back, and rescale to unit variance.
 
 from __future__ import annotations
 
+import functools
 import math
 
 import torch
@@ -16,8 +17,13 @@ import torch
 __all__ = ["sample_noise"]
 
 
-def _colored_spectrum(horizon: int, beta: float, device: torch.device) -> tuple[torch.Tensor, float]:
+@functools.lru_cache(maxsize=64)
+def _colored_spectrum(horizon: int, beta: float) -> tuple[torch.Tensor, float]:
     """Amplitude per frequency bin and the std of the resulting time series.
+
+    Computed once per (horizon, beta) on the CPU: a constant of the config. Computing it on
+    the sampling device each call would cost a host synchronisation per iteration on CUDA
+    (`sigma` is a Python float), which also forbids recording a plan as a CUDA graph.
 
     Returns:
         scale: Tensor[horizon // 2 + 1], the amplitude f^(-beta / 2), with frequencies
@@ -25,7 +31,7 @@ def _colored_spectrum(horizon: int, beta: float, device: torch.device) -> tuple[
         sigma: the exact standard deviation of a series built by `sample_noise` from these
             amplitudes, used to normalise its output to unit variance.
     """
-    freqs = torch.fft.rfftfreq(horizon, device=device, dtype=torch.float64)
+    freqs = torch.fft.rfftfreq(horizon, dtype=torch.float64)
     freqs = freqs.clamp(min=1.0 / horizon)
     scale = freqs.pow(-beta / 2.0)
     power = scale.pow(2)
@@ -39,6 +45,14 @@ def _colored_spectrum(horizon: int, beta: float, device: torch.device) -> tuple[
         variance = variance + 4.0 * power[1:].sum()
     sigma = math.sqrt(float(variance)) / horizon
     return scale.to(torch.float32), sigma
+
+
+@functools.lru_cache(maxsize=64)
+def _spectrum_on(horizon: int, beta: float, device: torch.device) -> tuple[torch.Tensor, float]:
+    """`_colored_spectrum` moved to `device` once: a copy from host memory inside the
+    sampling call would be a synchronous transfer, which a CUDA graph cannot record."""
+    scale, sigma = _colored_spectrum(horizon, beta)
+    return scale.to(device), sigma
 
 
 def sample_noise(
@@ -65,7 +79,7 @@ def sample_noise(
     if horizon == 1:
         # A single step has no frequencies to colour.
         return torch.randn(shape, generator=generator, device=device, dtype=dtype)
-    scale, sigma = _colored_spectrum(horizon, beta, device)
+    scale, sigma = _spectrum_on(horizon, float(beta), torch.device(device))
     num_bins = scale.shape[0]
     coeff_shape = (*lead, action_dim, num_bins)
     real = torch.randn(coeff_shape, generator=generator, device=device) * scale

@@ -406,3 +406,17 @@ def test_cli_trains_explores_and_plans_with_the_result(tmp_path):
     result = run_cli(*plan, "--planner", "mppi", "--propagation", "ts1", "--out", str(tmp_path / "p5"))
     assert result.returncode == 0, result.stderr
     assert "ts1 over 3 particles" in result.stdout
+
+
+def test_state_coverage_bins_cart_position_and_pole_angle():
+    from training.coverage import coverage_curve, state_bins
+
+    down = [0.0, -1.0, 0.0, 0.0, 0.0]  # pole hanging (angle pi), cart at the centre
+    up = [0.0, 1.0, 0.0, 0.0, 0.0]  # pole upright (angle 0)
+    far = [1.9, 1.0, 0.0, 0.0, 0.0]
+    bins = state_bins("cartpole-swingup", np.array([down, up, far, up]))
+    assert len(set(bins.tolist())) == 3 and bins[1] == bins[3]
+    counts, visited = coverage_curve("cartpole", np.array([down, up, far, up]), every=2)
+    assert counts.tolist() == [2, 4] and visited.tolist() == [2, 3]
+    with pytest.raises(ValueError, match=r"no state binning for task 'walker-walk'; coverage is defined for \('cartpole',\)"):
+        state_bins("walker-walk", np.zeros((1, 24)))

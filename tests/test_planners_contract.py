@@ -306,17 +306,25 @@ def test_warm_start_shift_rejects_negative_steps():
         warm.shift(-1)
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device"))]
+
+
+@pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("name", PLANNER_NAMES)
-def test_plans_on_cuda_and_seeds_reproduce_there(name):
-    planner = small_planner(name, 2, 6, noise_beta=1.0)
-    target = torch.full((2, 6, 2), 0.4, device="cuda")
-    g1 = torch.Generator(device="cuda").manual_seed(0)
-    g2 = torch.Generator(device="cuda").manual_seed(0)
-    a = planner.plan(target_objective(target), batch_size=2, generator=g1)
-    b = planner.plan(target_objective(target), batch_size=2, generator=g2)
-    assert a.actions.device.type == "cuda" and torch.equal(a.actions, b.actions)
-    assert torch.allclose(a.actions, target, atol=0.1)
+def test_plans_on_each_device_and_seeds_reproduce_there(name, device):
+    # 10 iterations: the 12-dimensional target is reached by every planner from any seed.
+    # With the 3-4 iterations of `small_planner`, iCEM's best sample missed by 0.27 at the
+    # median on a CPU too (max error over 40 seeds); a CUDA generator merely drew other seeds.
+    planner = small_planner(name, 2, 6, noise_beta=1.0, num_samples=200, num_elites=20, iterations=10)
+    target = torch.full((2, 6, 2), 0.4, device=device)
+    for seed in range(3):
+        g1 = torch.Generator(device=device).manual_seed(seed)
+        g2 = torch.Generator(device=device).manual_seed(seed)
+        a = planner.plan(target_objective(target), batch_size=2, generator=g1)
+        b = planner.plan(target_objective(target), batch_size=2, generator=g2)
+        assert a.actions.device.type == device and torch.equal(a.actions, b.actions)
+        error = a.actions - target
+        assert error.pow(2).mean().sqrt() < 0.05 and error.abs().max() < 0.15, (seed, error.abs().max())
 
 
 def test_candidates_per_call_counts_what_the_objective_scores():

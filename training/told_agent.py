@@ -27,7 +27,10 @@ from torch import Tensor
 from models.told import TOLD, soft_cross_entropy
 from planners import MPPI, MPCController
 
-__all__ = ["TOLDLossConfig", "TOLDAgent", "RunningScale"]
+__all__ = ["TOLDLossConfig", "TOLDAgent", "RunningScale", "COMPILE_MODES"]
+
+# What `TOLDAgent(compile=...)` takes: off, torch.compile's default mode, or a named mode.
+COMPILE_MODES = (False, True, "default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 
 
 @dataclass(frozen=True)
@@ -86,7 +89,9 @@ class TOLDAgent:
         device: where the model lives.
         seed: seeds planning (actions) and the model's sampling.
         compile: run the update's loss functions through `torch.compile` (the first
-            updates pay the compile time).
+            updates pay the compile time): True for the default mode, or a mode name;
+            "reduce-overhead" also records them as CUDA graphs on a GPU, as TD-MPC2
+            compiles its update, which removes the launch cost of their many small kernels.
         precision: of the model while planning ("float32" or "bfloat16"; see
             `MPCController`). Updates always run in float32.
     """
@@ -98,9 +103,11 @@ class TOLDAgent:
         planner: MPPI | None = None,
         device: str | torch.device = "cpu",
         seed: int = 0,
-        compile: bool = False,
+        compile: bool | str = False,
         precision: str = "float32",
     ) -> None:
+        if compile not in COMPILE_MODES:
+            raise ValueError(f"compile={compile!r} must be one of {COMPILE_MODES}")
         self.device = torch.device(device)
         self.model = model.to(self.device)
         self.loss = loss or TOLDLossConfig()
@@ -117,9 +124,11 @@ class TOLDAgent:
         # small elementwise passes of LayerNorm, Mish, SimNorm and the 101-bin softmaxes).
         self._model_loss = self._model_loss_eager
         self._policy_terms = self._policy_terms_eager
+        self._graphed = compile in ("reduce-overhead", "max-autotune")
         if compile:
-            self._model_loss = torch.compile(self._model_loss_eager, dynamic=False)
-            self._policy_terms = torch.compile(self._policy_terms_eager, dynamic=False)
+            mode = None if compile is True else compile
+            self._model_loss = torch.compile(self._model_loss_eager, dynamic=False, mode=mode)
+            self._policy_terms = torch.compile(self._policy_terms_eager, dynamic=False, mode=mode)
         self.scale = RunningScale(c.tau)
         self.planner = planner or MPPI.tdmpc2(model.config.action_dim)
         self.controller = MPCController(
@@ -176,6 +185,9 @@ class TOLDAgent:
         target_heads = model.random_heads(dev)
 
         model.train()
+        if self._graphed:
+            # A new step for the recorded graphs: the previous update's outputs may be overwritten.
+            torch.compiler.cudagraph_mark_step_begin()
         total, consistency, reward_loss, value_loss, zs = self._model_loss(obs, action, reward, next_eps, target_heads)
         self.optimizer.zero_grad(set_to_none=True)
         total.backward()
