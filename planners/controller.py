@@ -21,9 +21,12 @@ from planners.graphs import PlanGraphs
 from planners.objectives import goal_objective, policy_proposals, reward_objective
 from planners.precision import warn_if_bfloat16_is_slow
 
-__all__ = ["MPCController", "PRECISIONS", "as_observation_batch", "resolve_device"]
+__all__ = ["MPCController", "PLANNING_PRECISIONS", "PRECISIONS", "as_observation_batch", "resolve_device"]
 
-PRECISIONS = ("float32", "tf32", "bfloat16")
+# Precisions of model arithmetic that training (autocast) and planning share.
+PRECISIONS = ("float32", "bfloat16")
+# Planning also takes TF32 tensor-core matrix products (CUDA only; float32 on a CPU).
+PLANNING_PRECISIONS = ("float32", "tf32", "bfloat16")
 
 # A custom objective: (model, z [B, *Z], z_goal [B, *Z] or None) -> objective.
 ObjectiveFactory = Callable[[Any, Tensor, "Tensor | None"], Objective]
@@ -161,8 +164,8 @@ class MPCController:
         precision: str = "float32",
         cuda_graph: bool = False,
     ) -> None:
-        if precision not in PRECISIONS:
-            raise ValueError(f"precision={precision!r} must be one of {PRECISIONS}")
+        if precision not in PLANNING_PRECISIONS:
+            raise ValueError(f"precision={precision!r} must be one of {PLANNING_PRECISIONS}")
         for method in ("next", "reward") if objective == "reward" else ("next",):
             if not callable(getattr(model, method, None)):
                 raise TypeError(f"model {type(model).__name__} has no {method}() method; a model needs encode, next and reward")
