@@ -931,7 +931,9 @@ def load_trained_dinowm(
 
     A model trained on the official encoder needs its weight file: `encoder_weights`, or
     the path recorded in the checkpoint when that file exists. A model trained on a random
-    encoder rebuilds that same encoder from the recorded seed (`random_encoder`).
+    encoder rebuilds that same encoder from the recorded seed (`random_encoder`). The
+    file's `planning` entry, when it has one, becomes `model.planning` (the goal
+    objective's settings to use where no flag says otherwise).
 
     Args:
         path: the model file.
@@ -954,7 +956,11 @@ def load_trained_dinowm(
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # the checkpoint says so; the trainer warned at training time
             encoder = random_encoder(config, int(ckpt["random_encoder_seed"]), device=device)
-    return DinoWM.from_checkpoint(ckpt, encoder=encoder, encoder_weights=encoder_weights, device=device)
+    model = DinoWM.from_checkpoint(ckpt, encoder=encoder, encoder_weights=encoder_weights, device=device)
+    # The goal-objective settings this file plans best with (a shipped file records them;
+    # see training.run_export.ship_dinowm); command-line flags override them.
+    model.planning = dict(ckpt.get("planning") or {})
+    return model
 
 
 # -- the registry's entry points (models.registry) ------------------------------------------

@@ -294,6 +294,7 @@ register(ModelSpec(
     prepare="training.goal_mpc:prepare_planning",
     load="models.dino_wm:load_for_planning",
     default_planner="cem",
+    shipped="dinowm-{task}.pt",
     plan_options=(
         Option("encoder_weights", "the DINOv2 weight file (e.g. dinov2_vits14_pretrain.pth); nothing is downloaded"),
         Option("env_steps", "env steps each goal gets (default 50)", int),

@@ -72,7 +72,7 @@ MISTAKES = [
     (["--task", "point_mass-goal", "--goal", "goal.png"], "--goal images need a goal-conditioned learned model"),
     (["--mode", "actor"], "--mode is an option of --model rssm, not of --model told"),
     (["--model", "rssm", "--max-steps", "2"], "--model rssm needs --checkpoint"),
-    (["--model", "dinowm", "--task", "reacher-pose"], "--model dinowm needs --checkpoint"),
+    (["--model", "dinowm", "--task", "reacher-pose"], "no DINO-WM checkpoint ships for reacher-pose"),
     (["--task", "toy-pendulum", "--video", "episode.avi"], "video path 'episode.avi' must end in one of"),
     (["--task", "toy-pendulum", "--video", "episode.gif"], "toy-pendulum has no renderer"),
     (["train", "--task", "nowhere-run"], "nowhere-run"),

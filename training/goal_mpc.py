@@ -686,18 +686,25 @@ def prepare_planning(request: Any) -> Any:
     the goal (the task's own measure)."""
     import envs
     from models.loading import load
-    from models.planning import PlanSetup
+    from models.planning import CHECKPOINT_DIR, PlanSetup, shipped_checkpoint
+    from models.registry import get
     from training.datasets import sample_goals
     from training.evaluation import EpisodeRecord
 
-    if request.checkpoint is None:
-        raise ValueError("--model dinowm needs --checkpoint runs/<run>/model.pt (train one with "
-                         "`run_planning.py train --model dinowm`)")
+    checkpoint = request.checkpoint
+    if checkpoint is None:
+        checkpoint = shipped_checkpoint(get("dinowm").shipped or "", request.task)
+        if not checkpoint.is_file():
+            shipped = sorted(p.name for p in CHECKPOINT_DIR.glob("dinowm-*.pt"))
+            raise ValueError(f"no DINO-WM checkpoint ships for {request.task} (shipped: {shipped}); pass --checkpoint "
+                             "runs/<run>/model.pt (train one with `run_planning.py train --model dinowm`)")
     if request.goal is not None:
         raise ValueError("--goal files are not supported for dinowm yet; goals are drawn from the task (see --episodes)")
-    options = request.options
-    model = load(request.checkpoint, device=request.device, expect="dinowm",
-                 encoder_weights=options.get("encoder_weights"))
+    model = load(checkpoint, device=request.device, expect="dinowm",
+                 encoder_weights=request.options.get("encoder_weights"))  # fmt: skip
+    # Flags win; then what the model file recommends (a shipped file records the goal
+    # objective it was measured with); then the paper's defaults below.
+    options = {**getattr(model, "planning", {}), **request.options}
     explicit = dict(request.overrides)
     # The paper's CEM (300 x 30) takes minutes per call on a CPU; flags still win.
     on_cpu = request.device.type == "cpu"
@@ -720,7 +727,7 @@ def prepare_planning(request: Any) -> Any:
     description = (f"{request.episodes} goals, planner {config.planner} (horizon {config.horizon}, "
                    f"{config.num_samples} samples, {config.num_elites} elites, {config.iterations} iterations"
                    f"{budget_note}; objective {config.objective_description}), "
-                   f"model dinowm ({model.config.image_size} px)")
+                   f"model dinowm ({model.config.image_size} px, {checkpoint})")
     out = request.out if request.out is not None else Path("runs") / f"{request.task}-{request.planner}-dinowm"
 
     def run(on_record: Callable[[Any], None]) -> list[Any]:

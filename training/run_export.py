@@ -18,9 +18,12 @@ from typing import Any
 
 import torch
 
-from models.checkpoints import atomic_torch_save, atomic_write
+from models.checkpoints import atomic_torch_save, atomic_write, read_family
 
-__all__ = ["env_steps", "read_training_checkpoint", "ship_rssm_run", "write_acting_files"]
+__all__ = ["env_steps", "read_training_checkpoint", "ship_dinowm", "ship_rssm_run", "write_acting_files"]
+
+# The goal-objective settings a shipped DINO-WM file may record (run_planning.py's flags).
+DINOWM_PLANNING_KEYS = ("goal_objective", "proprio_positions", "goal_alpha", "goal_at_rest")
 
 
 def read_training_checkpoint(folder: str | Path, model: str | None = None) -> dict[str, Any]:
@@ -95,3 +98,56 @@ def ship_rssm_run(run: str | Path, checkpoints_dir: str | Path, command: str = "
     text = json.dumps(summary, indent=1, default=str) + "\n"
     atomic_write(written[-1], lambda tmp: Path(tmp).write_text(text))
     return written
+
+
+def ship_dinowm(model_file: str | Path, checkpoints_dir: str | Path, planning: dict[str, Any], command: str = "") -> Path:
+    """Copy a DINO-WM `model.pt` to <checkpoints_dir>/dinowm-<task>.pt with `planning`, the
+    goal-objective settings that planning with it uses unless flags say otherwise
+    (keys: goal_objective, proprio_positions, goal_alpha, goal_at_rest).
+
+    Raises:
+        ValueError: not a DINO-WM model file, or an unknown planning key.
+    """
+    unknown = sorted(set(planning) - set(DINOWM_PLANNING_KEYS))
+    if unknown:
+        raise ValueError(f"unknown planning setting(s) {unknown}; accepted: {list(DINOWM_PLANNING_KEYS)}")
+    family, state = read_family(model_file)
+    if family != "dinowm" or "state_dict" not in state or state.get("kind") == "training":
+        raise ValueError(f"{model_file} is not a DINO-WM model file (a run's model.pt)")
+    target = Path(checkpoints_dir) / f"dinowm-{state['task']}.pt"
+    target.parent.mkdir(parents=True, exist_ok=True)
+    atomic_torch_save({**state, "planning": dict(planning), "shipped_from": str(model_file), "command": command}, target)
+    return target
+
+
+def main(argv: list[str] | None = None) -> None:
+    """`python -m training.run_export dinowm RUN/model.pt [--goal-objective all] [--proprio-positions]`."""
+    import argparse
+    import sys
+
+    parser = argparse.ArgumentParser(prog="python -m training.run_export", description="Ship a trained model file.")
+    sub = parser.add_subparsers(dest="family", required=True)
+    dinowm = sub.add_parser("dinowm", help="copy a DINO-WM model.pt to checkpoints/dinowm-<task>.pt")
+    dinowm.add_argument("model_file", type=Path)
+    dinowm.add_argument("--checkpoints", type=Path, default=Path("checkpoints"))
+    dinowm.add_argument("--goal-objective", choices=("last", "all"), default=None)
+    dinowm.add_argument("--proprio-positions", action="store_true")
+    dinowm.add_argument("--goal-alpha", type=float, default=None)
+    args = parser.parse_args(argv)
+    planning: dict[str, Any] = {}
+    if args.goal_objective is not None:
+        planning["goal_objective"] = args.goal_objective
+    if args.proprio_positions:
+        planning["proprio_positions"] = True
+    if args.goal_alpha is not None:
+        planning["goal_alpha"] = args.goal_alpha
+    command = "python -m training.run_export " + " ".join(sys.argv[1:] if argv is None else argv)
+    try:
+        target = ship_dinowm(args.model_file, args.checkpoints, planning, command=command)
+    except (OSError, ValueError, RuntimeError) as error:
+        parser.exit(2, f"error: {error}\n")
+    print(f"wrote {target} ({target.stat().st_size / 1e6:.1f} MB), planning with {planning or 'the defaults'}")
+
+
+if __name__ == "__main__":
+    main()
