@@ -150,7 +150,7 @@ class PlanGraphs:
         mean, std, kept = planner._initial_distribution(warm_start, b, self.device, centre)
         key = _signature(z, z_goal, mean, kept, proposals)
         if key not in self._recorded:
-            self._recorded[key] = self._record(key, z, z_goal, mean, std, kept, proposals, low, high)
+            self._recorded[key] = self._record(z, z_goal, mean, std, kept, proposals, low, high)
         rec = self._recorded[key]
         if rec is None:
             return self._eager(z, z_goal, warm_start, proposals)
@@ -181,7 +181,6 @@ class PlanGraphs:
 
     def _record(
         self,
-        key: tuple[Any, ...],
         z: Tensor,
         z_goal: Tensor | None,
         mean: Tensor,
