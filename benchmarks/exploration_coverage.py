@@ -79,7 +79,8 @@ def main() -> None:
         "action_repeat": repeat,
         "env_steps": env_steps,
         "bins": "cart position (20 over [-2, 2]) x pole angle (20): 400",
-        "curve": [{"env_steps": int(c) * repeat, "disagreement": int(v), "random": int(r)}
+        # Observations include each episode's first one: scale their count to env steps.
+        "curve": [{"env_steps": round(int(c) * env_steps / len(explored)), "disagreement": int(v), "random": int(r)}
                   for c, v, r in zip(counts, visited, visited_random)],  # fmt: skip
         # How the data is spread within the bins: swing-up needs the upright states and
         # fast pole motion, which position x angle bins alone do not weigh.
