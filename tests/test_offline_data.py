@@ -233,6 +233,13 @@ def test_feature_cache_round_trips_resumes_and_refuses_another_encoder(tmp_path,
     with pytest.raises(ValueError, match="not by this encoder"):
         load_cached_features(noisy, folder, encoder=pooled_model)
 
+    # a damaged shard (written atomically, so damaged afterwards) is encoded again, with a warning
+    shard = folder / "shard-00001.npy"
+    shard.write_bytes(shard.read_bytes()[:100])
+    with pytest.warns(UserWarning, match=r"shard-00001\.npy.*; encoding it again"):
+        again = cache_features(noisy, model, batch_size=4)
+    np.testing.assert_allclose(again.trajectory(2).astype(np.float32), expected[2], rtol=2e-3, atol=2e-3)
+
     other = tiny_model(seed=1)  # the same architecture, other random weights
     with pytest.raises(ValueError, match=r"made by encoder \[tiny .*fingerprint [0-9a-f]+, float32\], not by this encoder \[tiny"):
         cache_features(noisy, other, out_dir=folder)

@@ -21,6 +21,7 @@ import dataclasses
 import hashlib
 import os
 import re
+import warnings
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -230,7 +231,10 @@ def cache_features(
                 if bar is not None:
                     bar.update(1)
                 continue
-            except ValueError:
+            except ValueError as error:
+                # Written atomically, so a bad shard was damaged after the fact: encode it again.
+                found = str(error).split("; delete it")[0]  # the advice is what happens here
+                warnings.warn(f"{found}; encoding it again", UserWarning, stacklevel=2)
                 path.unlink()
         images = dataset.load_shard(shard, ["images"])["images"]  # [n, T+1, 3, H, W]
         flat = images.reshape(-1, *images.shape[2:])  # [n * (T+1), 3, H, W]
