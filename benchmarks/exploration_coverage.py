@@ -6,8 +6,8 @@
 
 Reads the run's replay buffer (its newest checkpoint's), collects the same number of env
 steps with uniform random actions (same task, action repeat and episode length), and
-counts the bins of cart position x pole angle visited (`training.coverage`) as the data
-grows. Also copies the run's zero-shot evaluations. Writes
+counts the bins visited (`training.coverage`: cart position x pole angle for cartpole,
+fingertip position for reacher) as the data grows. Also copies the run's zero-shot evaluations. Writes
 benchmarks/results/exploration_coverage-<task>.json and a PNG of both curves.
 """
 
@@ -30,6 +30,21 @@ from benchmarks.machine import machine_info  # noqa: E402
 from benchmarks.results_io import write_json_result  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results"
+BINS = {"cartpole": "cart position x pole angle (20 x 20 bins: cart over [-2, 2], angle over [-pi, pi))",
+        "reacher": "fingertip position (20 x 20 bins over [-0.25, 0.25]^2)"}
+
+
+def spread(task: str, obs: np.ndarray) -> dict[str, float]:
+    """How the data lies within the bins: what position bins alone do not weigh."""
+    if task.startswith("cartpole"):
+        return {"upright_share (cos > 0.9)": round(float((obs[:, 1] > 0.9).mean()), 4),
+                "pole_angular_velocity_std": round(float(obs[:, 4].std()), 2),
+                "cart_near_wall_share (|x| > 1.5)": round(float((abs(obs[:, 0]) > 1.5).mean()), 4)}  # fmt: skip
+    from training.coverage import fingertip
+
+    radius = np.linalg.norm(fingertip(obs), axis=1)
+    return {"fingertip_radius_mean": round(float(radius.mean()), 4),
+            "joint_velocity_std": round(float(obs[:, 4:6].std()), 2)}  # fmt: skip
 
 
 def random_observations(task: str, action_repeat: int, agent_steps: int, seed: int) -> np.ndarray:
@@ -78,16 +93,13 @@ def main() -> None:
         "task": task,
         "action_repeat": repeat,
         "env_steps": env_steps,
-        "bins": "cart position (20 over [-2, 2]) x pole angle (20): 400",
+        "bins": BINS[task.split("-")[0]],
         # Observations include each episode's first one: scale their count to env steps.
         "curve": [{"env_steps": round(int(c) * env_steps / len(explored)), "disagreement": int(v), "random": int(r)}
                   for c, v, r in zip(counts, visited, visited_random)],  # fmt: skip
         # How the data is spread within the bins: swing-up needs the upright states and
         # fast pole motion, which position x angle bins alone do not weigh.
-        "spread": {name: {"upright_share (cos > 0.9)": round(float((o[:, 1] > 0.9).mean()), 4),
-                          "pole_angular_velocity_std": round(float(o[:, 4].std()), 2),
-                          "cart_near_wall_share (|x| > 1.5)": round(float((abs(o[:, 0]) > 1.5).mean()), 4)}
-                   for name, o in (("disagreement", explored), ("random", random))},  # fmt: skip
+        "spread": {name: spread(task, o) for name, o in (("disagreement", explored), ("random", random))},
         "zero_shot_evaluations": evals,
         "run_config": {k: config[k] for k in ("preset", "explore", "epochs", "horizon", "plan_beta") if k in config},
     }
@@ -108,7 +120,7 @@ def main() -> None:
     ax.plot(steps, [r["random"] for r in result["curve"]], label="random actions")
     ax.set_xlabel("env steps")
     ax.set_ylabel("visited bins (of 400)")
-    ax.set_title(f"{task}: cart position x pole angle")
+    ax.set_title(f"{task}: {BINS[task.split('-')[0]].split(' (')[0]}")
     ax.legend()
     fig.tight_layout()
     path = RESULTS / f"exploration_coverage-{task}.png"

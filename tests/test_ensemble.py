@@ -418,5 +418,19 @@ def test_state_coverage_bins_cart_position_and_pole_angle():
     assert len(set(bins.tolist())) == 3 and bins[1] == bins[3]
     counts, visited = coverage_curve("cartpole", np.array([down, up, far, up]), every=2)
     assert counts.tolist() == [2, 4] and visited.tolist() == [2, 3]
-    with pytest.raises(ValueError, match=r"no state binning for task 'walker-walk'; coverage is defined for \('cartpole',\)"):
+    with pytest.raises(ValueError, match=r"no state binning for task 'walker-walk'; coverage is defined for \('cartpole', 'reacher'\)"):
         state_bins("walker-walk", np.zeros((1, 24)))
+
+
+def test_reacher_coverage_bins_the_fingertip_by_forward_kinematics():
+    from training.coverage import fingertip, state_bins
+
+    straight_east = [0.0, 0.0, 0, 0, 0, 0]  # fingertip at (0.24, 0)
+    straight_north = [np.pi / 2, 0.0, 0, 0, 0, 0]  # (0, 0.24)
+    folded = [0.0, np.pi * 0.8, 0, 0, 0, 0]  # wrist bent: near the shoulder
+    obs = np.array([straight_east, straight_north, folded])
+    np.testing.assert_allclose(fingertip(obs)[:2], [[0.24, 0.0], [0.0, 0.24]], atol=1e-12)
+    assert np.linalg.norm(fingertip(obs)[2]) < 0.08
+    assert len(set(state_bins("reacher-easy", obs).tolist())) == 3
+    with pytest.raises(ValueError, match=r"reacher observations have shape \[T, 6\]; got \(1, 5\)"):
+        state_bins("reacher-easy", np.zeros((1, 5)))
