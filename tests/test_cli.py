@@ -39,7 +39,7 @@ def test_toy_task_runs_and_writes_csv_and_json(tmp_path):
         (["--task", "cartpole-swongup"], "Did you mean 'cartpole-swingup'"),
         (["--planner", "mpi", "--task", "toy-pendulum"], "unknown planner 'mpi'"),
         (["--model", "dreamer"], "unknown model 'dreamer'; choose one of"),
-        (["--model", "dinowm", "--task", "reacher-pose"], "--model dinowm needs --checkpoint"),
+        (["--model", "dinowm", "--task", "reacher-pose"], "no DINO-WM checkpoint ships for reacher-pose"),
         (["--model", "told", "--task", "walker-run"], "no TOLD checkpoint for walker-run"),
         (["--model", "oracle", "--checkpoint", "README.md"], "the oracle model has no weights and takes no --checkpoint"),
         (["--checkpoint", "nowhere.pt"], "checkpoint not found: nowhere.pt"),
