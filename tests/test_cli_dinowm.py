@@ -62,3 +62,15 @@ def test_dinowm_errors_are_one_line(tmp_path, capsys, monkeypatch):
     assert "no DINO-WM checkpoint ships for reacher-pose (shipped: []); pass --checkpoint" in capsys.readouterr().err
     assert run_planning.main(["train", "--model", "dinowm", "--task", "cartpole-swingup", "--out", str(tmp_path)]) == 2
     assert "dinowm trains on goal tasks" in capsys.readouterr().err
+
+
+def test_the_shipped_point_mass_model_plans_from_the_repository(tmp_path, capsys):
+    # checkpoints/dinowm-point_mass-goal.pt: a fresh clone reaches goal images with no training.
+    code = run_planning.main(["--model", "dinowm", "--task", "point_mass-goal", "--episodes", "1", "--samples", "16",
+                              "--elites", "4", "--iterations", "2", "--env-steps", "10", "--out", str(tmp_path),
+                              "--no-progress"])  # fmt: skip
+    assert code == 0
+    printed = capsys.readouterr().out
+    assert "the shipped checkpoint checkpoints/dinowm-point_mass-goal.pt" in printed
+    assert "objective all, proprio positions" in printed  # the setting the file records
+    assert len(list((tmp_path / "goals").glob("*.png"))) >= 1

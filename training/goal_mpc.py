@@ -692,8 +692,10 @@ def prepare_planning(request: Any) -> Any:
     from training.evaluation import EpisodeRecord
 
     checkpoint = request.checkpoint
+    source = str(checkpoint)
     if checkpoint is None:
         checkpoint = shipped_checkpoint(get("dinowm").shipped or "", request.task)
+        source = f"the shipped checkpoint checkpoints/{checkpoint.name}"
         if not checkpoint.is_file():
             shipped = sorted(p.name for p in CHECKPOINT_DIR.glob("dinowm-*.pt"))
             raise ValueError(f"no DINO-WM checkpoint ships for {request.task} (shipped: {shipped}); pass --checkpoint "
@@ -727,7 +729,7 @@ def prepare_planning(request: Any) -> Any:
     description = (f"{request.episodes} goals, planner {config.planner} (horizon {config.horizon}, "
                    f"{config.num_samples} samples, {config.num_elites} elites, {config.iterations} iterations"
                    f"{budget_note}; objective {config.objective_description}), "
-                   f"model dinowm ({model.config.image_size} px, {checkpoint})")
+                   f"model dinowm ({model.config.image_size} px, {source})")
     out = request.out if request.out is not None else Path("runs") / f"{request.task}-{request.planner}-dinowm"
 
     def run(on_record: Callable[[Any], None]) -> list[Any]:
