@@ -223,7 +223,7 @@ def main() -> None:
     }
     if args.tdmpc2 is not None:
         result["tdmpc2"] = tdmpc2_rows(args.tdmpc2, 5 if size == "5M" else 1, device, repeats) if cuda else [
-            {"variant": "tdmpc2", "error": "TD-MPC2's agent runs on cuda:0 only"}]  # fmt: skip
+            {"variant": "tdmpc2", "error": "TD-MPC2's agent runs on a CUDA device only"}]  # fmt: skip
     b1 = result["act_b1"] + result.get("tdmpc2", [])
     result["ratios"] = {
         "b1 eager / cuda_graph": ratio(b1, "cuda_graph", "eager"),

@@ -211,12 +211,17 @@ class SamplingPlanner(Generic[ConfigT]):
             )
 
         mean, std, kept = self._initial_distribution(warm_start, b, device, centre)
-        actions, mean, std, kept, best_return = self.optimise(objective, mean, std, kept, proposals, low, high, generator)
+        return self.result(*self.optimise(objective, mean, std, kept, proposals, low, high, generator), centre=centre)
+
+    def result(
+        self, actions: Tensor, mean: Tensor, std: Tensor, kept: Tensor | None, best_return: Tensor, centre: Tensor
+    ) -> PlanResult:
+        """The PlanResult of `optimise`'s outputs, with the warm start (shifted one step,
+        its freed last step filled with `centre` [A]) when the config uses one."""
+        cfg = self.config
         warm = None
         if cfg.use_warm_start:
-            warm = WarmStart(
-                mean=mean, std=std, elites=kept, fill_mean=centre, fill_std=cfg.init_std
-            ).shift(1)
+            warm = WarmStart(mean=mean, std=std, elites=kept, fill_mean=centre, fill_std=cfg.init_std).shift(1)
         return PlanResult(
             action=actions[:, 0], actions=actions, mean=mean, std=std, best_return=best_return, warm_start=warm
         )

@@ -103,18 +103,16 @@ class PlanGraphs:
         self.generators = tuple(unique.values())
         self.device = device
         self.capture = capture and device.type == "cuda"
+        # Asked to record where nothing can be recorded: plain eager planning.
+        self._eager_only = capture and not self.capture
         self.warmup = warmup
         self.max_graphs = max_graphs
         self._recorded: dict[tuple[Any, ...], _Recorded | None] = {}  # None: this signature runs eagerly
         self._warned: set[str] = set()
-        if capture and device.type != "cuda":
+        if self._eager_only:
             self._warn_once(
                 "device", f"cuda_graph=True needs a CUDA device; planning on {device} runs eagerly (same actions)"
             )
-            self.capture = False
-            self._eager_only = True
-        else:
-            self._eager_only = False
 
     @property
     def num_graphs(self) -> int:
@@ -166,12 +164,7 @@ class PlanGraphs:
         # Copies: the next replay overwrites the graph's output memory.
         actions, mean, std, kept_out, best_return = (None if t is None else t.clone() for t in outputs)
         assert actions is not None and mean is not None and std is not None and best_return is not None
-        warm = None
-        if planner.config.use_warm_start:
-            warm = WarmStart(mean=mean, std=std, elites=kept_out, fill_mean=centre,
-                             fill_std=planner.config.init_std).shift(1)  # fmt: skip
-        return PlanResult(action=actions[:, 0], actions=actions, mean=mean, std=std, best_return=best_return,
-                          warm_start=warm)  # fmt: skip
+        return planner.result(actions, mean, std, kept_out, best_return, centre=centre)
 
     def _eager(
         self, z: Tensor, z_goal: Tensor | None, warm_start: WarmStart | None, proposals: Tensor | None
