@@ -22,16 +22,27 @@ Two questions it answers, each as seconds per update and hours of updates per ru
 Random weights and random batches: the work per update does not depend on what the model
 has learned. Each setting runs `--warmup` untimed updates, then the median of `--repeats`.
 
-`--compare` times the dreamer recipe's update three ways, each in its own fresh process,
-interleaved round by round (machines drift, so the ways are measured side by side):
+`--compare` times the dreamer recipe's update several ways, each in its own fresh process,
+interleaved round by round (machines drift, so the ways are measured side by side).
+`--variants` picks them (default: the float32 and the bfloat16 actor-critic rows):
 
 - "dense": the actor-critic's first layers as dense products over the one-hot latents
   (`BehaviorConfig(sparse_onehot=False)`, the implementation before `models.onehot_linear`);
 - "gathering": the gathering first layers (the default);
 - "gathering + kept memory": the same with `training.allocator.keep_freed_memory()`, as
-  `run_planning.py train` runs on CPU.
+  `run_planning.py train` runs on CPU: the float32 update a run makes;
+- "gathering + kept memory + bfloat16 actor-critic": the same with the actor-critic under
+  bfloat16 autocast (`--precision bfloat16`; the world model stays float32). Fast only on
+  CPUs with AMX or AVX512-BF16 instructions.
 
-It writes rssm_update_cost_compare.json with the medians and the ratios to "dense".
+`--baseline PATH` adds the "gathering + kept memory" row of another checkout (say, a
+`git worktree` of an earlier revision), run by that checkout's own copy of this script:
+
+    git worktree add /tmp/before <revision>
+    python benchmarks/rssm_update_cost.py --compare --baseline /tmp/before --threads 2 --rounds 5
+
+It writes `--out` (default rssm_update_cost_compare.json) with every sample, the medians
+and the ratios to the first row.
 """
 
 from __future__ import annotations
@@ -97,10 +108,18 @@ def world_model_step(model: torch.nn.Module, batch: dict[str, torch.Tensor], lr:
     return step
 
 
-VARIANTS = {"dense": (False, False), "gathering": (True, False), "gathering + kept memory": (True, True)}
+# name: (sparse_onehot, keep_freed_memory, actor-critic precision)
+VARIANTS = {
+    "dense": (False, False, "float32"),
+    "gathering": (True, False, "float32"),
+    "gathering + kept memory": (True, True, "float32"),
+    "gathering + kept memory + bfloat16 actor-critic": (True, True, "bfloat16"),
+}
+DEFAULT_COMPARED = ("gathering + kept memory", "gathering + kept memory + bfloat16 actor-critic")
+BASELINE_VARIANT = "gathering + kept memory"
 
 
-def dreamer_update_seconds(sparse_onehot: bool, warmup: int, repeats: int) -> dict[str, float]:
+def dreamer_update_seconds(sparse_onehot: bool, warmup: int, repeats: int, precision: str = "float32") -> dict[str, float]:
     """Median seconds of the dreamer recipe's world-model step and actor-critic step."""
     from models.behavior import ActorCritic, BehaviorConfig
     from models.rssm import RSSM, RSSMConfig
@@ -110,7 +129,7 @@ def dreamer_update_seconds(sparse_onehot: bool, warmup: int, repeats: int) -> di
     torch.manual_seed(0)
     model = RSSM(RSSMConfig.dreamerv3("state", (5,), 1, free_nats=recipe["free_nats"]))
     batch = random_batch((5,), 1, recipe["batch_size"], recipe["chunk_length"], pixels=False)
-    learner = ActorCritic.for_model(model, BehaviorConfig.dreamerv3(sparse_onehot=sparse_onehot))
+    learner = ActorCritic.for_model(model, BehaviorConfig.dreamerv3(sparse_onehot=sparse_onehot, precision=precision))
     step = world_model_step(model, batch, recipe["lr"], recipe["adam_eps"])
     posterior = model.loss(batch).posterior.detach()
     world, behavior = [], []
@@ -128,30 +147,43 @@ def dreamer_update_seconds(sparse_onehot: bool, warmup: int, repeats: int) -> di
 
 
 def compare(args: argparse.Namespace) -> None:
-    """The VARIANTS, each in a fresh process, interleaved over `--rounds` rounds."""
-    samples: dict[str, list[dict[str, float]]] = {name: [] for name in VARIANTS}
+    """The chosen VARIANTS (and the baseline checkout's row), each in a fresh process,
+    interleaved over `--rounds` rounds."""
+    rows_to_run: dict[str, Path] = {}
+    if args.baseline:
+        baseline = Path(args.baseline).resolve()
+        if not (baseline / "benchmarks" / "rssm_update_cost.py").is_file():
+            raise SystemExit(f"--baseline {args.baseline}: no benchmarks/rssm_update_cost.py there; pass a checkout")
+        rows_to_run[f"baseline ({baseline.name}): {BASELINE_VARIANT}"] = baseline
+    for name in args.variants:
+        rows_to_run[name] = ROOT
+    samples: dict[str, list[dict[str, float]]] = {name: [] for name in rows_to_run}
     for r in range(args.rounds):
-        for name in VARIANTS:
-            cmd = [sys.executable, __file__, "--one", name, "--threads", str(args.threads),
-                   "--warmup", str(args.warmup), "--repeats", str(args.repeats)]  # fmt: skip
-            out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
+        for name, checkout in rows_to_run.items():
+            variant = BASELINE_VARIANT if checkout != ROOT else name
+            cmd = [sys.executable, str(checkout / "benchmarks" / "rssm_update_cost.py"), "--one", variant,
+                   "--threads", str(args.threads), "--warmup", str(args.warmup), "--repeats", str(args.repeats)]  # fmt: skip
+            out = subprocess.run(cmd, check=True, capture_output=True, text=True, cwd=checkout).stdout
             samples[name].append(json.loads(out.strip().splitlines()[-1]))
             print(f"round {r + 1}, {name}: {samples[name][-1]}", flush=True)
     rows = {}
     for name, runs in samples.items():
         rows[name] = {k: round(statistics.median(s[k] for s in runs), 3) for k in runs[0]}
-    base = rows["dense"]["update_s"]
+    first = next(iter(rows))
+    base = rows[first]["update_s"]
     for name, row in rows.items():
-        row["speedup_vs_dense"] = round(base / row["update_s"], 2)
+        row["speedup_vs_first"] = round(base / row["update_s"], 2)
         row["hours_per_100k"] = round(row["update_s"] * 25_000 / 3600, 1)
         print(f"{name}: {row}", flush=True)
-    write_json_result(args.results_dir, "rssm_update_cost_compare.json", {
+    write_json_result(args.results_dir, args.out, {
         "command": "python benchmarks/rssm_update_cost.py " + " ".join(sys.argv[1:]),
         "machine": machine_info(),
         "benchmark": ("the dreamer recipe's update (world model on 16 x 64 state sequences, then the actor-critic "
-                      "imagining 15 steps from 1,024 starts), three implementations, fresh process each, interleaved"),
+                      "imagining 15 steps from 1,024 starts), fresh process each, interleaved"),
         "settings": {"threads": args.threads, "rounds": args.rounds, "warmup": args.warmup, "repeats": args.repeats},
-        "variants": {name: {"sparse_onehot": s, "keep_freed_memory": k} for name, (s, k) in VARIANTS.items()},
+        "variants": {name: {"sparse_onehot": s, "keep_freed_memory": k, "actor_critic_precision": p}
+                     for name, (s, k, p) in VARIANTS.items() if name in rows_to_run or name == BASELINE_VARIANT},
+        "baseline_checkout": str(args.baseline) if args.baseline else None,
         "samples": samples,
         "median": rows,
         "target": {"cpu_update_s": 1.5},
@@ -164,7 +196,11 @@ def main() -> None:
     p.add_argument("--repeats", type=int, default=2)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--results-dir", default=str(RESULTS))
-    p.add_argument("--compare", action="store_true", help="dense against gathering layers, side by side")
+    p.add_argument("--compare", action="store_true", help="implementations of the dreamer update, side by side")
+    p.add_argument("--variants", nargs="+", choices=tuple(VARIANTS), default=list(DEFAULT_COMPARED),
+                   help="--compare: the rows of this checkout")
+    p.add_argument("--baseline", help="--compare: a checkout of another revision, timed in the same rounds")
+    p.add_argument("--out", default="rssm_update_cost_compare.json", help="--compare: the results file")
     p.add_argument("--rounds", type=int, default=3, help="--compare: interleaved rounds")
     p.add_argument("--one", choices=tuple(VARIANTS), help=argparse.SUPPRESS)  # one --compare sample, as JSON
     args = p.parse_args()
@@ -173,12 +209,12 @@ def main() -> None:
                 f"--rounds {args.rounds} >= 1")  # fmt: skip
     torch.set_num_threads(args.threads)
     if args.one:
-        sparse, keep = VARIANTS[args.one]
+        sparse, keep, precision = VARIANTS[args.one]
         if keep:
             from training.allocator import keep_freed_memory
 
             keep_freed_memory()
-        print(json.dumps(dreamer_update_seconds(sparse, args.warmup, args.repeats)))
+        print(json.dumps(dreamer_update_seconds(sparse, args.warmup, args.repeats, precision)))
         return
     if args.compare:
         compare(args)
