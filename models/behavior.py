@@ -182,7 +182,8 @@ class BehaviorConfig:
             states' one-hot part by gathering weight columns (`models.onehot_linear`)
             rather than by a dense product with a 97%-zero matrix. Values and gradients
             equal the dense ones up to float summation order; False computes them densely
-            (the reference the fast path is tested against).
+            (the reference the fast path is tested against). Under bfloat16 the gathered
+            sums stay float32 and the remaining dense products run in bfloat16.
     """
 
     horizon: int = 15
@@ -750,9 +751,7 @@ class ActorCritic(nn.Module):
             # REINFORCE needs no gradient through the dynamics; cutting it saves the work.
             return action.detach() if c.actor_grad == "reinforce" else action
 
-        # The gathering first layers are float32 only; under bfloat16 autocast the dense
-        # layers already run at the low precision.
-        parts = c.sparse_onehot and c.precision == "float32" and start.index is not None
+        parts = c.sparse_onehot and start.index is not None
         with self.autocast():
             states, _ = world_model.imagine_with_policy(start, policy_fn, c.horizon, feature_parts=parts, time_major=True)
             if parts:

@@ -85,30 +85,46 @@ class _OneHotLinear(torch.autograd.Function):
     """y = dense @ w_dense^T + onehot @ w_onehot^T + bias, for `onehot` one-hot at `index`.
 
     Inputs (2-D): dense [M, D], onehot [M, S*C], index [M, S] (flat: group * C + class),
-    w_dense [O, D], w_onehot [O, S*C], bias [O] or None -> [M, O].
+    w_dense [O, D], w_onehot [O, S*C], bias [O] or None -> [M, O] in the weights' dtype.
+
+    `compute_dtype` is the dtype of the matrix products (the weights' own, or autocast's
+    bfloat16 / float16): their operands are cast to it, as autocast casts a Linear's, and
+    they accumulate in float32. The gathered sums and the one-hot weight gradient are
+    exact sums of weights and stay in the weights' dtype.
     """
 
     @staticmethod
-    def forward(ctx, dense, onehot, flat_index, w_dense, w_onehot, bias):  # type: ignore[override]
+    def forward(ctx, dense, onehot, flat_index, w_dense, w_onehot, bias, compute_dtype):  # type: ignore[override]
         # The one-hot product is the sum of the selected columns of w_onehot. embedding_bag
         # wants its table [S*C, O] contiguous (a strided one is several times slower).
         out = F.embedding_bag(flat_index, w_onehot.t().contiguous(), mode="sum")
         if bias is not None:
             out.add_(bias)
-        # The dense product accumulates in place into the gathered sum (out-of-place addmm
-        # would first copy the [M, O] sum).
-        out.addmm_(dense, w_dense.t())
+        if compute_dtype == out.dtype and dense.dtype == out.dtype:
+            # The dense product accumulates in place into the gathered sum (out-of-place
+            # addmm would first copy the [M, O] sum).
+            out.addmm_(dense, w_dense.t())
+        else:
+            out.add_(dense.to(compute_dtype) @ w_dense.to(compute_dtype).t())
         ctx.save_for_backward(dense, flat_index, w_dense, w_onehot)
         ctx.has_bias = bias is not None
+        ctx.compute_dtype = compute_dtype
+        ctx.onehot_dtype = onehot.dtype
         return out
 
     @staticmethod
     def backward(ctx, grad):  # type: ignore[override]
         dense, flat_index, w_dense, w_onehot = ctx.saved_tensors
         need = ctx.needs_input_grad
-        grad_dense = grad @ w_dense if need[0] else None
-        grad_onehot = grad @ w_onehot if need[1] else None
-        grad_w_dense = grad.t() @ dense if need[3] else None
+        low = ctx.compute_dtype
+
+        def cast(t: Tensor) -> Tensor:
+            return t if t.dtype == low else t.to(low)
+
+        g = cast(grad)
+        grad_dense = (g @ cast(w_dense)).to(dense.dtype) if need[0] else None
+        grad_onehot = (g @ cast(w_onehot)).to(ctx.onehot_dtype) if need[1] else None
+        grad_w_dense = (g.t() @ cast(dense)).to(w_dense.dtype) if need[3] else None
         grad_w_onehot = None
         if need[4]:
             m, s = flat_index.shape
@@ -119,16 +135,25 @@ class _OneHotLinear(torch.autograd.Function):
                 (w_onehot.shape[1], m),
                 check_invariants=False,
             )  # [S*C, M]: the one-hot inputs, transposed
-            grad_w_onehot = torch.sparse.mm(selection, grad).t()
+            grad_w_onehot = torch.sparse.mm(selection, grad).t().to(w_onehot.dtype)
         grad_bias = grad.sum(0) if ctx.has_bias and need[5] else None
-        return grad_dense, grad_onehot, None, grad_w_dense, grad_w_onehot, grad_bias
+        return grad_dense, grad_onehot, None, grad_w_dense, grad_w_onehot, grad_bias, None
 
 
 def onehot_linear(
-    dense: Tensor, onehot: Tensor, index: Tensor, w_dense: Tensor, w_onehot: Tensor, bias: Tensor | None
+    dense: Tensor,
+    onehot: Tensor,
+    index: Tensor,
+    w_dense: Tensor,
+    w_onehot: Tensor,
+    bias: Tensor | None,
+    compute_dtype: torch.dtype | None = None,
 ) -> Tensor:
     """A linear map of concat(dense, onehot) (in whatever column order the weights were
     sliced from) with the one-hot part computed by gathering.
+
+    `compute_dtype` (default: the weights' dtype) is the dtype of the dense matrix
+    products; the output has the weights' dtype.
 
     Shapes:
         dense [..., D], onehot [..., S * C] one-hot at index [..., S] (int64 classes),
@@ -140,23 +165,36 @@ def onehot_linear(
     offsets = torch.arange(groups, device=index.device) * classes
     flat_index = (index.reshape(-1, groups) + offsets).contiguous()
     out = _OneHotLinear.apply(dense.reshape(-1, dense.shape[-1]), onehot.reshape(-1, onehot.shape[-1]), flat_index,
-                              w_dense, w_onehot, bias)  # fmt: skip
+                              w_dense, w_onehot, bias, compute_dtype or w_dense.dtype)  # fmt: skip
     return out.reshape(*lead, out.shape[-1])
 
 
+_LOW_PRECISION = (torch.bfloat16, torch.float16)
+
+
 def _fast_path_applies(layer: nn.Module, x: OneHotFeature) -> bool:
-    # Under autocast the dense layer runs in the low precision autocast picks; the fast
-    # path is float32 only, so it steps aside and the dense layer does the work.
-    return (isinstance(layer, nn.Linear) and not torch.is_autocast_enabled(x.dense.device.type)
-            and x.dense.dtype == torch.float32 and layer.weight.dtype == torch.float32)  # fmt: skip
+    # float32 weights; the dense input in float32 or, under autocast, in its low precision.
+    if not isinstance(layer, nn.Linear) or layer.weight.dtype != torch.float32:
+        return False
+    device = x.dense.device.type
+    if torch.is_autocast_enabled(device):
+        return torch.get_autocast_dtype(device) in _LOW_PRECISION and x.dense.dtype in (torch.float32, *_LOW_PRECISION)
+    return x.dense.dtype == torch.float32
 
 
 def linear_on_feature(layer: nn.Linear, x: OneHotFeature) -> Tensor:
-    """`layer(x.tensor())`, computed with `onehot_linear`. [..., D + S*C] -> [..., O]."""
+    """`layer(x.tensor())`, computed with `onehot_linear`. [..., D + S*C] -> [..., O].
+
+    Under autocast the dense products run in autocast's dtype, as the Linear's would, and
+    the output stays float32 (the gathered part is an exact sum of float32 weights).
+    """
     if not _fast_path_applies(layer, x):
         return layer(x.tensor())
     d = x.dense.shape[-1]
-    return onehot_linear(x.dense, x.onehot, x.index, layer.weight[:, :d], layer.weight[:, d:], layer.bias)
+    device = x.dense.device.type
+    compute = torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else None
+    with torch.autocast(device, enabled=False):
+        return onehot_linear(x.dense, x.onehot, x.index, layer.weight[:, :d], layer.weight[:, d:], layer.bias, compute)
 
 
 def apply_mlp(net: nn.Sequential, x: Tensor | OneHotFeature) -> Tensor:

@@ -73,15 +73,27 @@ def test_mlp_and_feature_parts_helpers() -> None:
     torch.testing.assert_close(both.detach().tensor()[1], x[4:8].tensor())
 
 
-def test_autocast_falls_back_to_the_dense_layer() -> None:
+def test_autocast_gathers_with_low_precision_products() -> None:
+    """Under bfloat16 autocast the gathering layer is the autocast Linear to bfloat16
+    rounding, in values and in the gradients of its weights and inputs, and its output
+    stays float32 (the gathered part is an exact sum of float32 weights)."""
     torch.manual_seed(0)
-    layer = nn.Linear(3 + 8, 4)
-    _, sample, index = straight_through_sample(5, 2, 4, seed=4)
-    x = OneHotFeature(torch.randn(5, 3), sample, index)
+    layer = nn.Linear(6 + 4 * 8, 16)
+    logits, sample, index = straight_through_sample(64, 4, 8, seed=4)
+    dense = torch.randn(64, 6, requires_grad=True)
+    x = OneHotFeature(dense, sample, index)
     with torch.autocast("cpu", dtype=torch.bfloat16):
         got, expected = linear_on_feature(layer, x), layer(x.tensor())
-    assert got.dtype == torch.bfloat16
-    assert torch.equal(got, expected)
+    assert got.dtype == torch.float32 and expected.dtype == torch.bfloat16
+    torch.testing.assert_close(got, expected.float(), rtol=2e-2, atol=2e-2)
+    weights = torch.randn(64, 16)
+    grads = torch.autograd.grad((got * weights).sum(), [layer.weight, layer.bias, dense, logits])
+    expected_grads = torch.autograd.grad((expected.float() * weights).sum(), [layer.weight, layer.bias, dense, logits])
+    for a, b in zip(grads, expected_grads):
+        assert a.dtype == b.dtype == torch.float32
+        torch.testing.assert_close(a, b, rtol=3e-2, atol=3e-2)
+    # Not the float32 layer: the products really ran in bfloat16.
+    assert not torch.allclose(got, layer(x.tensor()), rtol=1e-6, atol=1e-6)
 
 
 def test_discrete_states_carry_their_classes() -> None:
