@@ -23,8 +23,9 @@ recipe_settings`: V3's world model on PlaNet's sizes, action repeat 2, 16 x 64 b
 updates per episode for V3's train ratio of 512, V3's actor-critic, and in planner+actor
 the critic's value at the end of every CEM candidate), in .../rssm-<task>-<obs>-<mode>-
 dreamer-s<seed>/. PlaNet's recipe levels off near 400 on cartpole-swingup; this is the one
-meant for DreamerV3's targets. It is a GPU job: an update costs 8-13 s on this CPU
-(benchmarks/rssm_update_cost.py), 57-90 h per 100k env steps:
+meant for DreamerV3's targets. An update costs about 2.2 s on 2 CPU cores in float32 and
+1.6 s with `--precision bfloat16` on a CPU with AMX (benchmarks/rssm_update_cost.py
+--compare), 11-15 h of updates per 100k env steps; on a GPU:
 
     python benchmarks/planet_learning.py run --task cartpole-swingup --mode actor --recipe dreamer --device cuda
     python benchmarks/planet_learning.py run --task cartpole-swingup --mode planner+actor --recipe dreamer --device cuda
