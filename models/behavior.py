@@ -183,7 +183,8 @@ class BehaviorConfig:
             rather than by a dense product with a 97%-zero matrix. Values and gradients
             equal the dense ones up to float summation order; False computes them densely
             (the reference the fast path is tested against). Under bfloat16 the gathered
-            sums stay float32 and the remaining dense products run in bfloat16.
+            sums stay float32, the remaining dense products run in bfloat16, and the
+            first layers' outputs are float32 (the dense layers' would be bfloat16).
     """
 
     horizon: int = 15

@@ -89,8 +89,9 @@ class _OneHotLinear(torch.autograd.Function):
 
     `compute_dtype` is the dtype of the matrix products (the weights' own, or autocast's
     bfloat16 / float16): their operands are cast to it, as autocast casts a Linear's, and
-    they accumulate in float32. The gathered sums and the one-hot weight gradient are
-    exact sums of weights and stay in the weights' dtype.
+    each product is rounded to it, as the Linear's would be. The gathered sums and the
+    one-hot weight gradient are sums of weights and stay in the weights' dtype, and so
+    does the output (so the layers after it, a LayerNorm first, see float32).
     """
 
     @staticmethod

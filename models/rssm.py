@@ -103,9 +103,10 @@ _ARCHITECTURE_FIELDS = (
 
 # ---------------------------------------------------------------------------- sampling
 
-# Dtypes for which the vectorised draw below reproduces `Tensor.exponential_` bit for bit
-# on the CPU (float64 is not among them: there the two log1p implementations differ in the
-# last bit).
+# Dtypes for which the vectorised draw below reproduces `Tensor.exponential_` on the CPU.
+# The vectorised and the scalar float64 log1p differ in the last bit for some inputs; once
+# rounded to float32 or bfloat16 that almost never shows (no difference in the tests'
+# tens of millions of draws), but in float64 it would, so float64 keeps exponential_.
 _FAST_EXPONENTIAL_DTYPES = (torch.float32, torch.bfloat16)
 
 
@@ -118,13 +119,15 @@ def exponential_noise(
     -log1p(-u), one entry at a time; for the categorical draws of a DreamerV3 update that
     serial loop took a fifth of the update's time. The same uniforms from `torch.rand`
     (the same stream, in the same order) and a vectorised log1p give the same values in
-    float32 and bfloat16, several times faster (`tests/test_rssm_fast_update.py` checks
-    the values and the generator's state after). Elsewhere this is `exponential_`.
+    float32 and bfloat16 (except, in principle, a last-bit difference where the two log1p
+    implementations round differently at a float32 rounding boundary: rarer than one in
+    10^8 draws), several times faster. `tests/test_rssm_fast_update.py` checks the values
+    and the generator's state after. Elsewhere this is `exponential_`.
     """
     device = torch.device(device)
     if device.type != "cpu" or dtype not in _FAST_EXPONENTIAL_DTYPES:
         return torch.empty(shape, device=device, dtype=dtype).exponential_(generator=generator)
-    uniform = torch.rand(shape, generator=generator, dtype=torch.float64)
+    uniform = torch.rand(shape, generator=generator, device=device, dtype=torch.float64)
     return uniform.neg_().log1p_().neg_().to(dtype)
 
 
@@ -661,11 +664,11 @@ class RSSM(nn.Module):
         in one order and build the states in another.
         """
         c = self.config
-        if sample and noise is None:
-            noise = self._draw_noise(stats.shape[:-1], stats)
         if c.latent == "gaussian":
             mean, raw_std = stats.chunk(2, dim=-1)
             std = F.softplus(raw_std) + c.min_std
+            if sample and noise is None:
+                noise = self._draw_noise(mean.shape[:-1], mean)
             stoch = mean + std * noise if sample else mean
             return RSSMState(deter=deter, stoch=stoch, mean=mean, std=std)
         logits = stats.unflatten(-1, (c.stoch, c.classes))
@@ -675,7 +678,10 @@ class RSSM(nn.Module):
             logits = probs.log()
         if sample:
             # Exponential race: argmax(p / E), E ~ Exp(1), is a categorical draw; the
-            # generator keeps it reproducible (torch.distributions takes none).
+            # generator keeps it reproducible (torch.distributions takes none). E has the
+            # probabilities' dtype (float32 under CUDA autocast, where the logits are not).
+            if noise is None:
+                noise = self._draw_noise(probs.shape[:-2], probs)
             index = (probs.detach() / noise).argmax(dim=-1)
         else:
             index = probs.argmax(dim=-1)
@@ -750,7 +756,9 @@ class RSSM(nn.Module):
         the recurrence needs only the GRU and the posterior at each step, so the prior's
         layers run once over all steps after the scan. The prior's noise is still drawn at
         its step, before the posterior's, so the random stream and every sample match the
-        step-by-step filter (`tests/test_rssm_fast_update.py`).
+        step-by-step filter (`tests/test_rssm_fast_update.py`). It calls the layers
+        directly, not `img_step` / `obs_step`: a subclass that overrides those changes
+        planning and imagination, not this filter.
 
         Shapes:
             embeds: [B, T, E]; actions: [B, T, A] -> (posterior, prior), each [B, T, ...].

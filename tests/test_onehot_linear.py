@@ -154,3 +154,37 @@ def test_sparse_and_dense_updates_agree_at_the_recipe_shapes() -> None:
         assert m_sparse[name] == pytest.approx(m_dense[name], rel=1e-4, abs=1e-7), name
     for name in p_dense:
         torch.testing.assert_close(p_sparse[name], p_dense[name], rtol=1e-5, atol=1e-6)
+
+
+def test_bfloat16_updates_gather_and_agree_with_the_dense_layers(monkeypatch) -> None:
+    """Under the bfloat16 actor-critic the gathering path runs (it used to step aside for
+    the dense layers) and the update agrees with the dense layers' to bfloat16 rounding."""
+    import models.onehot_linear as onehot_module
+
+    calls = []
+    original = onehot_module.onehot_linear
+
+    def counting(*args, **kwargs):
+        calls.append(kwargs.get("compute_dtype", args[-1] if len(args) > 6 else None))
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(onehot_module, "onehot_linear", counting)
+    torch.manual_seed(0)
+    model = RSSM(RSSMConfig.dreamerv3("state", (5,), 1, hidden=32, embed=32))
+    out = model.loss({"obs": torch.randn(2, 8, 5), "actions": torch.rand(2, 8, 1), "rewards": torch.rand(2, 8)})
+    start = out.posterior.detach()
+    metrics = {}
+    for sparse in (False, True):
+        torch.manual_seed(1)
+        learner = ActorCritic.for_model(model, BehaviorConfig.dreamerv3(actor_hidden=(32,), critic_hidden=(32,), horizon=5,
+                                                                        sparse_onehot=sparse, precision="bfloat16"))  # fmt: skip
+        with torch.no_grad():
+            learner.critic.net[-1].weight.normal_(0.0, 0.1)
+            learner.slow_critic.load_state_dict(learner.critic.state_dict())
+        calls.clear()
+        torch.manual_seed(2)
+        metrics[sparse] = learner.update(model, start)
+        assert (len(calls) > 0) == sparse
+        assert all(dtype == torch.bfloat16 for dtype in calls)
+    for name in ("actor_loss", "critic_loss", "return_mean", "value_mean", "reward_mean", "critic_grad_norm"):
+        assert metrics[True][name] == pytest.approx(metrics[False][name], rel=3e-2, abs=1e-4), name

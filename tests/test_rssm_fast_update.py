@@ -58,7 +58,7 @@ def reference_implementation(monkeypatch):
 # ---------------------------------------------------------------------------- the draws
 
 
-@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float64])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 @pytest.mark.parametrize("shape", [(1024, 32, 32), (16, 32, 32), (7, 3, 5), (1,)])
 def test_exponential_noise_is_exponential_bit_for_bit(shape, dtype) -> None:
     for seed in range(5):
