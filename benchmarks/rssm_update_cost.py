@@ -149,18 +149,17 @@ def dreamer_update_seconds(sparse_onehot: bool, warmup: int, repeats: int, preci
 def compare(args: argparse.Namespace) -> None:
     """The chosen VARIANTS (and the baseline checkout's row), each in a fresh process,
     interleaved over `--rounds` rounds."""
-    rows_to_run: dict[str, Path] = {}
+    rows_to_run: dict[str, tuple[Path, str]] = {}  # row name: (checkout, variant)
     if args.baseline:
         baseline = Path(args.baseline).resolve()
         if not (baseline / "benchmarks" / "rssm_update_cost.py").is_file():
             raise SystemExit(f"--baseline {args.baseline}: no benchmarks/rssm_update_cost.py there; pass a checkout")
-        rows_to_run[f"baseline ({baseline.name}): {BASELINE_VARIANT}"] = baseline
+        rows_to_run[f"baseline ({baseline.name}): {BASELINE_VARIANT}"] = (baseline, BASELINE_VARIANT)
     for name in args.variants:
-        rows_to_run[name] = ROOT
+        rows_to_run[name] = (ROOT, name)
     samples: dict[str, list[dict[str, float]]] = {name: [] for name in rows_to_run}
     for r in range(args.rounds):
-        for name, checkout in rows_to_run.items():
-            variant = BASELINE_VARIANT if checkout != ROOT else name
+        for name, (checkout, variant) in rows_to_run.items():
             cmd = [sys.executable, str(checkout / "benchmarks" / "rssm_update_cost.py"), "--one", variant,
                    "--threads", str(args.threads), "--warmup", str(args.warmup), "--repeats", str(args.repeats)]  # fmt: skip
             out = subprocess.run(cmd, check=True, capture_output=True, text=True, cwd=checkout).stdout
@@ -182,7 +181,7 @@ def compare(args: argparse.Namespace) -> None:
                       "imagining 15 steps from 1,024 starts), fresh process each, interleaved"),
         "settings": {"threads": args.threads, "rounds": args.rounds, "warmup": args.warmup, "repeats": args.repeats},
         "variants": {name: {"sparse_onehot": s, "keep_freed_memory": k, "actor_critic_precision": p}
-                     for name, (s, k, p) in VARIANTS.items() if name in rows_to_run or name == BASELINE_VARIANT},
+                     for name, (s, k, p) in VARIANTS.items() if name in {v for _, v in rows_to_run.values()}},
         "baseline_checkout": str(args.baseline) if args.baseline else None,
         "samples": samples,
         "median": rows,

@@ -726,9 +726,20 @@ class RSSM(nn.Module):
         Shapes:
             state: [M, ...]; action: [M, A] (the action taken after that state) -> [M, ...].
         """
-        x = self.img_in(torch.cat([state.stoch, action], dim=-1))
-        deter = self.gru(x, state.deter)
-        return self._state_from_stats(deter, self.prior_out(self.prior_hidden(deter)), sample)
+        deter = self._next_deter(state, action)
+        return self._state_from_stats(deter, self._prior_stats(deter), sample)
+
+    def _next_deter(self, state: RSSMState, action: Tensor) -> Tensor:
+        """h_t = GRU(h_{t-1}, dense([s_{t-1}, a_t])). [M, ...], [M, A] -> [M, D]."""
+        return self.gru(self.img_in(torch.cat([state.stoch, action], dim=-1)), state.deter)
+
+    def _prior_stats(self, deter: Tensor) -> Tensor:
+        """The prior's distribution parameters from h_t. [..., D] -> [..., stats]."""
+        return self.prior_out(self.prior_hidden(deter))
+
+    def _posterior_stats(self, deter: Tensor, embed: Tensor) -> Tensor:
+        """The posterior's distribution parameters from h_t and e_t. [M, D], [M, E] -> [M, stats]."""
+        return self.post_out(self.post_hidden(torch.cat([deter, embed], dim=-1)))
 
     def obs_step(
         self, state: RSSMState, action: Tensor, embed: Tensor, sample: bool = True
@@ -740,8 +751,7 @@ class RSSM(nn.Module):
             led to the observation; embed: [M, E] its embedding -> (posterior, prior) [M, ...].
         """
         prior = self.img_step(state, action, sample)
-        stats = self.post_out(self.post_hidden(torch.cat([prior.deter, embed], dim=-1)))
-        return self._state_from_stats(prior.deter, stats, sample), prior
+        return self._state_from_stats(prior.deter, self._posterior_stats(prior.deter, embed), sample), prior
 
     def observe_sequence(
         self, embeds: Tensor, actions: Tensor, state0: RSSMState | None = None, sample: bool = True
@@ -767,17 +777,16 @@ class RSSM(nn.Module):
         state = self.initial_state(b, embeds.device) if state0 is None else state0
         posts, deters, prior_noise = [], [], []
         for i in range(t):
-            deter = self.gru(self.img_in(torch.cat([state.stoch, actions[:, i]], dim=-1)), state.deter)
+            deter = self._next_deter(state, actions[:, i])
             if sample:
                 # The prior's draw comes first, as in obs_step; its stats are not needed yet.
                 prior_noise.append(self._draw_noise(deter.shape[:-1], deter))
-            stats = self.post_out(self.post_hidden(torch.cat([deter, embeds[:, i]], dim=-1)))
-            state = self._state_from_stats(deter, stats, sample)
+            state = self._state_from_stats(deter, self._posterior_stats(deter, embeds[:, i]), sample)
             posts.append(state)
             deters.append(deter)
         deter_seq = torch.stack(deters, dim=1)  # [B, T, D]
         noise = torch.stack(prior_noise, dim=1) if sample else None
-        prior = self._state_from_stats(deter_seq, self.prior_out(self.prior_hidden(deter_seq)), sample, noise)
+        prior = self._state_from_stats(deter_seq, self._prior_stats(deter_seq), sample, noise)
         return RSSMState.stack(posts, dim=1), prior
 
     def imagine(self, state: RSSMState, actions: Tensor, sample: bool = True) -> RSSMState:
