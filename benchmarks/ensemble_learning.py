@@ -7,6 +7,9 @@
     # the other runs of the benchmark: reacher-easy, and the deterministic E=1 ablation
     python benchmarks/ensemble_learning.py run --task reacher-easy --eval-every 25000
     python benchmarks/ensemble_learning.py run --preset deterministic --particles 1
+    # reacher-easy as first run, with its joint angles raw (before they were read as sin/cos)
+    python benchmarks/ensemble_learning.py run --task reacher-easy --horizon 30 --propagation expectation \
+        --plan-beta 2 --eval-every 25000 --raw-angles
 
 The run: a probabilistic ensemble (PETS preset: 5 x 4 x 200 SiLU) with iCEM on
 cartpole-swingup, 50k env steps at PlaNet's action repeat 8 (125 agent steps per
@@ -39,6 +42,7 @@ import torch
 
 from benchmarks.machine import machine_info, median_seconds
 from benchmarks.results_io import atomic_write_text, read_json, write_json_result
+from envs.observations import angle_observations
 
 RESULTS = Path(__file__).resolve().parent / "results"
 NAME = "ensemble_learning"
@@ -64,6 +68,8 @@ def variant(args: argparse.Namespace) -> str:
     parts += [f"h{args.horizon}"] if args.horizon != DEFAULTS["horizon"] else []
     parts += [args.propagation] if args.propagation != DEFAULTS["propagation"] else []
     parts += [f"beta{args.plan_beta:g}"] if args.plan_beta != DEFAULTS["plan_beta"] else []
+    # Joint angles read as (sin, cos): runs from before this have their own folders (--raw-angles).
+    parts += ["sincos"] if angle_observations(args.task) and not args.raw_angles else []
     return "-".join(parts)
 
 
@@ -76,6 +82,8 @@ def run_options(args: argparse.Namespace) -> dict:
                    horizon=args.horizon, propagation=args.propagation, plan_beta=args.plan_beta)  # fmt: skip
     if args.ensemble_size is not None:
         options["ensemble_size"] = args.ensemble_size
+    if args.raw_angles:
+        options["raw_angles"] = True
     return options
 
 
@@ -187,6 +195,8 @@ def report(args: argparse.Namespace) -> None:
     cli_flags += f" --horizon {args.horizon}" if args.horizon != DEFAULTS["horizon"] else ""
     cli_flags += f" --propagation {args.propagation}" if args.propagation != DEFAULTS["propagation"] else ""
     cli_flags += f" --plan-beta {args.plan_beta:g}" if args.plan_beta != DEFAULTS["plan_beta"] else ""
+    flags += " --raw-angles" if args.raw_angles else ""
+    cli_flags += " --raw-angles" if args.raw_angles else ""
     repeat = {"cartpole": 8, "reacher": 4}.get(args.task.split("-")[0])
     result = read_json(RESULTS / f"{name}.json")
     result["learning"] = {
@@ -258,6 +268,7 @@ def main() -> None:
         p.add_argument("--horizon", type=int, default=DEFAULTS["horizon"], help="planning horizon (agent steps)")
         p.add_argument("--propagation", default=DEFAULTS["propagation"], help="tsinf, ts1 or expectation")
         p.add_argument("--plan-beta", type=float, default=DEFAULTS["plan_beta"], help="iCEM's colored-noise exponent")
+        p.add_argument("--raw-angles", action="store_true", help="joint angles as they are, not as (sin, cos)")
     args = parser.parse_args()
     {"speed": speed, "run": run, "report": report}[args.what](args)
 

@@ -8,7 +8,8 @@ Reads the run's replay buffer (its newest checkpoint's), collects the same numbe
 steps with uniform random actions (same task, action repeat and episode length), and
 counts the bins visited (`training.coverage`: cart position x pole angle for cartpole,
 fingertip position for reacher) as the data grows. Also copies the run's zero-shot evaluations. Writes
-benchmarks/results/exploration_coverage-<task>.json and a PNG of both curves.
+benchmarks/results/exploration_coverage-<task>.json (-<task>-sincos.json for a model that read
+joint angles as sin/cos) and a PNG of both curves.
 """
 
 from __future__ import annotations
@@ -79,6 +80,9 @@ def main() -> None:
     checkpoint = torch.load(args.run / "checkpoint.pt", map_location="cpu", weights_only=True)
     config = checkpoint["train_config"]
     task, repeat = config["task"], int(checkpoint["model_state"]["config"]["action_repeat"])
+    # A model that read joint angles as (sin, cos) gets its own result files beside the raw-angle run's.
+    angle_dims = list(checkpoint["model_state"]["config"].get("angle_dims") or [])
+    name = f"exploration_coverage-{task}" + ("-sincos" if angle_dims else "")
     state = EpisodeReplay.load(args.run / checkpoint["replay_file"], seed=0).state()
     explored = np.asarray(state["obs"])  # [T, S]: every episode's observations, first one included
     env_steps = (len(explored) - int(state["num_episodes"])) * repeat
@@ -101,11 +105,12 @@ def main() -> None:
         # fast pole motion, which position x angle bins alone do not weigh.
         "spread": {name: spread(task, o) for name, o in (("disagreement", explored), ("random", random))},
         "zero_shot_evaluations": evals,
-        "run_config": {k: config[k] for k in ("preset", "explore", "epochs", "horizon", "plan_beta") if k in config},
+        "run_config": {**{k: config[k] for k in ("preset", "explore", "epochs", "horizon", "plan_beta") if k in config},
+                       "angle_dims": angle_dims},
     }
     for row in result["curve"]:
         print(row)
-    write_json_result(RESULTS, f"exploration_coverage-{task}.json", result)
+    write_json_result(RESULTS, f"{name}.json", result)
     try:
         import matplotlib
 
@@ -123,7 +128,7 @@ def main() -> None:
     ax.set_title(f"{task}: {BINS[task.split('-')[0]].split(' (')[0]}")
     ax.legend()
     fig.tight_layout()
-    path = RESULTS / f"exploration_coverage-{task}.png"
+    path = RESULTS / f"{name}.png"
     fig.savefig(path, dpi=120)
     print(f"wrote {path}")
 

@@ -11,6 +11,7 @@ Public API:
     ACTION_REPEAT_PRESETS, action_repeat_for: the action-repeat tables.
     DMCEnv, GoalDMCEnv, EnvConfig: the environment classes and their config.
     GOAL_TASKS: the goal-reaching task definitions (:mod:`envs.goals`).
+    ANGLE_OBSERVATIONS, angle_observations: which state entries are raw joint angles.
 """
 
 from envs.action_repeat import ACTION_REPEAT_PRESETS, DEFAULT_PRESET, action_repeat_for
@@ -19,6 +20,7 @@ from envs.dmc_env import DMCEnv
 from envs.factory import make
 from envs.goal_env import GoalDMCEnv
 from envs.goals import GOAL_TASKS, GoalTask
+from envs.observations import ANGLE_OBSERVATIONS, angle_observations
 from envs.physics_state import get_physics_state, set_physics_state
 from envs.registration import register_all
 from envs.tasks import gym_id, list_tasks, resolve_task
@@ -27,6 +29,7 @@ register_all()
 
 __all__ = [
     "ACTION_REPEAT_PRESETS",
+    "ANGLE_OBSERVATIONS",
     "DEFAULT_PRESET",
     "GOAL_TASKS",
     "DMCEnv",
@@ -34,6 +37,7 @@ __all__ = [
     "GoalDMCEnv",
     "GoalTask",
     "action_repeat_for",
+    "angle_observations",
     "get_physics_state",
     "gym_id",
     "list_tasks",

@@ -16,6 +16,20 @@ if TYPE_CHECKING:
 DEFAULT_CAMERAS: dict[str, int] = {"quadruped": 2}
 
 
+# Entries of a domain's flattened state observation that are hinge angles in radians, as
+# they are (qpos). Reacher's "position" is its two joint angles, and the shoulder has no
+# limit: over a run its value winds through tens of radians, where one configuration has
+# many readings. Models read these better as (sin, cos). Domains that already observe
+# cos/sin (cartpole, pendulum, acrobot, walker's orientations) need no entry.
+ANGLE_OBSERVATIONS: dict[str, tuple[int, ...]] = {"reacher": (0, 1)}
+
+
+def angle_observations(task: str) -> tuple[int, ...]:
+    """The raw joint-angle entries of a task's state observation ("reacher-easy" ->
+    (0, 1)); () for a task whose observation has none."""
+    return ANGLE_OBSERVATIONS.get(task.split("-")[0], ())
+
+
 def default_camera(domain: str) -> int:
     """Returns the camera id used for pixel observations of a domain (0, quadruped: 2)."""
     return DEFAULT_CAMERAS.get(domain, 0)

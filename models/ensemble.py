@@ -102,6 +102,10 @@ class EnsembleConfig:
             -10 and 0.5), learned afterwards.
         logvar_bound_penalty: weight of (sum max_logvar - sum min_logvar) in the loss
             (PETS: 0.01), which keeps the learned bounds tight.
+        angle_dims: state entries that are joint angles in radians; the networks read
+            each as (sin, cos) instead of its raw value (PETS's input preprocessing for
+            angles), so an unlimited joint that winds through many turns stays one input
+            range. The model still predicts and integrates the raw angle's delta.
     """
 
     obs_dim: int
@@ -120,8 +124,13 @@ class EnsembleConfig:
     min_logvar_init: float = -10.0
     max_logvar_init: float = 0.5
     logvar_bound_penalty: float = 0.01
+    angle_dims: tuple[int, ...] = ()
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "angle_dims", tuple(self.angle_dims))  # a list from a checkpoint header
+        bad = [d for d in self.angle_dims if isinstance(d, bool) or not isinstance(d, int) or not 0 <= d < self.obs_dim]
+        if bad or len(set(self.angle_dims)) != len(self.angle_dims):
+            raise ValueError(f"angle_dims={self.angle_dims!r} must be distinct state indices in [0, {self.obs_dim})")
         for name in ("obs_dim", "action_dim", "ensemble_size", "num_elites", "hidden", "layers", "reward_hidden",
                      "reward_layers"):  # fmt: skip
             value = getattr(self, name)
@@ -312,12 +321,18 @@ class EnsembleDynamics(nn.Module):
         self.config = c = config
         s, a = c.obs_dim, c.action_dim
         self.obs_shape = (s,)
-        self.input_norm = Normalizer(s + a)
+        # Input features: the non-angle state entries, then (sin, cos) of each angle entry.
+        n_angles = len(c.angle_dims)
+        self.register_buffer("_plain_dims", torch.tensor([d for d in range(s) if d not in c.angle_dims], dtype=torch.long),
+                             persistent=False)  # fmt: skip
+        self.register_buffer("_angle_dims", torch.tensor(c.angle_dims, dtype=torch.long), persistent=False)
+        features = s + n_angles
+        self.input_norm = Normalizer(features + a)
         self.delta_norm = Normalizer(s)
         self.reward_norm = Normalizer(1)
-        self.dynamics = EnsembleMLP(c.ensemble_size, s + a, c.hidden, c.layers, 2 * s if c.probabilistic else s,
-                                    c.activation)  # fmt: skip
-        self.reward_head = EnsembleMLP(c.ensemble_size, s + a, c.reward_hidden, c.reward_layers,
+        self.dynamics = EnsembleMLP(c.ensemble_size, features + a, c.hidden, c.layers,
+                                    2 * s if c.probabilistic else s, c.activation)  # fmt: skip
+        self.reward_head = EnsembleMLP(c.ensemble_size, features + a, c.reward_hidden, c.reward_layers,
                                        2 if c.predict_termination else 1, c.activation)  # fmt: skip
         if c.probabilistic:
             # Shared by the members, one per state dimension (PETS).
@@ -358,9 +373,17 @@ class EnsembleDynamics(nn.Module):
             return None
         return self.elites
 
+    def state_features(self, obs: Tensor) -> Tensor:
+        """[..., S] -> [..., S + n_angles]: the non-angle entries, then sin and cos of
+        each of `angle_dims` (the state itself when there are none)."""
+        if not self.config.angle_dims:
+            return obs
+        angles = obs.index_select(-1, self._angle_dims)
+        return torch.cat([obs.index_select(-1, self._plain_dims), angles.sin(), angles.cos()], dim=-1)
+
     def normalize_inputs(self, obs: Tensor, action: Tensor) -> Tensor:
-        """[..., S], [..., A] -> [..., S + A], z-scored."""
-        return self.input_norm.normalize(torch.cat([obs, action], dim=-1))
+        """[..., S], [..., A] -> [..., S + n_angles + A], the networks' z-scored input."""
+        return self.input_norm.normalize(torch.cat([self.state_features(obs), action], dim=-1))
 
     def bounded_logvar(self, raw: Tensor) -> Tensor:
         """PETS's soft bounds: max - softplus(max - raw), then min + softplus(. - min)."""
@@ -504,7 +527,7 @@ class EnsembleDynamics(nn.Module):
         """Fit the normalisation statistics to `data` (PETS and mbrl-lib refit them to all
         data before every round of training)."""
         if inputs:
-            self.input_norm.fit(torch.cat([data.obs, data.action], dim=-1))
+            self.input_norm.fit(torch.cat([self.state_features(data.obs), data.action], dim=-1))
         if delta:
             self.delta_norm.fit(data.next_obs - data.obs)
         if reward:

@@ -374,6 +374,8 @@ register(ModelSpec(
         Option("planner", "planner in the loop (default icem)", choices=("icem", "cem")),
         Option("explore", "reward-free: collect with the members' disagreement alone (Plan2Explore); "
                "evaluations plan zero-shot", switch=True),
+        Option("raw_angles", "feed the task's joint angles (reacher's) to the model as they are, not as (sin, cos)",
+               switch=True),
         Option("epochs", "most training epochs per episode (default 25, early stopping)", int),
         Option("seed_episodes", "episodes of random actions first (default 5)", int),
         Option("action_repeat", "physics steps per agent step (default PlaNet's: cartpole 8, reacher/cheetah/cup 4, "

@@ -136,6 +136,66 @@ def test_normalisation_round_trips():
     assert torch.isfinite(model.reward_norm.normalize(constant)).all()
 
 
+# -- joint angles read as (sin, cos) -------------------------------------------------------------
+
+
+def winding_pendulum(n: int = 2048, seed: int = 0) -> Transitions:
+    """A joint that winds through many turns: state (angle, velocity), the angle anywhere
+    in [-60, 60] rad; the velocity changes by -sin(angle) dt + a dt, so the dynamics
+    depend on the angle only through its sine."""
+    g = torch.Generator().manual_seed(seed)
+    angle = (torch.rand(n, generator=g) * 2 - 1) * 60
+    velocity = torch.randn(n, generator=g)
+    action = torch.rand(n, 1, generator=g) * 2 - 1
+    new_velocity = velocity + 0.5 * (-torch.sin(angle) + action[:, 0])
+    obs = torch.stack([angle, velocity], dim=-1)
+    next_obs = torch.stack([angle + 0.1 * new_velocity, new_velocity], dim=-1)
+    return Transitions(obs, action, torch.cos(angle), next_obs)
+
+
+def test_angle_entries_are_read_as_sin_and_cos():
+    torch.manual_seed(0)
+    model = EnsembleDynamics(ensemble_config("tiny", 2, 1, angle_dims=(0,)))
+    assert model.input_norm.mean.shape == (4,)  # velocity, sin, cos, action
+    obs = torch.tensor([[0.3, -1.0]])
+    assert torch.allclose(model.state_features(obs), torch.tensor([[-1.0, np.sin(0.3), np.cos(0.3)]], dtype=torch.float32))
+    model.fit_normalizers(winding_pendulum())
+    turned = obs + torch.tensor([[4 * np.pi, 0.0]], dtype=torch.float32)  # the same configuration, two turns on
+    action = torch.tensor([[0.5]])
+    assert torch.allclose(model.next(turned, action) - turned, model.next(obs, action) - obs, atol=1e-5)
+    assert torch.allclose(model.reward(turned, action), model.reward(obs, action), atol=1e-5)
+    loaded = EnsembleDynamics.from_checkpoint(model.checkpoint())  # the header keeps the angle entries
+    assert loaded.config.angle_dims == (0,) and torch.equal(loaded.next(turned, action), model.next(turned, action))
+    with pytest.raises(ValueError, match=r"angle_dims=\(2,\) must be distinct state indices in \[0, 2\)"):
+        ensemble_config("tiny", 2, 1, angle_dims=(2,))
+
+
+def test_sin_cos_inputs_learn_a_winding_joint_that_raw_angles_cannot():
+    train, test = winding_pendulum(seed=0), winding_pendulum(n=512, seed=1)
+    errors = {}
+    for angles in ((), (0,)):
+        torch.manual_seed(0)
+        model = EnsembleDynamics(ensemble_config("tiny", 2, 1, hidden=64, angle_dims=angles))
+        optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)
+        train_ensemble(model, optimizer, train, np.random.default_rng(0), epochs=15, batch_size=64, patience=15)
+        with torch.no_grad():
+            errors[angles] = float((model.next(test.obs, test.action) - test.next_obs)[:, 1].pow(2).mean())
+    assert errors[(0,)] < 0.2 * errors[()], errors
+
+
+def test_reacher_observes_its_joint_angles_first():
+    import envs
+
+    assert envs.angle_observations("reacher-easy") == (0, 1) and envs.angle_observations("cartpole-swingup") == ()
+    env = envs.make("reacher-easy", obs="state", seed=0)
+    obs, _ = env.reset(seed=3)
+    for _ in range(5):
+        obs, *_ = env.step(env.action_space.sample())
+    qpos = env.unwrapped.dmc_env.physics.data.qpos
+    assert np.allclose(obs[[0, 1]], qpos, atol=1e-5)
+    env.close()
+
+
 # -- trajectory sampling -----------------------------------------------------------------------
 
 
@@ -369,6 +429,19 @@ def test_trainer_runs_and_resumes_to_the_same_state(tmp_path):
     assert [r["episode_return"] for r in whole.train_rows] == [r["episode_return"] for r in resumed.train_rows]
     saved = torch.load(tmp_path / "whole" / "model.pt", weights_only=True)
     assert saved["model"] == "ensemble" and saved["planning"]["horizon"] == 4 and saved["config"]["task"] == "cartpole-swingup"
+
+
+def test_reacher_reads_its_angles_as_sin_cos_and_resumes_only_alike(tmp_path):
+    from training.ensemble_trainer import make_trainer
+
+    kwargs = dict(task="reacher-easy", steps=40, obs="state", seed=0, device="cpu", progress=False)
+    options = {**TINY_RUN, "max_episode_steps": 10, "eval_every": 10_000}
+    assert make_trainer(**kwargs, out=str(tmp_path / "new"), options=options).model.config.angle_dims == (0, 1)
+    raw = make_trainer(**kwargs, out=str(tmp_path / "raw"), options={**options, "raw_angles": True})
+    assert raw.model.config.angle_dims == ()
+    raw.run()
+    with pytest.raises(ValueError, match=r"angle_dims=\(\) \(checkpoint\) vs \(0, 1\) \(this run\)"):
+        make_trainer(**kwargs, out=str(tmp_path / "raw"), options=options)
 
 
 def run_cli(*args: str) -> subprocess.CompletedProcess:

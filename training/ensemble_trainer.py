@@ -61,7 +61,7 @@ from training.run_files import atomic_torch_save
 
 __all__ = ["EnsembleTrainConfig", "EnsembleTrainer", "make_trainer", "planner_settings"]
 
-_RUN_IDENTITY = ("task", "obs", "preset", "ensemble_size", "seed", "action_repeat", "explore")
+_RUN_IDENTITY = ("task", "obs", "preset", "ensemble_size", "seed", "action_repeat", "explore", "angle_dims")
 METRIC_NAMES = ("loss", "val_score", "epochs", "train_s")
 PLANNERS_IN_THE_LOOP = ("icem", "cem")
 
@@ -82,6 +82,8 @@ class EnsembleTrainConfig:
             PlaNet's 12 at PlaNet's action repeat); plan_beta: iCEM's colored-noise
             exponent (0.25 for fast tasks such as cartpole-swingup, Pinneri et al.).
         explore: reward-free collection with the disagreement objective (Plan2Explore).
+        raw_angles: feed the task's joint-angle observations (`envs.angle_observations`,
+            e.g. reacher's) to the model as they are instead of as (sin, cos).
         epochs: most epochs per training round (25: PETS trains 5 epochs after each
             1000-step trial; at action repeat 8 an episode brings 125 transitions, so 5
             epochs per episode would be 8x fewer updates per transition); patience:
@@ -111,6 +113,7 @@ class EnsembleTrainConfig:
     plan_iterations: int | None = None
     plan_beta: float = 0.25
     explore: bool = False
+    raw_angles: bool = False
     epochs: int = 25
     patience: int = 5
     batch_size: int = 32
@@ -194,7 +197,8 @@ class EnsembleTrainer(OnlineTrainer):
     def build(self) -> None:
         c = self.config
         config = ensemble_config(c.preset, self.obs_shape[0], self.action_dim, task=c.task,
-                                 action_repeat=self.action_repeat, ensemble_size=c.ensemble_size)  # fmt: skip
+                                 action_repeat=self.action_repeat, ensemble_size=c.ensemble_size,
+                                 angle_dims=angle_dims(c.task, c.raw_angles))  # fmt: skip
         self.model = EnsembleDynamics(config).to(self.device)
         self.model.planning = {"planner": c.planner, **planner_settings(c), "particles": c.particles,
                                "propagation": c.propagation}  # fmt: skip
@@ -203,6 +207,11 @@ class EnsembleTrainer(OnlineTrainer):
         self.model.generator = torch.Generator(device=self.device).manual_seed(c.seed + 1)
         objective = make_disagreement_objective() if c.explore else self.task_objective()
         self.controller = MPCController(self.model, self.planner, objective=objective, seed=c.seed, device=self.device)
+
+    def comparable_config(self, config: dict[str, Any]) -> dict[str, Any]:
+        """Adds the angle entries the model reads as (sin, cos); a run saved before
+        `raw_angles` existed read every entry raw."""
+        return {**config, "angle_dims": angle_dims(config["task"], config.get("raw_angles", True))}
 
     def build_planner(self) -> SamplingPlanner[Any]:
         settings = planner_settings(self.config)
@@ -292,6 +301,13 @@ class EnsembleTrainer(OnlineTrainer):
                 f"{planner_settings(c)}, {mode}")
 
 
+def angle_dims(task: str, raw_angles: bool) -> tuple[int, ...]:
+    """The state entries the model reads as (sin, cos): the task's joint angles, or none."""
+    from envs.observations import angle_observations
+
+    return () if raw_angles else angle_observations(task)
+
+
 def _bool(name: str, value: Any) -> None:
     if not isinstance(value, bool):
         raise ValueError(f"{name}={value!r} must be True or False")
@@ -309,6 +325,7 @@ _OPTION_CHECKS: dict[str, Callable[[str, Any], None]] = {
     "propagation": one_of(*PROPAGATIONS),
     "planner": one_of(*PLANNERS_IN_THE_LOOP),
     "explore": _bool,
+    "raw_angles": _bool,
     "epochs": positive_int,
     "seed_episodes": positive_int,
     "action_repeat": positive_int,
@@ -326,7 +343,7 @@ _OPTION_CHECKS: dict[str, Callable[[str, Any], None]] = {
 def make_trainer(*, task: str, steps: int, obs: str, seed: int, out: str | None, device: str, progress: bool,
                  options: Mapping[str, Any]) -> EnsembleTrainer:  # fmt: skip
     """The command line's ensemble trainer. `options` holds the options the user set
-    (preset, ensemble_size, particles, propagation, planner, explore, epochs,
+    (preset, ensemble_size, particles, propagation, planner, explore, raw_angles, epochs,
     seed_episodes, action_repeat, horizon, plan_samples, plan_iterations, plan_beta, eval_every,
     eval_episodes, checkpoint_every, max_episode_steps); the others keep
     `EnsembleTrainConfig`'s defaults. `out` None: runs/ensemble-<task>-state[-explore]-s<seed>.
