@@ -5,9 +5,10 @@
     python benchmarks/ensemble_learning.py report     # eval rows -> results JSON/CSV (PNG with matplotlib)
 
     # the other runs of the benchmark: reacher-easy, and the deterministic E=1 ablation
-    python benchmarks/ensemble_learning.py run --task reacher-easy --eval-every 25000
+    python benchmarks/ensemble_learning.py run --task reacher-easy --horizon 30 --propagation expectation \
+        --plan-beta 2 --eval-every 25000
     python benchmarks/ensemble_learning.py run --preset deterministic --particles 1
-    # reacher-easy as first run, with its joint angles raw (before they were read as sin/cos)
+    # the same reacher-easy run with its joint angles read raw, not as (sin, cos)
     python benchmarks/ensemble_learning.py run --task reacher-easy --horizon 30 --propagation expectation \
         --plan-beta 2 --eval-every 25000 --raw-angles
 
@@ -19,9 +20,11 @@ for cartpole-swingup), 5 random seed episodes, at most 25 training epochs per ep
 evaluated on 10 held-out episodes every 10k env steps. Results go into
 benchmarks/results/ensemble_learning.{json,csv,png}.
 
-`--task`, `--preset`, `--ensemble-size`, `--particles` and `--eval-every` change the run;
-a changed run has its own run folder and results name (e.g.
-ensemble_learning-reacher-easy.json, ensemble_learning-deterministic.json).
+`--task`, `--preset`, `--ensemble-size`, `--particles`, `--eval-every`, `--horizon`,
+`--propagation`, `--plan-beta` and `--raw-angles` change the run; a changed run has its own
+run folder and results name (e.g. ensemble_learning-deterministic.json). A task whose
+joint angles the model reads as (sin, cos) (`envs.ANGLE_OBSERVATIONS`: reacher) gets
+"-sincos" in both, e.g. ensemble_learning-reacher-easy-h30-expectation-beta2-sincos.json.
 Reacher-easy runs at PlaNet's action repeat 4 (250 agent steps per episode).
 """
 
@@ -206,7 +209,8 @@ def report(args: argparse.Namespace) -> None:
         "machine": machine_info(),
         "task": args.task,
         "steps": args.steps,
-        "settings": {**options, "action_repeat": repeat, "batch_size": 32, "lr": 1e-3},
+        "settings": {**options, "action_repeat": repeat, "batch_size": 32, "lr": 1e-3,
+                     "angle_dims": [] if args.raw_angles else list(angle_observations(args.task))},
         "run_folder": str(folder),
         "complete": bool(evals) and int(evals[-1]["env_step"]) >= args.steps,
         "eval": [{"env_step": int(r["env_step"]), "mean_return": round(float(r["mean_return"]), 1),

@@ -82,7 +82,7 @@ def main() -> None:
     task, repeat = config["task"], int(checkpoint["model_state"]["config"]["action_repeat"])
     # A model that read joint angles as (sin, cos) gets its own result files beside the raw-angle run's.
     angle_dims = list(checkpoint["model_state"]["config"].get("angle_dims") or [])
-    name = f"exploration_coverage-{task}" + ("-sincos" if angle_dims else "")
+    result_name = f"exploration_coverage-{task}" + ("-sincos" if angle_dims else "")
     state = EpisodeReplay.load(args.run / checkpoint["replay_file"], seed=0).state()
     explored = np.asarray(state["obs"])  # [T, S]: every episode's observations, first one included
     env_steps = (len(explored) - int(state["num_episodes"])) * repeat
@@ -110,7 +110,7 @@ def main() -> None:
     }
     for row in result["curve"]:
         print(row)
-    write_json_result(RESULTS, f"{name}.json", result)
+    write_json_result(RESULTS, f"{result_name}.json", result)
     try:
         import matplotlib
 
@@ -128,7 +128,7 @@ def main() -> None:
     ax.set_title(f"{task}: {BINS[task.split('-')[0]].split(' (')[0]}")
     ax.legend()
     fig.tight_layout()
-    path = RESULTS / f"{name}.png"
+    path = RESULTS / f"{result_name}.png"
     fig.savefig(path, dpi=120)
     print(f"wrote {path}")
 

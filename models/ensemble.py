@@ -527,7 +527,8 @@ class EnsembleDynamics(nn.Module):
         """Fit the normalisation statistics to `data` (PETS and mbrl-lib refit them to all
         data before every round of training)."""
         if inputs:
-            self.input_norm.fit(torch.cat([self.state_features(data.obs), data.action], dim=-1))
+            device = self.input_norm.mean.device
+            self.input_norm.fit(torch.cat([self.state_features(data.obs.to(device)), data.action.to(device)], dim=-1))
         if delta:
             self.delta_norm.fit(data.next_obs - data.obs)
         if reward:

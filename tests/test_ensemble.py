@@ -436,12 +436,50 @@ def test_reacher_reads_its_angles_as_sin_cos_and_resumes_only_alike(tmp_path):
 
     kwargs = dict(task="reacher-easy", steps=40, obs="state", seed=0, device="cpu", progress=False)
     options = {**TINY_RUN, "max_episode_steps": 10, "eval_every": 10_000}
-    assert make_trainer(**kwargs, out=str(tmp_path / "new"), options=options).model.config.angle_dims == (0, 1)
+    new = make_trainer(**kwargs, out=str(tmp_path / "new"), options=options)
+    assert new.model.config.angle_dims == (0, 1)
+    new.run()
+    again = make_trainer(**kwargs, out=str(tmp_path / "new"), options=options)
+    assert again.resumed and all(torch.equal(v, again.model.state_dict()[k]) for k, v in new.model.state_dict().items())
+    with pytest.raises(ValueError, match=r"reads state entries \[0, 1\] as \(sin, cos\).*without --raw-angles"):
+        make_trainer(**kwargs, out=str(tmp_path / "new"), options={**options, "raw_angles": True})
     raw = make_trainer(**kwargs, out=str(tmp_path / "raw"), options={**options, "raw_angles": True})
     assert raw.model.config.angle_dims == ()
     raw.run()
-    with pytest.raises(ValueError, match=r"angle_dims=\(\) \(checkpoint\) vs \(0, 1\) \(this run\)"):
+    with pytest.raises(ValueError, match=r"reads the joint angles raw.*resume it with --raw-angles"):
         make_trainer(**kwargs, out=str(tmp_path / "raw"), options=options)
+
+
+def forget_angle_settings(run: Path) -> None:
+    """Make a run's files look as ones saved before joint angles could be read as
+    (sin, cos): no `raw_angles` setting and no `angle_dims` in the models' headers."""
+    path = run / "checkpoint.pt"
+    state = torch.load(path, weights_only=True)
+    del state["train_config"]["raw_angles"]
+    del state["model_state"]["config"]["angle_dims"]
+    torch.save(state, path)
+    model_file = torch.load(run / "model.pt", weights_only=True)
+    del model_file["config"]["angle_dims"]
+    torch.save(model_file, run / "model.pt")
+
+
+@pytest.mark.parametrize("task", ["reacher-easy", "cartpole-swingup"])
+def test_a_run_saved_before_angle_features_resumes_as_it_read_them(tmp_path, task):
+    from training.ensemble_trainer import make_trainer
+
+    kwargs = dict(task=task, steps=40 if task == "reacher-easy" else 80, obs="state", seed=0, device="cpu",
+                  progress=False, out=str(tmp_path))  # fmt: skip
+    options = {**TINY_RUN, "max_episode_steps": 10, "eval_every": 10_000}
+    make_trainer(**kwargs, options={**options, "raw_angles": True}).run()
+    forget_angle_settings(tmp_path)
+    assert make_trainer(**kwargs, options={**options, "raw_angles": True}).resumed
+    if task == "reacher-easy":  # its old model read the angles raw
+        with pytest.raises(ValueError, match="resume it with --raw-angles"):
+            make_trainer(**kwargs, options=options)
+    else:  # no angle entries: the setting changes nothing
+        assert make_trainer(**kwargs, options=options).resumed
+    loaded = load_for_planning(tmp_path / "model.pt")  # a model file whose header has no angle_dims
+    assert loaded.config.angle_dims == ()
 
 
 def run_cli(*args: str) -> subprocess.CompletedProcess:

@@ -61,7 +61,7 @@ from training.run_files import atomic_torch_save
 
 __all__ = ["EnsembleTrainConfig", "EnsembleTrainer", "make_trainer", "planner_settings"]
 
-_RUN_IDENTITY = ("task", "obs", "preset", "ensemble_size", "seed", "action_repeat", "explore", "angle_dims")
+_RUN_IDENTITY = ("task", "obs", "preset", "ensemble_size", "seed", "action_repeat", "explore")
 METRIC_NAMES = ("loss", "val_score", "epochs", "train_s")
 PLANNERS_IN_THE_LOOP = ("icem", "cem")
 
@@ -208,11 +208,6 @@ class EnsembleTrainer(OnlineTrainer):
         objective = make_disagreement_objective() if c.explore else self.task_objective()
         self.controller = MPCController(self.model, self.planner, objective=objective, seed=c.seed, device=self.device)
 
-    def comparable_config(self, config: dict[str, Any]) -> dict[str, Any]:
-        """Adds the angle entries the model reads as (sin, cos); a run saved before
-        `raw_angles` existed read every entry raw."""
-        return {**config, "angle_dims": angle_dims(config["task"], config.get("raw_angles", True))}
-
     def build_planner(self) -> SamplingPlanner[Any]:
         settings = planner_settings(self.config)
         if self.config.planner == "cem":
@@ -277,6 +272,14 @@ class EnsembleTrainer(OnlineTrainer):
         }
 
     def load_family_state(self, state: dict[str, Any]) -> bool:
+        # The saved model's own header says how it read the joint angles (a model saved
+        # before angle features existed read them raw), whatever the table says today.
+        saved = tuple(state["model_state"]["config"].get("angle_dims") or ())
+        ours = self.model.config.angle_dims
+        if saved != ours:
+            raise ValueError(f"{self.checkpoint_path}: the run's model {_angle_reading(saved)}, but this run's model "
+                             f"{_angle_reading(ours)}; resume it {'without' if saved else 'with'} --raw-angles, or use "
+                             "another --out folder")
         self.model.load_state_dict(state["model_state"]["state_dict"])
         self.model.generator.set_state(state["model_generator"])
         self.controller.generator.set_state(state["controller_generator"])
@@ -299,6 +302,10 @@ class EnsembleTrainer(OnlineTrainer):
         return (f"ensemble ({c.preset}: {m.ensemble_size} x {m.layers} x {m.hidden} {kind}, {m.num_elites} elites) on "
                 f"{c.task} for {c.steps} env steps (action repeat {self.action_repeat}), {c.planner} "
                 f"{planner_settings(c)}, {mode}")
+
+
+def _angle_reading(dims: tuple[int, ...]) -> str:
+    return f"reads state entries {list(dims)} as (sin, cos)" if dims else "reads the joint angles raw"
 
 
 def angle_dims(task: str, raw_angles: bool) -> tuple[int, ...]:
