@@ -45,7 +45,7 @@ import torch
 
 from benchmarks.machine import machine_info, median_seconds
 from benchmarks.results_io import atomic_write_text, read_json, write_json_result
-from envs.observations import angle_observations
+from training.ensemble_trainer import angle_dims
 
 RESULTS = Path(__file__).resolve().parent / "results"
 NAME = "ensemble_learning"
@@ -72,7 +72,7 @@ def variant(args: argparse.Namespace) -> str:
     parts += [args.propagation] if args.propagation != DEFAULTS["propagation"] else []
     parts += [f"beta{args.plan_beta:g}"] if args.plan_beta != DEFAULTS["plan_beta"] else []
     # Joint angles read as (sin, cos): runs from before this have their own folders (--raw-angles).
-    parts += ["sincos"] if angle_observations(args.task) and not args.raw_angles else []
+    parts += ["sincos"] if angle_dims(args.task, args.raw_angles) else []
     return "-".join(parts)
 
 
@@ -210,7 +210,7 @@ def report(args: argparse.Namespace) -> None:
         "task": args.task,
         "steps": args.steps,
         "settings": {**options, "action_repeat": repeat, "batch_size": 32, "lr": 1e-3,
-                     "angle_dims": [] if args.raw_angles else list(angle_observations(args.task))},
+                     "angle_dims": list(angle_dims(args.task, args.raw_angles))},
         "run_folder": str(folder),
         "complete": bool(evals) and int(evals[-1]["env_step"]) >= args.steps,
         "eval": [{"env_step": int(r["env_step"]), "mean_return": round(float(r["mean_return"]), 1),
