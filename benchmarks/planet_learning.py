@@ -148,7 +148,7 @@ def run(args: argparse.Namespace) -> None:
             plan_samples=args.plan_samples, plan_iterations=args.plan_iterations, eval_every=args.eval_every,
             eval_episodes=args.eval_episodes, precision=args.precision, imagine_starts=args.imagine_starts,
             eval_at_start=False,  # the untrained agent's return is not worth a full evaluation here
-            **settings,
+            raw_angles=args.raw_angles, **settings,
         )  # fmt: skip
         out = run_dir(Path(args.runs_dir), args.task, args.obs, args.mode, args.seed, args.recipe)
         trainer = PlaNetTrainer(config, out, device=args.device, progress=progress_wanted(args))
@@ -228,6 +228,9 @@ def read_run(path: Path) -> dict[str, Any] | None:
             # Budget settings that differ from the papers' (older runs predate them: defaults).
             precision=config.get("precision", "float32"),
             imagine_starts=config.get("imagine_starts"),
+            # State entries the model read as (sin, cos); absent in older models: raw.
+            angle_dims=list((state.get("model_state") or state.get("model") or {}).get("config", {}).get("angle_dims")
+                            or []),
         )
     pictures = path / "pictures"
     info["pictures"] = sorted(p.name for p in pictures.glob("*.png")) if pictures.is_dir() else []
@@ -269,12 +272,15 @@ def recipe_differences(config: dict[str, Any], recipe: str, mode: str) -> dict[s
 
 
 def budget_note(info: dict[str, Any]) -> str:
-    """'' for the papers' settings, else what the run changed (precision, imagination starts)."""
+    """'' for the papers' settings, else what the run changed (precision, imagination
+    starts, joint angles read as (sin, cos))."""
     notes = []
     if info.get("precision", "float32") != "float32":
         notes.append(f"{info['precision']} actor-critic/planning")
     if info.get("imagine_starts") is not None:
         notes.append(f"{info['imagine_starts']} imagination starts")
+    if info.get("angle_dims"):
+        notes.append("joint angles as (sin, cos)")
     return f" [{', '.join(notes)}]" if notes else ""
 
 
@@ -642,6 +648,8 @@ def main() -> None:
                    help="actor-critic imagination starts per update (default all 2500, Dreamer v1; DreamerV3: 1024)")
     p.add_argument("--eval-every", type=int, default=10_000, help="env steps between evaluations")
     p.add_argument("--eval-episodes", type=int, default=10)
+    p.add_argument("--raw-angles", action="store_true",
+                   help="state runs: the task's joint angles (reacher's) as they are, not as (sin, cos)")
     p.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     p.add_argument("--device", default="cpu", help="cpu or cuda")
     p.add_argument("--runs-dir", default=str(RUNS), help="where run folders live")

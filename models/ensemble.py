@@ -44,6 +44,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from models.checkpoints import CheckpointError, model_checkpoint, read_header
+from models.layers import AngleFeatures, check_angle_dims
 
 __all__ = [
     "ENSEMBLE_PRESETS",
@@ -127,10 +128,7 @@ class EnsembleConfig:
     angle_dims: tuple[int, ...] = ()
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "angle_dims", tuple(self.angle_dims))  # a list from a checkpoint header
-        bad = [d for d in self.angle_dims if isinstance(d, bool) or not isinstance(d, int) or not 0 <= d < self.obs_dim]
-        if bad or len(set(self.angle_dims)) != len(self.angle_dims):
-            raise ValueError(f"angle_dims={self.angle_dims!r} must be distinct state indices in [0, {self.obs_dim})")
+        object.__setattr__(self, "angle_dims", check_angle_dims(self.angle_dims, self.obs_dim))
         for name in ("obs_dim", "action_dim", "ensemble_size", "num_elites", "hidden", "layers", "reward_hidden",
                      "reward_layers"):  # fmt: skip
             value = getattr(self, name)
@@ -322,11 +320,8 @@ class EnsembleDynamics(nn.Module):
         s, a = c.obs_dim, c.action_dim
         self.obs_shape = (s,)
         # Input features: the non-angle state entries, then (sin, cos) of each angle entry.
-        n_angles = len(c.angle_dims)
-        self.register_buffer("_plain_dims", torch.tensor([d for d in range(s) if d not in c.angle_dims], dtype=torch.long),
-                             persistent=False)  # fmt: skip
-        self.register_buffer("_angle_dims", torch.tensor(c.angle_dims, dtype=torch.long), persistent=False)
-        features = s + n_angles
+        self.angle_features = AngleFeatures(s, c.angle_dims)
+        features = self.angle_features.out_features
         self.input_norm = Normalizer(features + a)
         self.delta_norm = Normalizer(s)
         self.reward_norm = Normalizer(1)
@@ -376,10 +371,7 @@ class EnsembleDynamics(nn.Module):
     def state_features(self, obs: Tensor) -> Tensor:
         """[..., S] -> [..., S + n_angles]: the non-angle entries, then sin and cos of
         each of `angle_dims` (the state itself when there are none)."""
-        if not self.config.angle_dims:
-            return obs
-        angles = obs.index_select(-1, self._angle_dims)
-        return torch.cat([obs.index_select(-1, self._plain_dims), angles.sin(), angles.cos()], dim=-1)
+        return self.angle_features(obs)
 
     def normalize_inputs(self, obs: Tensor, action: Tensor) -> Tensor:
         """[..., S], [..., A] -> [..., S + n_angles + A], the networks' z-scored input."""

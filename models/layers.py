@@ -1,4 +1,5 @@
-"""Building blocks of TD-MPC2-style world models (Hansen et al., 2024), tuned for speed.
+"""Building blocks of the world models: TD-MPC2's (Hansen et al., 2024), tuned for speed,
+and the joint-angle features the state models share.
 
 Every hidden layer is Linear -> LayerNorm -> Mish; latents are SimNorm-ed; rewards and
 values are distributions over 101 bins in symlog space decoded by expectation; Q
@@ -15,12 +16,14 @@ Shapes: M a flattened batch, E ensemble members, D features.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-__all__ = ["mish", "dropout", "simnorm", "symlog", "symexp", "NormedLinear", "MLP", "LinearEnsemble", "TwoHotDecoder"]
+__all__ = ["mish", "dropout", "simnorm", "symlog", "symexp", "NormedLinear", "MLP", "LinearEnsemble", "TwoHotDecoder",
+           "AngleFeatures", "check_angle_dims"]
 
 # Beyond this, tanh(softplus(x)) == 1 in float32, so mish(x) == x (and its gradient is 1).
 _MISH_EXP_LIMIT = 20.0
@@ -205,3 +208,41 @@ class TwoHotDecoder(nn.Module):
     def forward(self, logits: Tensor) -> Tensor:
         probs = F.softmax(logits, dim=-1)
         return symexp(probs @ self.support)
+
+
+def check_angle_dims(angle_dims: Sequence[int], size: int) -> tuple[int, ...]:
+    """`angle_dims` as a tuple (a list comes back from a checkpoint header), checked to be
+    distinct indices into a state of `size` entries; a ValueError names a bad value."""
+    dims = tuple(angle_dims)
+    bad = [d for d in dims if isinstance(d, bool) or not isinstance(d, int) or not 0 <= d < size]
+    if bad or len(set(dims)) != len(dims):
+        raise ValueError(f"angle_dims={dims!r} must be distinct state indices in [0, {size})")
+    return dims
+
+
+class AngleFeatures(nn.Module):
+    """State vectors with their joint angles as (sin, cos): [..., S] -> [..., S + n],
+    n = len(angle_dims): the other entries in order, then sin of each angle entry, then
+    cos of each.
+
+    Why: an unlimited hinge (reacher's shoulder) winds through many turns over a run, so
+    its raw angle puts one arm pose at many input values; (sin, cos) is the same for
+    every turn. With no angle entries the state passes unchanged.
+    """
+
+    def __init__(self, size: int, angle_dims: Sequence[int]) -> None:
+        super().__init__()
+        dims = check_angle_dims(angle_dims, size)
+        self.angle_dims = dims
+        self.in_features = size
+        self.out_features = size + len(dims)
+        # Not saved: they follow from the config, and older checkpoints have none.
+        self.register_buffer("_plain", torch.tensor([d for d in range(size) if d not in dims], dtype=torch.long),
+                             persistent=False)  # fmt: skip
+        self.register_buffer("_angles", torch.tensor(dims, dtype=torch.long), persistent=False)
+
+    def forward(self, x: Tensor) -> Tensor:
+        if not self.angle_dims:
+            return x
+        angles = x.index_select(-1, self._angles)
+        return torch.cat([x.index_select(-1, self._plain), angles.sin(), angles.cos()], dim=-1)

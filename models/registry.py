@@ -280,6 +280,8 @@ register(ModelSpec(
         Option("batch_size", "sequences per update (default 50)", int),
         Option("chunk_length", "transitions per training sequence (default 50)", int),
         Option("collect_interval", "model updates per collected episode (default 100)", int),
+        Option("raw_angles", "state runs: feed the task's joint angles (reacher's) to the model as they are, not as "
+               "(sin, cos)", switch=True),
         *_EVAL_OPTIONS,
     ),
     tiny="models.rssm:tiny_case",

@@ -48,7 +48,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from models.checkpoints import CheckpointError, atomic_torch_save, model_checkpoint, read_header
-from models.layers import symlog
+from models.layers import AngleFeatures, check_angle_dims, symlog
 from models.onehot_linear import OneHotFeature, apply_mlp
 from models.told import soft_cross_entropy, two_hot_inverse
 from planners.controller import resolve_device
@@ -98,6 +98,7 @@ _ARCHITECTURE_FIELDS = (
     "reward_head",
     "reward_bins",
     "unimix",
+    "angle_dims",
 )
 
 
@@ -190,6 +191,11 @@ class RSSMConfig:
         unimix: discrete latents only: each categorical is (1 - unimix) * softmax(logits)
             + unimix / classes (DreamerV3: 0.01), so no class has probability 0 and the KL
             stays bounded.
+        angle_dims: state entries that are joint angles in radians
+            (`envs.angle_observations`). The encoder reads, and the decoder reconstructs,
+            the other entries then sin and cos of each angle (`AngleFeatures`), so an
+            unlimited joint that winds through many turns stays one input range. State
+            observations only; () reads every entry as it is.
     """
 
     obs_type: str = "state"
@@ -218,10 +224,12 @@ class RSSMConfig:
     reward_head: str = "gaussian"
     reward_bins: int = 255
     unimix: float = 0.0
+    angle_dims: tuple[int, ...] = ()
 
     def __post_init__(self) -> None:
         # Lists come back from JSON/CLI; a tuple keeps the config hashable and comparable.
         object.__setattr__(self, "obs_shape", tuple(int(d) for d in self.obs_shape))
+        object.__setattr__(self, "angle_dims", tuple(self.angle_dims))
         if self.obs_type not in _OBS_TYPES:
             raise ValueError(f"obs_type={self.obs_type!r} must be one of {_OBS_TYPES}")
         if self.obs_type == "state" and (len(self.obs_shape) != 1 or self.obs_shape[0] < 1):
@@ -272,6 +280,16 @@ class RSSMConfig:
             raise ValueError(f"unimix={self.unimix!r} must be a float in [0, 1) (DreamerV3 uses 0.01)")
         if self.unimix > 0.0 and self.latent != "discrete":
             raise ValueError(f"unimix={self.unimix!r} applies to latent='discrete' only (latent={self.latent!r})")
+        if self.angle_dims:
+            if self.obs_type != "state":
+                raise ValueError(f"angle_dims={self.angle_dims!r} applies to obs_type='state' only")
+            check_angle_dims(self.angle_dims, self.obs_shape[0])
+
+    @property
+    def input_size(self) -> int:
+        """State observations: the size of the encoder's input and the decoder's output,
+        obs_dim + len(angle_dims) (see `angle_dims`)."""
+        return self.obs_shape[0] + len(self.angle_dims)
 
     @property
     def stoch_size(self) -> int:
@@ -615,10 +633,12 @@ class RSSM(nn.Module):
             # The last layer has an activation too: the embedding is a hidden layer's output,
             # like the conv encoder's (which ends in a ReLU).
             # (The nested form keeps PlaNet-config checkpoints' parameter names.)
-            mlp = _mlp(c.obs_shape[0], c.hidden, c.mlp_layers, c.embed, act, c.layer_norm)
+            # No parameters, so checkpoints keep their names; with no angles it is the identity.
+            self.angle_features = AngleFeatures(c.obs_shape[0], c.angle_dims)
+            mlp = _mlp(c.input_size, c.hidden, c.mlp_layers, c.embed, act, c.layer_norm)
             norm = [nn.LayerNorm(c.embed)] if c.layer_norm else []
             self.encoder = nn.Sequential(mlp, *norm, act())
-            self.decoder = _mlp(feat, c.hidden, c.mlp_layers, c.obs_shape[0], act, c.layer_norm)
+            self.decoder = _mlp(feat, c.hidden, c.mlp_layers, c.input_size, act, c.layer_norm)
 
         # Transition (PlaNet, section 3): h_t = GRU(h_{t-1}, dense([s_{t-1}, a])); prior
         # p(s_t | h_t) from dense(h_t); posterior q(s_t | h_t, o_t) from dense([h_t, e_t]).
@@ -855,13 +875,15 @@ class RSSM(nn.Module):
     def preprocess(self, obs: Tensor, noise: bool = False) -> Tensor:
         """Observations -> the model's input space, which is also what the decoder
         reconstructs: uint8 images -> centred 5-bit floats (see `preprocess_images`);
-        state vectors -> symlog(obs) with `symlog_obs`, else unchanged; float images
+        state vectors [..., S] -> their angle features [..., S + len(angle_dims)] (the
+        state itself without `angle_dims`), then symlog with `symlog_obs`; float images
         (preprocessed already) pass unchanged."""
         if self.config.obs_type == "pixels":
             if not obs.is_floating_point():
                 return preprocess_images(obs, self.config.bit_depth, noise=noise, generator=self.generator)
             return obs.float()
-        return symlog(obs.float()) if self.config.symlog_obs else obs.float()
+        x = self.angle_features(obs.float())
+        return symlog(x) if self.config.symlog_obs else x
 
     def postprocess(self, x: Tensor) -> Tensor:
         """Decoded (or preprocessed) images -> uint8 for pictures. [..., C, H, W]."""
@@ -869,8 +891,8 @@ class RSSM(nn.Module):
 
     def decode(self, feature: Tensor) -> Tensor:
         """The mean of p(o | s) (unit variance) in the model's input space (see
-        `preprocess`: images in [-0.5, 0.5), symlog states with `symlog_obs`).
-        [M, F] -> [M, *obs]."""
+        `preprocess`: images in [-0.5, 0.5), states as angle features, symlog with
+        `symlog_obs`). [M, F] -> [M, *obs] (states: [M, input_size])."""
         return self.decoder(feature)
 
     def predict_reward(self, feature: Tensor | OneHotFeature) -> Tensor:

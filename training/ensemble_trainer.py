@@ -50,6 +50,9 @@ from models.objectives import make_disagreement_objective, make_trajectory_sampl
 from planners import MPCController, SamplingPlanner, make_planner
 from training.online import (
     OnlineTrainer,
+    angle_dims,
+    boolean,
+    check_angle_reading,
     check_options,
     check_task_and_obs,
     default_run_dir,
@@ -274,12 +277,8 @@ class EnsembleTrainer(OnlineTrainer):
     def load_family_state(self, state: dict[str, Any]) -> bool:
         # The saved model's own header says how it read the joint angles (a model saved
         # before angle features existed read them raw), whatever the table says today.
-        saved = tuple(state["model_state"]["config"].get("angle_dims") or ())
-        ours = self.model.config.angle_dims
-        if saved != ours:
-            raise ValueError(f"{self.checkpoint_path}: the run's model {_angle_reading(saved)}, but this run's model "
-                             f"{_angle_reading(ours)}; resume it {'without' if saved else 'with'} --raw-angles, or use "
-                             "another --out folder")
+        check_angle_reading(self.checkpoint_path, state["model_state"]["config"].get("angle_dims"),
+                            self.model.config.angle_dims)  # fmt: skip
         self.model.load_state_dict(state["model_state"]["state_dict"])
         self.model.generator.set_state(state["model_generator"])
         self.controller.generator.set_state(state["controller_generator"])
@@ -304,22 +303,6 @@ class EnsembleTrainer(OnlineTrainer):
                 f"{planner_settings(c)}, {mode}")
 
 
-def _angle_reading(dims: tuple[int, ...]) -> str:
-    return f"reads state entries {list(dims)} as (sin, cos)" if dims else "reads the joint angles raw"
-
-
-def angle_dims(task: str, raw_angles: bool) -> tuple[int, ...]:
-    """The state entries the model reads as (sin, cos): the task's joint angles, or none."""
-    from envs.observations import angle_observations
-
-    return () if raw_angles else angle_observations(task)
-
-
-def _bool(name: str, value: Any) -> None:
-    if not isinstance(value, bool):
-        raise ValueError(f"{name}={value!r} must be True or False")
-
-
 def _non_negative(name: str, value: Any) -> None:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
         raise ValueError(f"{name}={value!r} must be a finite number >= 0")
@@ -331,8 +314,8 @@ _OPTION_CHECKS: dict[str, Callable[[str, Any], None]] = {
     "particles": positive_int,
     "propagation": one_of(*PROPAGATIONS),
     "planner": one_of(*PLANNERS_IN_THE_LOOP),
-    "explore": _bool,
-    "raw_angles": _bool,
+    "explore": boolean,
+    "raw_angles": boolean,
     "epochs": positive_int,
     "seed_episodes": positive_int,
     "action_repeat": positive_int,

@@ -37,7 +37,7 @@ from __future__ import annotations
 import math
 import os
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any, ClassVar
@@ -509,6 +509,11 @@ def positive_int(name: str, value: Any) -> None:
         raise ValueError(f"{name}={value!r} must be an int >= 1")
 
 
+def boolean(name: str, value: Any) -> None:
+    if not isinstance(value, bool):
+        raise ValueError(f"{name}={value!r} must be True or False")
+
+
 def one_of(*choices: str) -> Callable[[str, Any], None]:
     def check(name: str, value: Any) -> None:
         if value not in choices:
@@ -526,6 +531,33 @@ def check_task_and_obs(task: str, obs: str) -> None:
         raise ValueError(f"unknown task {task!r}; choose one of the DM Control tasks: {', '.join(tasks)}")
     if obs not in ("state", "pixels"):
         raise ValueError(f"obs={obs!r} is not one of ('state', 'pixels')")
+
+
+def angle_dims(task: str, raw_angles: bool) -> tuple[int, ...]:
+    """The state entries a model reads as (sin, cos): the task's joint angles
+    (`envs.angle_observations`: reacher's two), or none with `raw_angles`."""
+    from envs.observations import angle_observations
+
+    return () if raw_angles else angle_observations(task)
+
+
+def check_angle_reading(checkpoint: Path, saved: Sequence[int] | None, ours: Sequence[int]) -> None:
+    """Refuse to resume a run whose model read the joint angles otherwise than this run's
+    would. `saved` is the saved model's own `angle_dims` (None or absent in files written
+    before angle features existed: those read the angles raw), not today's table.
+
+    Raises:
+        ValueError: naming both readings and the flag (`--raw-angles`) that matches the run.
+    """
+    before, now = tuple(saved or ()), tuple(ours)
+    if before != now:
+        raise ValueError(f"{checkpoint}: the run's model {_angle_reading(before)}, but this run's model "
+                         f"{_angle_reading(now)}; resume it {'without' if before else 'with'} --raw-angles, or use "
+                         "another --out folder")  # fmt: skip
+
+
+def _angle_reading(dims: tuple[int, ...]) -> str:
+    return f"reads state entries {list(dims)} as (sin, cos)" if dims else "reads the joint angles raw"
 
 
 def default_run_dir(model: str, task: str, obs: str, seed: int, tag: str = "") -> Path:

@@ -72,6 +72,9 @@ from planners.controller import PRECISIONS
 from training.evaluation import seeded_sampling
 from training.online import (
     OnlineTrainer,
+    angle_dims,
+    boolean,
+    check_angle_reading,
     check_options,
     check_task_and_obs,
     default_run_dir,
@@ -151,6 +154,9 @@ class PlaNetTrainConfig:
         plan_value: in "planner+actor", end every CEM candidate with the critic's value
             and discount its rewards by the actor-critic's gamma (PlaNet's objective, the
             undiscounted reward sum, otherwise).
+        raw_angles: state runs feed the task's joint-angle observations
+            (`envs.angle_observations`, reacher's two) to the model as they are instead
+            of as (sin, cos) (`RSSMConfig.angle_dims`). Pixel runs have none.
     """
 
     task: str = "cartpole-swingup"
@@ -185,6 +191,7 @@ class PlaNetTrainConfig:
     behavior: str = "dreamerv1"
     free_nats: float | None = None
     plan_value: bool = False
+    raw_angles: bool = False
 
     def __post_init__(self) -> None:
         for name, accepted in (("obs", OBS_TYPES), ("model", MODEL_PRESETS), ("mode", MODES),
@@ -215,8 +222,9 @@ class PlaNetTrainConfig:
             and math.isfinite(self.free_nats) and self.free_nats >= 0
         ):  # fmt: skip
             raise ValueError(f"free_nats={self.free_nats!r} must be None or a finite number >= 0")
-        if not isinstance(self.plan_value, bool):
-            raise ValueError(f"plan_value={self.plan_value!r} must be True or False")
+        for name in ("plan_value", "raw_angles"):
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(f"{name}={getattr(self, name)!r} must be True or False")
         if self.plan_value and self.mode != "planner+actor":
             raise ValueError(
                 f"plan_value=True needs mode='planner+actor' (the critic it plans with is trained there), not {self.mode!r}"
@@ -437,7 +445,9 @@ class PlaNetTrainer(OnlineTrainer):
 
     def build_model(self) -> RSSM:
         c = self.config
-        overrides = {} if c.free_nats is None else {"free_nats": float(c.free_nats)}
+        overrides: dict[str, Any] = {} if c.free_nats is None else {"free_nats": float(c.free_nats)}
+        if c.obs == "state":
+            overrides["angle_dims"] = angle_dims(c.task, c.raw_angles)
         return RSSM(_MODEL_BUILDERS[c.model](c.obs, self.obs_shape, self.action_dim, **overrides)).to(self.device)
 
     def build_optimizer(self, model: RSSM) -> torch.optim.Optimizer:
@@ -494,6 +504,10 @@ class PlaNetTrainer(OnlineTrainer):
         }
 
     def load_family_state(self, state: dict[str, Any]) -> bool:
+        # The saved model's own header says how it read the joint angles (one saved before
+        # angle features existed read them raw), whatever the table says today.
+        check_angle_reading(self.checkpoint_path, state["model_state"]["config"].get("angle_dims"),
+                            self.model.config.angle_dims)  # fmt: skip
         self.model.load_checkpoint(state["model_state"])
         restored = state.get("optimizer") is not None
         if restored:
@@ -688,6 +702,7 @@ _OPTION_CHECKS: dict[str, Callable[[str, Any], None]] = {
     "preset": one_of(*MODEL_PRESETS),
     "mode": one_of(*MODES),
     "recipe": one_of(*RECIPES),
+    "raw_angles": boolean,
     **{name: positive_int for name in ("plan_samples", "plan_iterations", "batch_size", "chunk_length",
                                        "collect_interval", "eval_every", "eval_episodes", "checkpoint_every",
                                        "max_episode_steps")},
@@ -700,7 +715,7 @@ def make_trainer(*, task: str, steps: int, obs: str, seed: int, out: str | None,
     (the RSSM preset; default the recipe's), mode, recipe ("planet" or "dreamer", see
     `recipe_settings`), plan_samples, plan_iterations, batch_size, chunk_length,
     collect_interval (these four override the recipe's), eval_every, eval_episodes,
-    checkpoint_every, max_episode_steps. `out` None: runs/rssm-<task>-<obs>[-<recipe>]-s<seed>
+    checkpoint_every, max_episode_steps, raw_angles. `out` None: runs/rssm-<task>-<obs>[-<recipe>]-s<seed>
     (the planet recipe has no tag; resuming across recipes is refused).
 
     Raises:
@@ -717,7 +732,7 @@ def make_trainer(*, task: str, steps: int, obs: str, seed: int, out: str | None,
         if option in options:
             settings[field_name] = options[option]
     run_settings = {k: options[k] for k in ("eval_every", "eval_episodes", "checkpoint_every", "plan_samples",
-                                            "plan_iterations", "max_episode_steps") if k in options}  # fmt: skip
+                                            "plan_iterations", "max_episode_steps", "raw_angles") if k in options}  # fmt: skip
     config = PlaNetTrainConfig(task=task, steps=steps, obs=obs, seed=seed, mode=mode, **run_settings, **settings)
     out_dir = Path(out) if out is not None else default_run_dir("rssm", task, obs, seed, "" if recipe == "planet" else recipe)
     return PlaNetTrainer(config, out_dir, device=device, progress=progress, recipe=recipe)

@@ -1,0 +1,52 @@
+"""benchmarks/rssm_acting_modes.py: one trained run acting three ways, resumable by episode."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from benchmarks import rssm_acting_modes
+from training.planet_trainer import PlaNetTrainConfig, PlaNetTrainer
+
+pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
+
+
+def tiny_run(path, mode: str) -> None:
+    config = PlaNetTrainConfig(
+        task="cartpole-swingup", steps=160, obs="state", model="tiny", mode=mode, seed_episodes=1,
+        collect_interval=2, batch_size=4, chunk_length=4, plan_samples=20, plan_iterations=1, eval_every=10_000,
+        eval_at_start=False, checkpoint_every=1, picture_every=0, max_episode_steps=10, imagine_starts=8,
+    )  # fmt: skip
+    PlaNetTrainer(config, path, progress=False, log=lambda _: None).run()
+
+
+def test_three_modes_on_the_same_episodes_then_a_rerun_runs_nothing(tmp_path, monkeypatch):
+    run = tmp_path / "rssm-cartpole-swingup-state-actor-s0"
+    tiny_run(run, "actor")
+    results = tmp_path / "results"
+    argv = ["--run", str(run), "--episodes", "2", "--max-steps", "3", "--results-dir", str(results)]
+    assert rssm_acting_modes.main(argv) == 0
+    report = json.loads((results / f"rssm_acting_modes-{run.name}-160.json").read_text())
+    assert report["seeds"] == [1000, 1001] and report["env_steps"] == 160
+    assert set(report["modes"]) == {"actor", "planner", "planner+actor"}
+    for mode in report["modes"].values():
+        assert mode["episodes"] == 2 and len(mode["returns"]) == 2 and mode["mean"] is not None
+    assert report["best_mean"] == max(m["mean"] for m in report["modes"].values())
+    assert (run / "acting-modes-160" / "rssm-cartpole-swingup" / "behavior.pt").is_file()
+    assert (results / f"rssm_acting_modes-{run.name}-160.md").read_text().count("(best)") == 1
+
+    import run_planning
+
+    def no_more_episodes(argv):
+        raise AssertionError(f"episode run again: {argv}")
+
+    monkeypatch.setattr(run_planning, "main", no_more_episodes)
+    assert rssm_acting_modes.main(argv) == 0  # every episode is on disk
+
+
+def test_a_run_without_an_actor_is_refused(tmp_path):
+    run = tmp_path / "planner-run"
+    tiny_run(run, "planner")
+    with pytest.raises(SystemExit, match="trained no actor-critic"):
+        rssm_acting_modes.main(["--run", str(run), "--results-dir", str(tmp_path)])
