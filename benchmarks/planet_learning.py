@@ -148,7 +148,7 @@ def run(args: argparse.Namespace) -> None:
             plan_samples=args.plan_samples, plan_iterations=args.plan_iterations, eval_every=args.eval_every,
             eval_episodes=args.eval_episodes, precision=args.precision, imagine_starts=args.imagine_starts,
             eval_at_start=False,  # the untrained agent's return is not worth a full evaluation here
-            raw_angles=args.raw_angles, **settings,
+            raw_angles=args.raw_angles, cuda_graph=args.cuda_graph, **settings,
         )  # fmt: skip
         out = run_dir(Path(args.runs_dir), args.task, args.obs, args.mode, args.seed, args.recipe)
         trainer = PlaNetTrainer(config, out, device=args.device, progress=progress_wanted(args))
@@ -652,6 +652,8 @@ def main() -> None:
                    help="state runs: the task's joint angles (reacher's) as they are, not as (sin, cos)")
     p.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     p.add_argument("--device", default="cpu", help="cpu or cuda")
+    p.add_argument("--cuda-graph", action="store_true",
+                   help="on a GPU, record the whole update as one CUDA graph (training.update_graphs)")
     p.add_argument("--runs-dir", default=str(RUNS), help="where run folders live")
     p.add_argument("--no-progress", action="store_true", help="no progress bar (it shows only on a terminal)")
     quick = p.add_argument_group("quick checks only (the benchmark uses the defaults)")

@@ -43,6 +43,15 @@ interleaved round by round (machines drift, so the ways are measured side by sid
 
 It writes `--out` (default rssm_update_cost_compare.json) with every sample, the medians
 and the ratios to the first row.
+
+`--gpu` times the dreamer recipe's whole update (`training.planet_trainer.
+rssm_update_step`: world model, then actor-critic, as a run makes it) on a CUDA device,
+every way side by side in one process: eager and recorded as one CUDA graph
+(`training.update_graphs.CapturedUpdate`), each with the float32 and the bfloat16
+actor-critic. Each way starts from the same weights and batch; the first update's
+metrics of the graph are compared with eager's. Writes rssm_update_cost_gpu.json:
+
+    python benchmarks/rssm_update_cost.py --gpu --repeats 50
 """
 
 from __future__ import annotations
@@ -55,6 +64,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 os.environ.setdefault("MUJOCO_GL", "egl")
 ROOT = Path(__file__).resolve().parents[1]
@@ -146,6 +156,62 @@ def dreamer_update_seconds(sparse_onehot: bool, warmup: int, repeats: int, preci
     return {"world_model_s": round(w, 3), "actor_critic_s": round(b, 3), "update_s": round(w + b, 3)}
 
 
+def gpu_rows(warmup: int, repeats: int, device_name: str = "cuda") -> dict[str, Any]:
+    """Milliseconds per dreamer-recipe update on CUDA, eager against the recorded graph,
+    float32 and bfloat16 actor-critic, from the same weights and batch. (On a CPU the
+    "graph" ways run eagerly, with a warning: a smoke test of this function.)"""
+    from models.behavior import ActorCritic, BehaviorConfig
+    from models.rssm import RSSM, RSSMConfig
+    from training.planet_trainer import recipe_settings, rssm_update_step
+    from training.update_graphs import CapturedUpdate
+
+    device = torch.device(device_name)
+    recipe = recipe_settings("dreamer", "actor")
+    torch.manual_seed(0)
+    base_model = RSSM(RSSMConfig.dreamerv3("state", (5,), 1, free_nats=recipe["free_nats"])).to(device)
+    batch = {k: v.to(device) for k, v in random_batch((5,), 1, recipe["batch_size"], recipe["chunk_length"],
+                                                       pixels=False).items()}  # fmt: skip
+    base_behavior = ActorCritic.for_model(base_model, BehaviorConfig.dreamerv3())
+    rows: list[dict[str, Any]] = []
+    first: dict[str, dict[str, float]] = {}
+    for precision in ("float32", "bfloat16"):
+        for graph in (False, True):
+            model = RSSM(base_model.config).to(device)
+            model.load_state_dict(base_model.state_dict())
+            behavior = ActorCritic.for_model(model, BehaviorConfig.dreamerv3(precision=precision))
+            behavior.load_state_dict(base_behavior.state_dict())
+            optimizer = torch.optim.Adam(model.parameters(), lr=recipe["lr"], eps=recipe["adam_eps"])
+
+            def step(b: dict[str, torch.Tensor], model=model, optimizer=optimizer, behavior=behavior) -> dict[str, torch.Tensor]:
+                return rssm_update_step(model, optimizer, behavior, b, grad_clip=1000.0)
+
+            update = CapturedUpdate(step, [model, behavior], [optimizer, behavior.actor_optimizer,
+                                                              behavior.critic_optimizer], device) if graph else step  # fmt: skip
+            torch.manual_seed(1)
+            metrics = {k: float(v) for k, v in update(batch).items()}
+            name = f"{'graph' if graph else 'eager'}, {precision} actor-critic"
+            first[name] = metrics
+
+            def timed(update=update) -> None:
+                update(batch)
+                if device.type == "cuda":
+                    torch.cuda.synchronize(device)
+
+            seconds = median_seconds(timed, repeats, warmup)
+            rows.append({"way": name, "ms_per_update": round(seconds * 1000, 2),
+                         "captured": bool(getattr(update, "captured", False)),
+                         "minutes_per_100k": round(seconds * recipe["collect_interval"] * 100 / 60, 1)})  # fmt: skip
+            print(f"{name}: {rows[-1]['ms_per_update']} ms per update ({rows[-1]['minutes_per_100k']} min of updates "
+                  f"per 100k env steps){'' if not graph or rows[-1]['captured'] else ' [graph not recorded: eager]'}",
+                  flush=True)  # fmt: skip
+    differences = {}
+    for precision in ("float32", "bfloat16"):
+        eager, graph = first[f"eager, {precision} actor-critic"], first[f"graph, {precision} actor-critic"]
+        differences[precision] = {k: abs(graph[k] - eager[k]) / max(abs(eager[k]), 1e-8) for k in eager}
+    return {"rows": rows, "first_update_metrics": first, "first_update_relative_difference": differences,
+            "updates_per_100k": recipe["collect_interval"] * 100}  # fmt: skip
+
+
 def compare(args: argparse.Namespace) -> None:
     """The chosen VARIANTS (and the baseline checkout's row), each in a fresh process,
     interleaved over `--rounds` rounds."""
@@ -201,6 +267,7 @@ def main() -> None:
     p.add_argument("--baseline", help="--compare: a checkout of another revision, timed in the same rounds")
     p.add_argument("--out", default="rssm_update_cost_compare.json", help="--compare: the results file")
     p.add_argument("--rounds", type=int, default=3, help="--compare: interleaved rounds")
+    p.add_argument("--gpu", action="store_true", help="the dreamer update on CUDA: eager against one CUDA graph")
     p.add_argument("--one", choices=tuple(VARIANTS), help=argparse.SUPPRESS)  # one --compare sample, as JSON
     args = p.parse_args()
     if args.warmup < 0 or args.repeats < 1 or args.threads < 1 or args.rounds < 1:
@@ -217,6 +284,16 @@ def main() -> None:
         return
     if args.compare:
         compare(args)
+        return
+    if args.gpu:
+        if not torch.cuda.is_available():
+            p.error("--gpu needs a CUDA device; none is visible here")
+        write_json_result(args.results_dir, "rssm_update_cost_gpu.json", {
+            "machine": machine_info(),
+            "benchmark": "the dreamer recipe's whole update on CUDA: eager against one recorded CUDA graph",
+            "settings": {"warmup": args.warmup, "repeats": args.repeats},
+            **gpu_rows(args.warmup, args.repeats),
+        })  # fmt: skip
         return
 
     from models.behavior import ActorCritic, BehaviorConfig

@@ -391,18 +391,20 @@ class ReturnNormalizer(nn.Module):
         self.register_buffer("low", torch.zeros(()))
         self.register_buffer("high", torch.zeros(()))
         self.register_buffer("count", torch.zeros((), dtype=torch.long))
+        # The quantile levels as a tensor made once (not per update), on the module's device.
+        self.register_buffer("_levels", torch.tensor([low, high]), persistent=False)
 
     @torch.no_grad()
     def update(self, returns: Tensor) -> Tensor:
-        """Folds a batch of returns (any shape) into the EMA; returns the new scale."""
+        """Folds a batch of returns (any shape) into the EMA; returns the new scale.
+
+        No host synchronisation (the first batch is chosen with `torch.where`, not a
+        Python branch on the count), so a CUDA graph can record it."""
         flat = returns.detach().reshape(-1).to(self.low.dtype)
-        q = torch.quantile(flat, torch.tensor([self.low_q, self.high_q], dtype=flat.dtype, device=flat.device))
-        if int(self.count) == 0:
-            self.low.copy_(q[0])
-            self.high.copy_(q[1])
-        else:
-            self.low.lerp_(q[0], 1.0 - self.decay)
-            self.high.lerp_(q[1], 1.0 - self.decay)
+        q = torch.quantile(flat, self._levels.to(flat.dtype))
+        first = self.count == 0
+        for ema, value in ((self.low, q[0]), (self.high, q[1])):
+            ema.copy_(torch.where(first, value, torch.lerp(ema, value, 1.0 - self.decay)))
         self.count += 1
         return self.scale()
 
@@ -835,7 +837,10 @@ class ActorCritic(nn.Module):
             return contextlib.nullcontext()
         device = next(self.parameters()).device
         warn_if_bfloat16_is_slow(device.type)
-        return torch.autocast(device.type, dtype=getattr(torch, self.config.precision))
+        # A CUDA graph must not keep autocast's cache of cast weights (PyTorch's CUDA-graph
+        # notes): the recorded casts then run on every replay, after each optimiser step.
+        capturing = device.type == "cuda" and torch.cuda.is_current_stream_capturing()
+        return torch.autocast(device.type, dtype=getattr(torch, self.config.precision), cache_enabled=not capturing)
 
     @torch.no_grad()
     def update_slow_critic(self) -> None:
@@ -845,7 +850,13 @@ class ActorCritic(nn.Module):
             slow.lerp_(online, f)
 
     def update(self, world_model: RSSM, start_states: RSSMState) -> dict[str, float]:
-        """One actor and one critic step on imagination from `start_states`.
+        """One actor and one critic step on imagination from `start_states`
+        (`update_tensors`, with its metrics as floats)."""
+        return {k: float(v) for k, v in self.update_tensors(world_model, start_states).items()}
+
+    def update_tensors(self, world_model: RSSM, start_states: RSSMState) -> dict[str, Tensor]:
+        """One actor and one critic step on imagination from `start_states`, without a
+        host synchronisation (so a CUDA graph can record it with the world model's step).
 
         Args:
             world_model: the RSSM (not updated: its parameters' requires_grad is off
@@ -855,7 +866,7 @@ class ActorCritic(nn.Module):
                 `imagine_starts` here.
 
         Returns:
-            floats: actor_loss, critic_loss, entropy, return_mean, return_scale,
+            scalar tensors: actor_loss, critic_loss, entropy, return_mean, return_scale,
             value_mean, reward_mean, discount_mean, actor_grad_norm, critic_grad_norm.
         """
         c = self.config
@@ -885,16 +896,16 @@ class ActorCritic(nn.Module):
         self.update_slow_critic()
 
         return {
-            "actor_loss": float(actor_loss.detach()),
-            "critic_loss": float(critic_loss.detach()),
-            "entropy": float(entropy.detach().mean()),
-            "return_mean": float(returns.detach().mean()),
-            "return_scale": float(scale),
-            "value_mean": float(traj["values"].detach().mean()),
-            "reward_mean": float(traj["rewards"].detach().mean()),
-            "discount_mean": float(traj["discounts"].detach().mean()),
-            "actor_grad_norm": float(actor_norm),
-            "critic_grad_norm": float(critic_norm),
+            "actor_loss": actor_loss.detach(),
+            "critic_loss": critic_loss.detach(),
+            "entropy": entropy.detach().mean(),
+            "return_mean": returns.detach().mean(),
+            "return_scale": scale.detach(),
+            "value_mean": traj["values"].detach().mean(),
+            "reward_mean": traj["rewards"].detach().mean(),
+            "discount_mean": traj["discounts"].detach().mean(),
+            "actor_grad_norm": actor_norm,
+            "critic_grad_norm": critic_norm,
         }
 
     # ------------------------------------------------------------------ checkpoints

@@ -14,8 +14,9 @@ states).
 - forward: W_h h + sum over groups of W_s[:, index] + b, the second term a
   `torch.nn.functional.embedding_bag` (a gather and a sum of 32 rows) instead of a
   [M, 1024] x [1024, O] product;
-- weight gradient of W_s: a sparse [S C, M] one-hot matrix times the output gradient,
-  instead of a dense [O, M] x [M, 1024] product;
+- weight gradient of W_s: a sparse [S C, M] one-hot matrix times the output gradient
+  (on CUDA, one `index_add_` per group, which a CUDA graph can record), instead of a
+  dense [O, M] x [M, 1024] product;
 - input gradient of s (the straight-through path into the categoricals' probabilities):
   the dense g W_s, computed only when s requires a gradient.
 
@@ -34,7 +35,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-__all__ = ["OneHotFeature", "apply_mlp", "linear_on_feature", "onehot_linear"]
+__all__ = ["OneHotFeature", "apply_mlp", "linear_on_feature", "onehot_linear", "onehot_weight_grad"]
 
 
 @dataclass(frozen=True)
@@ -128,17 +129,40 @@ class _OneHotLinear(torch.autograd.Function):
         grad_w_dense = (g.t() @ cast(dense)).to(w_dense.dtype) if need[3] else None
         grad_w_onehot = None
         if need[4]:
-            m, s = flat_index.shape
-            rows = torch.arange(m, device=grad.device).repeat_interleave(s)
-            selection = torch.sparse_coo_tensor(
-                torch.stack([flat_index.reshape(-1), rows]),
-                torch.ones(m * s, device=grad.device, dtype=grad.dtype),
-                (w_onehot.shape[1], m),
-                check_invariants=False,
-            )  # [S*C, M]: the one-hot inputs, transposed
-            grad_w_onehot = torch.sparse.mm(selection, grad).t().to(w_onehot.dtype)
+            grad_w_onehot = onehot_weight_grad(grad, flat_index, w_onehot.shape[1]).to(w_onehot.dtype)
         grad_bias = grad.sum(0) if ctx.has_bias and need[5] else None
         return grad_dense, grad_onehot, None, grad_w_dense, grad_w_onehot, grad_bias, None
+
+
+def onehot_weight_grad(grad: Tensor, flat_index: Tensor, rows: int, by_index_add: bool | None = None) -> Tensor:
+    """The one-hot weight's gradient, grad^T @ onehot, without the one-hot matrix:
+    column j sums the output gradients of the samples that select j.
+
+    Two ways, equal up to float summation order:
+    - a sparse [S*C, M] selection matrix times grad (`torch.sparse.mm`): the fast one on
+      a CPU;
+    - one `index_add_` per group: on CUDA, where `torch.sparse.mm` coalesces its sparse
+      operand, a step that waits on the host and so cannot be recorded in a CUDA graph.
+    `by_index_add` None picks the second on CUDA.
+
+    Shapes: grad [M, O], flat_index [M, S] (group * C + class), rows = S*C -> [O, S*C].
+    """
+    if by_index_add is None:
+        by_index_add = grad.is_cuda
+    m, s = flat_index.shape
+    if by_index_add:
+        table = grad.new_zeros(rows, grad.shape[1])
+        for group in range(s):  # groups select disjoint rows; one [M, O] add each, not an [M*S, O] copy
+            table.index_add_(0, flat_index[:, group], grad)
+        return table.t()
+    sample = torch.arange(m, device=grad.device).repeat_interleave(s)
+    selection = torch.sparse_coo_tensor(
+        torch.stack([flat_index.reshape(-1), sample]),
+        torch.ones(m * s, device=grad.device, dtype=grad.dtype),
+        (rows, m),
+        check_invariants=False,
+    )  # [S*C, M]: the one-hot inputs, transposed
+    return torch.sparse.mm(selection, grad).t()
 
 
 def onehot_linear(

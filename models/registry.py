@@ -282,6 +282,8 @@ register(ModelSpec(
         Option("collect_interval", "model updates per collected episode (default 100)", int),
         Option("raw_angles", "state runs: feed the task's joint angles (reacher's) to the model as they are, not as "
                "(sin, cos)", switch=True),
+        Option("cuda_graph", "on a GPU, record the whole update (world model and actor-critic) as one CUDA graph and "
+               "replay it", switch=True),
         *_EVAL_OPTIONS,
     ),
     tiny="models.rssm:tiny_case",

@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from models.behavior import ActorCritic, BehaviorConfig
-from models.onehot_linear import OneHotFeature, apply_mlp, linear_on_feature
+from models.onehot_linear import OneHotFeature, apply_mlp, linear_on_feature, onehot_weight_grad
 from models.rssm import RSSM, RSSMConfig
 from tests.fixtures.dreamer_update import FIXTURE, one_update
 
@@ -24,6 +24,18 @@ def straight_through_sample(m: int, groups: int, classes: int, seed: int) -> tup
     index = torch.randint(0, classes, (m, groups), generator=g)
     sample = (F.one_hot(index, classes).float() + (probs - probs.detach())).flatten(-2)
     return probs, sample, index
+
+
+def test_both_ways_to_the_onehot_weight_gradient_equal_the_dense_product() -> None:
+    """The sparse product (CPU) and the per-group index_add_ (CUDA, recordable in a CUDA
+    graph) both give grad^T @ onehot."""
+    m, groups, classes, out = 50, 4, 8, 6
+    _, sample, index = straight_through_sample(m, groups, classes, seed=3)
+    flat = index + torch.arange(groups) * classes
+    grad = torch.randn(m, out, generator=torch.Generator().manual_seed(4))
+    dense = grad.t() @ sample.detach()
+    for by_index_add in (False, True):
+        torch.testing.assert_close(onehot_weight_grad(grad, flat, groups * classes, by_index_add), dense)
 
 
 @pytest.mark.parametrize("bias", [True, False])

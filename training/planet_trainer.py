@@ -82,9 +82,10 @@ from training.online import (
     one_of,
     positive_int,
 )
+from training.update_graphs import CapturedUpdate, set_capturable
 
 __all__ = ["BEHAVIOR_PRESETS", "MODEL_PRESETS", "MODES", "RECIPES", "PlaNetTrainConfig", "PlaNetTrainer", "make_trainer",
-           "more_updates", "recipe_settings"]
+           "more_updates", "recipe_settings", "rssm_update_step"]
 
 MODEL_PRESETS: tuple[str, ...] = ("planet", "dreamerv2", "dreamerv3", "tiny")
 MODES: tuple[str, ...] = ("planner", "actor", "planner+actor")
@@ -157,6 +158,10 @@ class PlaNetTrainConfig:
         raw_angles: state runs feed the task's joint-angle observations
             (`envs.angle_observations`, reacher's two) to the model as they are instead
             of as (sin, cos) (`RSSMConfig.angle_dims`). Pixel runs have none.
+        cuda_graph: on a GPU, record the whole update (world model and actor-critic,
+            forward, backward and optimiser steps) as one CUDA graph and replay it
+            (`training.update_graphs`); the same computation, launched at once. On a CPU
+            updates run eagerly, with a warning.
     """
 
     task: str = "cartpole-swingup"
@@ -192,6 +197,7 @@ class PlaNetTrainConfig:
     free_nats: float | None = None
     plan_value: bool = False
     raw_angles: bool = False
+    cuda_graph: bool = False
 
     def __post_init__(self) -> None:
         for name, accepted in (("obs", OBS_TYPES), ("model", MODEL_PRESETS), ("mode", MODES),
@@ -222,7 +228,7 @@ class PlaNetTrainConfig:
             and math.isfinite(self.free_nats) and self.free_nats >= 0
         ):  # fmt: skip
             raise ValueError(f"free_nats={self.free_nats!r} must be None or a finite number >= 0")
-        for name in ("plan_value", "raw_angles"):
+        for name in ("plan_value", "raw_angles", "cuda_graph"):
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"{name}={getattr(self, name)!r} must be True or False")
         if self.plan_value and self.mode != "planner+actor":
@@ -323,6 +329,30 @@ _MODEL_BUILDERS = {
     "dreamerv3": RSSMConfig.dreamerv3,
     "tiny": RSSMConfig.tiny,
 }
+
+
+def rssm_update_step(
+    model: RSSM, optimizer: torch.optim.Optimizer, behavior: ActorCritic | None, batch: dict[str, Tensor],
+    grad_clip: float,
+) -> dict[str, Tensor]:
+    """One world-model step on the negative ELBO (gradients clipped to `grad_clip`) and,
+    with `behavior`, one actor-critic step imagining from the batch's posterior states.
+
+    No host synchronisation: the metrics come back as scalar tensors (the ELBO parts,
+    "grad_norm", and the actor-critic's), so a CUDA graph can record the whole step.
+    Shapes: batch "obs" [B, T, *obs], "actions" [B, T, A], "rewards" [B, T].
+    """
+    model.train()
+    out = model.loss(batch)
+    optimizer.zero_grad(set_to_none=True)
+    out.loss.backward()
+    grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+    optimizer.step()
+    metrics = {"loss": out.loss.detach(), "grad_norm": grad_norm}
+    metrics.update({k: v.detach() for k, v in out.parts.items()})
+    if behavior is not None:
+        metrics.update(behavior.update_tensors(model, out.posterior.detach()))
+    return metrics
 
 
 def _with_free_nats(config: dict[str, Any]) -> dict[str, Any]:
@@ -429,6 +459,7 @@ class PlaNetTrainer(OnlineTrainer):
         self.model = self.build_model()
         self.optimizer = self.build_optimizer(self.model)
         self.behavior: ActorCritic | None = self.build_behavior(self.model)
+        self._captured_update: CapturedUpdate | None = None  # recorded on the first update (cuda_graph)
         self.planner = self.build_planner()
         self._collect_model = _ExecutedActionModel(self.model)
         self.controller = self._build_controller(self._collect_model, explore=True)
@@ -522,6 +553,8 @@ class PlaNetTrainer(OnlineTrainer):
             else:
                 restored = False
         self.last_picture_step = int(state["last_picture_step"])
+        if not self.config.cuda_graph:  # a run saved while recording graphs resumes with eager Adam
+            set_capturable(self._optimizers(), False)
         return restored
 
     def upgrade_checkpoint(self, state: dict[str, Any]) -> dict[str, Any] | None:
@@ -570,20 +603,33 @@ class PlaNetTrainer(OnlineTrainer):
     def update(self) -> dict[str, float]:
         """One world-model step on the negative ELBO and, with an actor, one actor-critic
         step imagining from the batch's posterior states (Dreamer). Returns float metrics
-        named as `metric_names` (the ELBO parts, the gradient norm, actor-critic losses)."""
-        c = self.config
+        named as `metric_names` (the ELBO parts, the gradient norm, actor-critic losses).
+
+        With `cuda_graph`, the step replays a recorded CUDA graph
+        (`training.update_graphs.CapturedUpdate`), recorded on the first update."""
         batch = self.sample_batch()
-        self.model.train()
-        out = self.model.loss(batch)
-        self.optimizer.zero_grad(set_to_none=True)
-        out.loss.backward()
-        grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), c.grad_clip)
-        self.optimizer.step()
-        metrics = {"loss": float(out.loss.detach()), "grad_norm": float(grad_norm)}
-        metrics.update({k: float(v.detach()) for k, v in out.parts.items()})
-        if self.behavior is not None:
-            metrics.update(self.behavior.update(self.model, out.posterior.detach()))
-        return metrics
+        if self.config.cuda_graph:
+            if self._captured_update is None:  # here, after a resume has loaded the optimisers
+                self._captured_update = self._capture_update()
+            tensors = self._captured_update(batch)
+        else:
+            tensors = self.update_step(batch)
+        values = torch.stack([v.detach().float().reshape(()) for v in tensors.values()]).tolist()  # one host sync
+        return dict(zip(tensors, values, strict=True))
+
+    def update_step(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
+        """`update`'s work on a given batch (`rssm_update_step`), with its metrics as
+        scalar tensors and no host synchronisation, so a CUDA graph can record it whole."""
+        return rssm_update_step(self.model, self.optimizer, self.behavior, batch, self.config.grad_clip)
+
+    def _optimizers(self) -> list[torch.optim.Optimizer]:
+        if self.behavior is None:
+            return [self.optimizer]
+        return [self.optimizer, self.behavior.actor_optimizer, self.behavior.critic_optimizer]
+
+    def _capture_update(self, capture: bool = True) -> CapturedUpdate:
+        modules: list[torch.nn.Module] = [self.model] if self.behavior is None else [self.model, self.behavior]
+        return CapturedUpdate(self.update_step, modules, self._optimizers(), self.device, capture=capture)
 
     def updates_before_episode(self) -> dict[str, float] | None:
         return self._train_interval() if self.episode >= self.config.seed_episodes else None
@@ -703,6 +749,7 @@ _OPTION_CHECKS: dict[str, Callable[[str, Any], None]] = {
     "mode": one_of(*MODES),
     "recipe": one_of(*RECIPES),
     "raw_angles": boolean,
+    "cuda_graph": boolean,
     **{name: positive_int for name in ("plan_samples", "plan_iterations", "batch_size", "chunk_length",
                                        "collect_interval", "eval_every", "eval_episodes", "checkpoint_every",
                                        "max_episode_steps")},
@@ -715,7 +762,7 @@ def make_trainer(*, task: str, steps: int, obs: str, seed: int, out: str | None,
     (the RSSM preset; default the recipe's), mode, recipe ("planet" or "dreamer", see
     `recipe_settings`), plan_samples, plan_iterations, batch_size, chunk_length,
     collect_interval (these four override the recipe's), eval_every, eval_episodes,
-    checkpoint_every, max_episode_steps, raw_angles. `out` None: runs/rssm-<task>-<obs>[-<recipe>]-s<seed>
+    checkpoint_every, max_episode_steps, raw_angles, cuda_graph. `out` None: runs/rssm-<task>-<obs>[-<recipe>]-s<seed>
     (the planet recipe has no tag; resuming across recipes is refused).
 
     Raises:
@@ -732,7 +779,8 @@ def make_trainer(*, task: str, steps: int, obs: str, seed: int, out: str | None,
         if option in options:
             settings[field_name] = options[option]
     run_settings = {k: options[k] for k in ("eval_every", "eval_episodes", "checkpoint_every", "plan_samples",
-                                            "plan_iterations", "max_episode_steps", "raw_angles") if k in options}  # fmt: skip
+                                            "plan_iterations", "max_episode_steps", "raw_angles", "cuda_graph")
+                    if k in options}  # fmt: skip
     config = PlaNetTrainConfig(task=task, steps=steps, obs=obs, seed=seed, mode=mode, **run_settings, **settings)
     out_dir = Path(out) if out is not None else default_run_dir("rssm", task, obs, seed, "" if recipe == "planet" else recipe)
     return PlaNetTrainer(config, out_dir, device=device, progress=progress, recipe=recipe)
