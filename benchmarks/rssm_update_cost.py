@@ -162,7 +162,7 @@ def gpu_rows(warmup: int, repeats: int, device_name: str = "cuda") -> dict[str, 
     "graph" ways run eagerly, with a warning: a smoke test of this function.)"""
     from models.behavior import ActorCritic, BehaviorConfig
     from models.rssm import RSSM, RSSMConfig
-    from training.planet_trainer import recipe_settings, rssm_update_step
+    from training.planet_trainer import PlaNetTrainConfig, recipe_settings, rssm_update_step
     from training.update_graphs import CapturedUpdate
 
     device = torch.device(device_name)
@@ -183,7 +183,7 @@ def gpu_rows(warmup: int, repeats: int, device_name: str = "cuda") -> dict[str, 
             optimizer = torch.optim.Adam(model.parameters(), lr=recipe["lr"], eps=recipe["adam_eps"])
 
             def step(b: dict[str, torch.Tensor], model=model, optimizer=optimizer, behavior=behavior) -> dict[str, torch.Tensor]:
-                return rssm_update_step(model, optimizer, behavior, b, grad_clip=1000.0)
+                return rssm_update_step(model, optimizer, behavior, b, grad_clip=PlaNetTrainConfig.grad_clip)
 
             update = CapturedUpdate(step, [model, behavior], [optimizer, behavior.actor_optimizer,
                                                               behavior.critic_optimizer], device) if graph else step  # fmt: skip
