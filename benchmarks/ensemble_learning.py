@@ -45,7 +45,7 @@ import torch
 
 from benchmarks.machine import machine_info, median_seconds
 from benchmarks.results_io import atomic_write_text, read_json, write_json_result
-from training.ensemble_trainer import angle_dims
+from training.online import angle_dims
 
 RESULTS = Path(__file__).resolve().parent / "results"
 NAME = "ensemble_learning"

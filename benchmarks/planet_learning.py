@@ -92,6 +92,7 @@ import torch  # noqa: E402
 
 from benchmarks.machine import machine_info  # noqa: E402
 from benchmarks.results_io import atomic_write_text, read_json  # noqa: E402
+from training.online import angle_dims  # noqa: E402
 from training.planet_trainer import MODES, RECIPES, recipe_settings  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results"
@@ -112,9 +113,19 @@ TIMER_NAMES = ("env", "act", "update", "eval")
 # -- files -------------------------------------------------------------------------------------
 
 
-def run_dir(runs_dir: Path, task: str, obs: str, mode: str, seed: int, recipe: str = "planet") -> Path:
-    """<runs>/rssm-<task>-<obs>-<mode>-s<seed>/ for PlaNet's recipe, ...-<mode>-<recipe>-s<seed>/ otherwise."""
-    return runs_dir / f"rssm-{task}-{obs}-{mode}{'' if recipe == 'planet' else f'-{recipe}'}-s{seed}"
+def run_dir(runs_dir: Path, task: str, obs: str, mode: str, seed: int, recipe: str = "planet",
+            sincos: bool = False) -> Path:  # fmt: skip
+    """<runs>/rssm-<task>-<obs>-<mode>-s<seed>/ for PlaNet's recipe, ...-<mode>-<recipe>-s<seed>/
+    otherwise; ...-sincos-s<seed>/ when the model reads the task's joint angles as (sin, cos)
+    (runs that read them raw keep the folders they had)."""
+    tag = ("" if recipe == "planet" else f"-{recipe}") + ("-sincos" if sincos else "")
+    return runs_dir / f"rssm-{task}-{obs}-{mode}{tag}-s{seed}"
+
+
+def reads_sincos(task: str, obs: str, raw_angles: bool) -> bool:
+    """Whether a run's model reads joint angles as (sin, cos): state runs of a task that has
+    some (`envs.angle_observations`), without --raw-angles."""
+    return obs == "state" and bool(angle_dims(task, raw_angles))
 
 
 def label(mode: str, recipe: str) -> str:
@@ -150,7 +161,8 @@ def run(args: argparse.Namespace) -> None:
             eval_at_start=False,  # the untrained agent's return is not worth a full evaluation here
             raw_angles=args.raw_angles, cuda_graph=args.cuda_graph, **settings,
         )  # fmt: skip
-        out = run_dir(Path(args.runs_dir), args.task, args.obs, args.mode, args.seed, args.recipe)
+        out = run_dir(Path(args.runs_dir), args.task, args.obs, args.mode, args.seed, args.recipe,
+                      reads_sincos(args.task, args.obs, args.raw_angles))  # fmt: skip
         trainer = PlaNetTrainer(config, out, device=args.device, progress=progress_wanted(args))
     except ValueError as error:
         raise SystemExit(f"error: {error}") from None
@@ -327,7 +339,11 @@ def report(args: argparse.Namespace) -> None:
             for recipe in RECIPES:
                 for mode in MODES:
                     key = (task, obs, mode, recipe)
-                    info = read_run(run_dir(runs_dir, task, obs, mode, args.seed, recipe))
+                    # A run reading the joint angles as (sin, cos) stands for the task when there is one.
+                    info = None
+                    if reads_sincos(task, obs, raw_angles=False):
+                        info = read_run(run_dir(runs_dir, task, obs, mode, args.seed, recipe, sincos=True))
+                    info = info or read_run(run_dir(runs_dir, task, obs, mode, args.seed, recipe))
                     if info is not None:
                         if info.get("config"):
                             info["differs_from_recipe"] = recipe_differences(info["config"], recipe, mode)

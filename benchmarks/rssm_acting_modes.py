@@ -16,7 +16,8 @@ at the last checkpoint is copied (`training.run_export.ship_rssm_run`) into
 on episodes with seeds --seed, --seed + 1, ... (1000 on: not the seeds the run trained or
 evaluated with). Each episode is written as it ends and is not run again, so a killed
 benchmark resumes where it stopped. The table (mean and std per mode, the best mode) goes
-to <results-dir>/rssm_acting_modes-<run>-<env steps>.{json,md}.
+to <results-dir>/rssm_acting_modes-<run>-<env steps>.{json,md} (tagged with the precision
+when it is not float32, and with --max-steps when given).
 
 The CEM modes cost one planning step per agent step: on a 2-core CPU about a second each,
 so about 1.5 h for 10 episodes of 500 agent steps (action repeat 2); on a GPU, minutes.
@@ -55,9 +56,16 @@ def snapshot(run: Path) -> tuple[Path, dict[str, Any]]:
                          "a run of --mode actor or planner+actor")  # fmt: skip
     folder = run / f"acting-modes-{env_steps(state)}"
     model = folder / f"rssm-{config['task']}" / "model.pt"
-    if not model.is_file():
+    if not model.with_name("train_config.json").is_file():  # the last file the copy writes
         ship_rssm_run(run, folder, command=f"python benchmarks/rssm_acting_modes.py --run {run}")
     return model, {**config, "env_steps": env_steps(state)}
+
+
+def settings_tag(mode: str, args: argparse.Namespace) -> str:
+    """The folder name of one mode's episodes under the settings that change them
+    (precision, cut episodes), so a run under other settings never reuses them."""
+    return "-".join([mode.replace("+", "_plus_"), args.precision]
+                    + ([f"max{args.max_steps}"] if args.max_steps is not None else []))  # fmt: skip
 
 
 def episode_argv(model: Path, config: dict[str, Any], mode: str, seed: int, args: argparse.Namespace,
@@ -139,13 +147,15 @@ def main(argv: list[str] | None = None) -> int:
         raise SystemExit(f"error: {error}") from None
     seeds = [args.seed + i for i in range(args.episodes)]
     name = f"rssm_acting_modes-{run.name}-{config['env_steps']}"
+    name += "" if args.precision == "float32" else f"-{args.precision}"
+    name += "" if args.max_steps is None else f"-max{args.max_steps}"
     report = Path(args.results_dir) / name
     episodes: dict[str, dict[int, dict[str, float]]] = {mode: {} for mode in args.modes}
     command = " ".join(["python benchmarks/rssm_acting_modes.py", *(argv if argv is not None else sys.argv[1:])])
     result: dict[str, Any] = {}
     for mode in args.modes:
         for seed in seeds:
-            out = model.parent.parent / mode.replace("+", "_plus_") / f"seed-{seed}"
+            out = model.parent.parent / settings_tag(mode, args) / f"seed-{seed}"
             done = finished_episode(out)
             if done is None:
                 print(f"{mode}, episode seed {seed} ...", flush=True)

@@ -159,7 +159,7 @@ def dreamer_update_seconds(sparse_onehot: bool, warmup: int, repeats: int, preci
 def gpu_rows(warmup: int, repeats: int, device_name: str = "cuda") -> dict[str, Any]:
     """Milliseconds per dreamer-recipe update on CUDA, eager against the recorded graph,
     float32 and bfloat16 actor-critic, from the same weights and batch. (On a CPU the
-    "graph" ways run eagerly, with a warning: a smoke test of this function.)"""
+    "graph" ways run eagerly, with a warning.)"""
     from models.behavior import ActorCritic, BehaviorConfig
     from models.rssm import RSSM, RSSMConfig
     from training.planet_trainer import PlaNetTrainConfig, recipe_settings, rssm_update_step
@@ -182,7 +182,8 @@ def gpu_rows(warmup: int, repeats: int, device_name: str = "cuda") -> dict[str, 
             behavior.load_state_dict(base_behavior.state_dict())
             optimizer = torch.optim.Adam(model.parameters(), lr=recipe["lr"], eps=recipe["adam_eps"])
 
-            def step(b: dict[str, torch.Tensor], model=model, optimizer=optimizer, behavior=behavior) -> dict[str, torch.Tensor]:
+            def step(b: dict[str, torch.Tensor], model: RSSM = model, optimizer: torch.optim.Optimizer = optimizer,
+                     behavior: ActorCritic = behavior) -> dict[str, torch.Tensor]:  # fmt: skip
                 return rssm_update_step(model, optimizer, behavior, b, grad_clip=PlaNetTrainConfig.grad_clip)
 
             update = CapturedUpdate(step, [model, behavior], [optimizer, behavior.actor_optimizer,
@@ -192,7 +193,7 @@ def gpu_rows(warmup: int, repeats: int, device_name: str = "cuda") -> dict[str, 
             name = f"{'graph' if graph else 'eager'}, {precision} actor-critic"
             first[name] = metrics
 
-            def timed(update=update) -> None:
+            def timed(update: Any = update) -> None:
                 update(batch)
                 if device.type == "cuda":
                     torch.cuda.synchronize(device)

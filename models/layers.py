@@ -213,6 +213,8 @@ class TwoHotDecoder(nn.Module):
 def check_angle_dims(angle_dims: Sequence[int], size: int) -> tuple[int, ...]:
     """`angle_dims` as a tuple (a list comes back from a checkpoint header), checked to be
     distinct indices into a state of `size` entries; a ValueError names a bad value."""
+    if not isinstance(angle_dims, (tuple, list)):
+        raise ValueError(f"angle_dims={angle_dims!r} must be a tuple of distinct state indices in [0, {size})")
     dims = tuple(angle_dims)
     bad = [d for d in dims if isinstance(d, bool) or not isinstance(d, int) or not 0 <= d < size]
     if bad or len(set(dims)) != len(dims):

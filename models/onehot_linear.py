@@ -15,7 +15,7 @@ states).
   `torch.nn.functional.embedding_bag` (a gather and a sum of 32 rows) instead of a
   [M, 1024] x [1024, O] product;
 - weight gradient of W_s: a sparse [S C, M] one-hot matrix times the output gradient
-  (on CUDA, one `index_add_` per group, which a CUDA graph can record), instead of a
+  (while a CUDA graph records, one `index_add_` per group), instead of a
   dense [O, M] x [M, 1024] product;
 - input gradient of s (the straight-through path into the categoricals' probabilities):
   the dense g W_s, computed only when s requires a gradient.
@@ -143,12 +143,13 @@ def onehot_weight_grad(grad: Tensor, flat_index: Tensor, rows: int, by_index_add
       a CPU;
     - one `index_add_` per group: on CUDA, where `torch.sparse.mm` coalesces its sparse
       operand, a step that waits on the host and so cannot be recorded in a CUDA graph.
-    `by_index_add` None picks the second on CUDA.
+    `by_index_add` None picks the second while a CUDA graph is recording (eager CUDA
+    keeps the sparse product and its fixed summation order).
 
     Shapes: grad [M, O], flat_index [M, S] (group * C + class), rows = S*C -> [O, S*C].
     """
     if by_index_add is None:
-        by_index_add = grad.is_cuda
+        by_index_add = grad.is_cuda and torch.cuda.is_current_stream_capturing()
     m, s = flat_index.shape
     if by_index_add:
         table = grad.new_zeros(rows, grad.shape[1])

@@ -229,6 +229,8 @@ class RSSMConfig:
     def __post_init__(self) -> None:
         # Lists come back from JSON/CLI; a tuple keeps the config hashable and comparable.
         object.__setattr__(self, "obs_shape", tuple(int(d) for d in self.obs_shape))
+        if not isinstance(self.angle_dims, (tuple, list)):
+            raise ValueError(f"angle_dims={self.angle_dims!r} must be a tuple of state indices")
         object.__setattr__(self, "angle_dims", tuple(self.angle_dims))
         if self.obs_type not in _OBS_TYPES:
             raise ValueError(f"obs_type={self.obs_type!r} must be one of {_OBS_TYPES}")
@@ -282,7 +284,8 @@ class RSSMConfig:
             raise ValueError(f"unimix={self.unimix!r} applies to latent='discrete' only (latent={self.latent!r})")
         if self.angle_dims:
             if self.obs_type != "state":
-                raise ValueError(f"angle_dims={self.angle_dims!r} applies to obs_type='state' only")
+                raise ValueError(f"angle_dims={self.angle_dims!r} applies to obs_type='state' only "
+                                 f"(obs_type={self.obs_type!r})")
             check_angle_dims(self.angle_dims, self.obs_shape[0])
 
     @property

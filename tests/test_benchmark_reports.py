@@ -170,3 +170,18 @@ def test_plan_time_and_export_read_the_model_from_the_checkpoint_alone(tmp_path)
     assert all(torch.equal(a, b) for a, b in zip(model.parameters(), trainer.model.parameters()))
     assert all(torch.equal(a, b) for a, b in zip(ac.actor.parameters(), trainer.behavior.actor.parameters()))
     assert "optimizers" not in torch.load(run / "behavior.pt", weights_only=True)
+
+
+def test_rssm_run_folders_name_how_the_model_reads_joint_angles():
+    from pathlib import Path
+
+    from benchmarks import planet_learning
+
+    assert planet_learning.reads_sincos("reacher-easy", "state", raw_angles=False)
+    assert not planet_learning.reads_sincos("reacher-easy", "state", raw_angles=True)
+    assert not planet_learning.reads_sincos("reacher-easy", "pixels", raw_angles=False)
+    assert not planet_learning.reads_sincos("cartpole-swingup", "state", raw_angles=False)  # no angle entries
+    runs = Path("runs")
+    assert planet_learning.run_dir(runs, "reacher-easy", "state", "actor", 0, "dreamer", sincos=True).name == (
+        "rssm-reacher-easy-state-actor-dreamer-sincos-s0")
+    assert planet_learning.run_dir(runs, "reacher-easy", "state", "planner", 0).name == "rssm-reacher-easy-state-planner-s0"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -12,7 +13,7 @@ from training.planet_trainer import PlaNetTrainConfig, PlaNetTrainer
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
 
 
-def tiny_run(path, mode: str) -> None:
+def tiny_run(path: Path, mode: str) -> None:
     config = PlaNetTrainConfig(
         task="cartpole-swingup", steps=160, obs="state", model="tiny", mode=mode, seed_episodes=1,
         collect_interval=2, batch_size=4, chunk_length=4, plan_samples=20, plan_iterations=1, eval_every=10_000,
@@ -27,14 +28,15 @@ def test_three_modes_on_the_same_episodes_then_a_rerun_runs_nothing(tmp_path, mo
     results = tmp_path / "results"
     argv = ["--run", str(run), "--episodes", "2", "--max-steps", "3", "--results-dir", str(results)]
     assert rssm_acting_modes.main(argv) == 0
-    report = json.loads((results / f"rssm_acting_modes-{run.name}-160.json").read_text())
+    report = json.loads((results / f"rssm_acting_modes-{run.name}-160-max3.json").read_text())
     assert report["seeds"] == [1000, 1001] and report["env_steps"] == 160
     assert set(report["modes"]) == {"actor", "planner", "planner+actor"}
     for mode in report["modes"].values():
         assert mode["episodes"] == 2 and len(mode["returns"]) == 2 and mode["mean"] is not None
     assert report["best_mean"] == max(m["mean"] for m in report["modes"].values())
     assert (run / "acting-modes-160" / "rssm-cartpole-swingup" / "behavior.pt").is_file()
-    assert (results / f"rssm_acting_modes-{run.name}-160.md").read_text().count("(best)") == 1
+    assert (results / f"rssm_acting_modes-{run.name}-160-max3.md").read_text().count("(best)") == 1
+    assert (run / "acting-modes-160" / "planner_plus_actor-float32-max3" / "seed-1001" / "summary.json").is_file()
 
     import run_planning
 
@@ -43,6 +45,8 @@ def test_three_modes_on_the_same_episodes_then_a_rerun_runs_nothing(tmp_path, mo
 
     monkeypatch.setattr(run_planning, "main", no_more_episodes)
     assert rssm_acting_modes.main(argv) == 0  # every episode is on disk
+    with pytest.raises(AssertionError, match="episode run again"):  # other settings are other episodes
+        rssm_acting_modes.main([*argv, "--precision", "bfloat16"])
 
 
 def test_a_run_without_an_actor_is_refused(tmp_path):

@@ -56,8 +56,8 @@ from training.run_files import (
     restore_logs,
 )
 
-__all__ = ["CHECKPOINT_FORMAT", "OnlineTrainer", "check_options", "check_task_and_obs", "default_run_dir",
-           "evaluate_batched", "evaluation_seed", "one_of", "positive_int"]
+__all__ = ["CHECKPOINT_FORMAT", "OnlineTrainer", "angle_dims", "boolean", "check_angle_reading", "check_options",
+           "check_task_and_obs", "default_run_dir", "evaluate_batched", "evaluation_seed", "one_of", "positive_int"]
 
 # Layout of training checkpoints. 1: the layouts from before the header (TOLD's `version`
 # 1, PlaNet's `trainer: "planet"`), still read; 2: the header beside the same fields.

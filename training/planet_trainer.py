@@ -229,8 +229,7 @@ class PlaNetTrainConfig:
         ):  # fmt: skip
             raise ValueError(f"free_nats={self.free_nats!r} must be None or a finite number >= 0")
         for name in ("plan_value", "raw_angles", "cuda_graph"):
-            if not isinstance(getattr(self, name), bool):
-                raise ValueError(f"{name}={getattr(self, name)!r} must be True or False")
+            boolean(name, getattr(self, name))
         if self.plan_value and self.mode != "planner+actor":
             raise ValueError(
                 f"plan_value=True needs mode='planner+actor' (the critic it plans with is trained there), not {self.mode!r}"
@@ -553,8 +552,8 @@ class PlaNetTrainer(OnlineTrainer):
             else:
                 restored = False
         self.last_picture_step = int(state["last_picture_step"])
-        if not self.config.cuda_graph:  # a run saved while recording graphs resumes with eager Adam
-            set_capturable(self._optimizers(), False)
+        if not (self.config.cuda_graph and self.device.type == "cuda"):
+            set_capturable(self._optimizers(), False)  # a run saved while recording graphs resumes eagerly
         return restored
 
     def upgrade_checkpoint(self, state: dict[str, Any]) -> dict[str, Any] | None:

@@ -181,6 +181,7 @@ class CapturedUpdate:
             self._graph, self._outputs = None, {}
             self._restore(saved)
             self._eager_only = True
+            set_capturable(self.optimizers, False)  # eager Adam is the faster form
             self._warn_once("capture", f"recording the update as a CUDA graph failed ({type(error).__name__}: "
                                        f"{error}); updating eagerly")  # fmt: skip
         finally:
