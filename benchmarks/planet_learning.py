@@ -92,8 +92,7 @@ import torch  # noqa: E402
 
 from benchmarks.machine import machine_info  # noqa: E402
 from benchmarks.results_io import atomic_write_text, read_json  # noqa: E402
-from training.online import angle_dims  # noqa: E402
-from training.planet_trainer import MODES, RECIPES, recipe_settings  # noqa: E402
+from training.planet_trainer import MODES, RECIPES, PlaNetTrainConfig, recipe_settings  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results"
 RUNS = ROOT / "runs"
@@ -123,9 +122,8 @@ def run_dir(runs_dir: Path, task: str, obs: str, mode: str, seed: int, recipe: s
 
 
 def reads_sincos(task: str, obs: str, raw_angles: bool) -> bool:
-    """Whether a run's model reads joint angles as (sin, cos): state runs of a task that has
-    some (`envs.angle_observations`), without --raw-angles."""
-    return obs == "state" and bool(angle_dims(task, raw_angles))
+    """Whether a run's model reads joint angles as (sin, cos) (`PlaNetTrainConfig.angle_dims`)."""
+    return bool(PlaNetTrainConfig(task=task, obs=obs, raw_angles=raw_angles).angle_dims)
 
 
 def label(mode: str, recipe: str) -> str:
@@ -142,7 +140,7 @@ def progress_wanted(args: argparse.Namespace) -> bool:
 
 def run(args: argparse.Namespace) -> None:
     from training.allocator import keep_freed_memory
-    from training.planet_trainer import PlaNetTrainConfig, PlaNetTrainer
+    from training.planet_trainer import PlaNetTrainer
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -274,7 +272,6 @@ RECIPE_KEYS = ("model", "action_repeat", "batch_size", "chunk_length", "collect_
 def recipe_differences(config: dict[str, Any], recipe: str, mode: str) -> dict[str, Any]:
     """The run's settings that differ from its recipe's (quick-check or demonstration flags),
     as {name: the run's value}. Settings a checkpoint does not record count as the defaults."""
-    from training.planet_trainer import PlaNetTrainConfig
     from training.run_files import config_defaults
 
     defaults = config_defaults(PlaNetTrainConfig)

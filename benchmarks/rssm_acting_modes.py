@@ -152,6 +152,9 @@ def main(argv: list[str] | None = None) -> int:
     report = Path(args.results_dir) / name
     episodes: dict[str, dict[int, dict[str, float]]] = {mode: {} for mode in args.modes}
     command = " ".join(["python benchmarks/rssm_acting_modes.py", *(argv if argv is not None else sys.argv[1:])])
+    header = {"run": run.name, "task": config["task"], "env_steps": config["env_steps"],
+              "recipe_model": config.get("model"), "seeds": seeds, "precision": args.precision,
+              "device": args.device, "machine": machine_info(), "command": command}  # fmt: skip
     result: dict[str, Any] = {}
     for mode in args.modes:
         for seed in seeds:
@@ -164,10 +167,7 @@ def main(argv: list[str] | None = None) -> int:
                 done = finished_episode(out)
                 assert done is not None, f"{out} has no summary.json"
             episodes[mode][seed] = done
-            result = {"run": run.name, "task": config["task"], "env_steps": config["env_steps"],
-                      "recipe_model": config.get("model"), "seeds": seeds, "precision": args.precision,
-                      "device": args.device, "machine": machine_info(), "command": command,
-                      **table(episodes, seeds)}  # fmt: skip
+            result = {**header, **table(episodes, seeds)}
             write_report(report, result)
     for mode, m in result["modes"].items():
         print(f"{mode:14s} {m['mean']:8.1f} +- {m['std']:.1f} ({m['episodes']} episodes)")

@@ -236,7 +236,6 @@ class AngleFeatures(nn.Module):
         super().__init__()
         dims = check_angle_dims(angle_dims, size)
         self.angle_dims = dims
-        self.in_features = size
         self.out_features = size + len(dims)
         # Not saved: they follow from the config, and older checkpoints have none.
         self.register_buffer("_plain", torch.tensor([d for d in range(size) if d not in dims], dtype=torch.long),

@@ -253,6 +253,12 @@ class PlaNetTrainConfig:
     def uses_planner(self) -> bool:
         return self.mode in ("planner", "planner+actor")
 
+    @property
+    def angle_dims(self) -> tuple[int, ...]:
+        """The state entries the model reads as (sin, cos): the task's joint angles in a
+        state run without `raw_angles`, else none (`RSSMConfig.angle_dims`)."""
+        return angle_dims(self.task, self.raw_angles) if self.obs == "state" else ()
+
     def planner_budget(self) -> tuple[int, int]:
         """(candidates, elites) of the CEM: PlaNet's 1000 / 100 unless overridden."""
         samples = self.plan_samples if self.plan_samples is not None else 1000
@@ -477,7 +483,7 @@ class PlaNetTrainer(OnlineTrainer):
         c = self.config
         overrides: dict[str, Any] = {} if c.free_nats is None else {"free_nats": float(c.free_nats)}
         if c.obs == "state":
-            overrides["angle_dims"] = angle_dims(c.task, c.raw_angles)
+            overrides["angle_dims"] = c.angle_dims
         return RSSM(_MODEL_BUILDERS[c.model](c.obs, self.obs_shape, self.action_dim, **overrides)).to(self.device)
 
     def build_optimizer(self, model: RSSM) -> torch.optim.Optimizer:

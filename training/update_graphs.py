@@ -14,8 +14,8 @@ as tensors.
 Recording runs `warmup` eager updates on a side stream first (CUDA builds its libraries'
 handles and workspaces, and Adam its moments, outside the capture). Those updates must
 not count, so every module's parameters and buffers, every optimiser state, and torch's
-default random generators (CPU and CUDA) are put back afterwards, in place (the graph records addresses):
-the first replay is the update an eager call would have made.
+default random generators (CPU and CUDA) are put back afterwards, in place (the graph
+records addresses): the first replay is the update an eager call would have made.
 
 Batch shape: a graph is for one batch signature (every tensor's shape and dtype). A
 batch of another signature records a new graph in place of the old one, with a one-time
@@ -127,7 +127,7 @@ class CapturedUpdate:
             self._warn_once("device", f"a captured update needs a CUDA device; on {self.device} updates run eagerly "
                                       "(the same computation)")  # fmt: skip
         if self.capture:
-            self._make_optimizers_capturable()
+            set_capturable(self.optimizers, True)
 
     @property
     def captured(self) -> bool:
@@ -240,9 +240,6 @@ class CapturedUpdate:
             for group in opt.param_groups:
                 for p in group["params"]:
                     p.grad = None
-
-    def _make_optimizers_capturable(self) -> None:
-        set_capturable(self.optimizers, True)
 
     def _warn_once(self, key: str, message: str) -> None:
         if key not in self._warned:
