@@ -58,6 +58,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from models.checkpoints import replace_with_default_mode
+
 __all__ = ["FORMAT_VERSION", "MANIFEST", "GoalSet", "OfflineDataset", "proprio_of", "sample_goals", "sample_unmet_goals",
            "write_dataset"]
 
@@ -100,7 +102,7 @@ def atomic_write(path: Path, write: Callable[[Any], None], binary: bool = True) 
             write(f)
             f.flush()
             os.fsync(f.fileno())
-        os.replace(tmp, path)
+        replace_with_default_mode(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
