@@ -311,8 +311,8 @@ def plan_main(argv: list[str]) -> int:
     except KeyboardInterrupt:
         print("interrupted; no results written", file=sys.stderr)
         return 130
-    write_results(out, {"task": args.task, "planner": args.planner, "preset": args.preset, "model": spec.name},
-                  records)
+    write_results(out, {"task": args.task, "planner": args.planner, "preset": args.preset, "model": spec.name,
+                        "acting": setup.description}, records)
     summary = summarise(records)
     rate = "" if summary["success_rate"] is None else f", success {100 * summary['success_rate']:.0f}%"
     print(f"mean return {summary['mean_return']:.2f}{rate}, plan {summary['mean_plan_ms']:.0f} ms/step; "

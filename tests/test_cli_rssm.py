@@ -52,6 +52,8 @@ def test_train_then_act_in_each_mode(tmp_path, capsys, mode):
     assert code == 0
     printed = capsys.readouterr().out
     assert f"model rssm ({mode})" in printed and "mean return" in printed
+    # the results say how the model acted, not only the (unused, in actor mode) planner's name
+    assert f"model rssm ({mode})" in json.loads((tmp_path / "eval" / "summary.json").read_text())["acting"]
 
 
 def test_actor_modes_need_the_behaviour_file(tmp_path, capsys):
