@@ -59,6 +59,7 @@ __all__ = [
     "RSSMConfig",
     "RSSMLossOutput",
     "RSSMState",
+    "categorical_by_inverse_cdf",
     "exponential_noise",
     "postprocess_images",
     "preprocess_images",
@@ -130,6 +131,25 @@ def exponential_noise(
         return torch.empty(shape, device=device, dtype=dtype).exponential_(generator=generator)
     uniform = torch.rand(shape, generator=generator, device=device, dtype=torch.float64)
     return uniform.neg_().log1p_().neg_().to(dtype)
+
+
+def categorical_by_inverse_cdf(probs: Tensor, generator: torch.Generator | None) -> Tensor:
+    """Class indices drawn from the categoricals `probs` [..., K]: one uniform u per
+    categorical, the first class whose cumulative probability reaches u times the total.
+
+    The same distribution as the exponential race argmax(p / E) with K times fewer random
+    numbers. A planner's thousands of imagined steps draw their discrete latents this way:
+    on a CPU the race's Exp(1) draws (from torch's serial generator) took about half of a
+    CEM step's time. Training keeps the race, whose noise `_draw_noise` can draw ahead.
+    Accumulated in float32 at least, so the cumulative sums are not rounded to bfloat16.
+    Class k owns [cdf_{k-1}, cdf_k), so a class of probability 0 is never drawn.
+    -> [...] int64.
+    """
+    cdf = probs.detach().to(torch.promote_types(probs.dtype, torch.float32)).cumsum(dim=-1)
+    u = torch.rand((*cdf.shape[:-1], 1), generator=generator, device=cdf.device, dtype=cdf.dtype)
+    index = torch.searchsorted(cdf, (u * cdf[..., -1:]).contiguous(), right=True)
+    # u * total < total, so only rounding could pass the last class.
+    return index.squeeze(-1).clamp_(max=probs.shape[-1] - 1)
 
 
 # ---------------------------------------------------------------------------- config
@@ -685,6 +705,12 @@ class RSSM(nn.Module):
 
         `noise` (from `_draw_noise`) replaces the draw when sampling, so a caller can draw
         in one order and build the states in another.
+
+        While no gradient is recorded (planning, acting, evaluation: `torch.no_grad`), no
+        straight-through path is needed: a discrete s is then drawn by inverse CDF
+        (`categorical_by_inverse_cdf`), one uniform per categorical instead of one Exp(1) per
+        class, the same distribution from a different random stream, and the state is the
+        bare one-hot without logits. Training draws with gradients on, by the race.
         """
         c = self.config
         if c.latent == "gaussian":
@@ -698,6 +724,14 @@ class RSSM(nn.Module):
         probs = logits.softmax(dim=-1)
         if c.unimix > 0.0:
             probs = (1.0 - c.unimix) * probs + c.unimix / c.classes
+        if sample and noise is None and not torch.is_grad_enabled():
+            index = categorical_by_inverse_cdf(probs, self.generator)
+            # Scattered in the state's dtype: F.one_hot's int64 tensor and its cast would
+            # move eight and then four bytes per class.
+            stoch = torch.zeros_like(probs).scatter_(-1, index.unsqueeze(-1), 1.0).flatten(-2)
+            # No logits: planning reads only the feature, and their log per class costs.
+            return RSSMState(deter=deter, stoch=stoch, index=index)
+        if c.unimix > 0.0:
             logits = probs.log()
         if sample:
             # Exponential race: argmax(p / E), E ~ Exp(1), is a categorical draw; the
@@ -789,7 +823,8 @@ class RSSM(nn.Module):
         the recurrence needs only the GRU and the posterior at each step, so the prior's
         layers run once over all steps after the scan. The prior's noise is still drawn at
         its step, before the posterior's, so the random stream and every sample match the
-        step-by-step filter (`tests/test_rssm_fast_update.py`). It calls the layers
+        step-by-step filter (`tests/test_rssm_fast_update.py`) while gradients are recorded
+        (under `torch.no_grad` the posterior draws by inverse CDF: see `_state_from_stats`). It calls the layers
         directly, not `img_step` / `obs_step`: a subclass that overrides those changes
         planning and imagination, not this filter.
 
@@ -1091,13 +1126,22 @@ class RSSM(nn.Module):
     def rollout(self, z: Tensor, actions: Tensor) -> Tensor:
         """Latents after each action. z [M, F], actions [M, H, A] -> [M, H, F]."""
         state = self.split(z)
-        features = []
-        # Only the features are kept: stacking the distribution parameters of every
-        # candidate and step would cost memory traffic the planner never uses.
-        for t in range(actions.shape[1]):
+        m, horizon = actions.shape[:2]
+        d = self.config.deter
+        latents: Tensor | None = None
+        # Only the features are kept, each part written once into its place: stacking the
+        # distribution parameters of every candidate and step, or concatenating and then
+        # stacking the features, would cost memory traffic the planner never uses.
+        for t in range(horizon):
             state = self.img_step(state, actions[:, t], sample=self.plan_with_samples)
-            features.append(state.feature())
-        return torch.stack(features, dim=1)
+            if latents is None:  # feature()'s dtype: torch.cat's promotion of the two parts
+                dtype = torch.promote_types(state.deter.dtype, state.stoch.dtype)
+                latents = state.deter.new_empty((m, horizon, d + state.stoch.shape[-1]), dtype=dtype)
+            latents[:, t, :d] = state.deter
+            latents[:, t, d:] = state.stoch
+        if latents is None:
+            raise ValueError(f"actions has shape {tuple(actions.shape)}; a rollout needs at least one step")
+        return latents
 
     def rollout_with_rewards(self, z: Tensor, actions: Tensor) -> tuple[Tensor, Tensor]:
         """Latents and rewards of each step, for `reward_objective`.

@@ -1,4 +1,5 @@
-"""benchmarks/rssm_acting_modes.py: one trained run acting three ways, resumable by episode."""
+"""benchmarks/rssm_acting_modes.py: one trained run acting three ways, resumable by episode;
+benchmarks/rssm_plan_cost.py: what those modes' CEM step costs, two checkouts side by side."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks import rssm_acting_modes
+from benchmarks import rssm_acting_modes, rssm_plan_cost
 from training.planet_trainer import PlaNetTrainConfig, PlaNetTrainer
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
@@ -54,3 +55,19 @@ def test_a_run_without_an_actor_is_refused(tmp_path):
     tiny_run(run, "planner")
     with pytest.raises(SystemExit, match="trained no actor-critic"):
         rssm_acting_modes.main(["--run", str(run), "--results-dir", str(tmp_path)])
+
+
+def test_the_plan_cost_of_two_checkouts_is_measured_and_a_wrong_folder_is_named(tmp_path):
+    run = tmp_path / "rssm-cartpole-swingup-state-actor-s0"
+    tiny_run(run, "actor")
+    results = tmp_path / "results"
+    # This checkout against itself: the comparison's plumbing, not a speed claim.
+    rssm_plan_cost.main(["--run", str(run), "--baseline", str(rssm_plan_cost.ROOT), "--steps", "1", "--rounds", "1",
+                         "--results-dir", str(results)])  # fmt: skip
+    report = json.loads((results / f"rssm_plan_cost-{run.name}-float32.json").read_text())
+    assert report["planner"]["num_samples"] == 1000 and report["model_env_steps"] == 160
+    assert all(len(ms) == 1 and ms[0] > 0 for ms in report["median_ms_per_round"].values()) and report["speedup"] > 0
+    with pytest.raises(SystemExit, match=f"--baseline {tmp_path}: no benchmarks/planet_learning.py there"):
+        rssm_plan_cost.main(["--run", str(run), "--baseline", str(tmp_path)])
+    with pytest.raises(SystemExit, match=f"--run {tmp_path}: no checkpoint.pt there"):
+        rssm_plan_cost.main(["--run", str(tmp_path), "--baseline", str(rssm_plan_cost.ROOT)])

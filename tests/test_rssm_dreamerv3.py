@@ -15,7 +15,7 @@ import torch
 
 import run_planning
 from models.layers import symlog
-from models.rssm import RSSM, RSSMConfig, _NormGRUCell
+from models.rssm import RSSM, RSSMConfig, _NormGRUCell, categorical_by_inverse_cdf
 from models.told import two_hot_inverse
 from planners import CEM, MPCController
 from tests.test_cli_rssm import QUICK_TRAIN
@@ -73,6 +73,43 @@ def test_the_planners_run_on_a_v3_model() -> None:
     z = controller._latent
     latents, rewards = model.rollout_with_rewards(z, torch.zeros(1, 4, 1))
     assert latents.shape == (1, 4, model.config.feature_size) and torch.isfinite(rewards).all()
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_the_planners_categorical_draw_has_the_categoricals_frequencies(dtype) -> None:
+    """Planning draws one uniform per categorical (inverse CDF) instead of the race's one
+    per class: the frequencies must still be the probabilities, and a class of
+    probability 0 must never come up."""
+    probs = torch.tensor([[0.5, 0.0, 0.3, 0.2], [0.0, 0.0, 0.0, 1.0], [0.25, 0.25, 0.25, 0.25]], dtype=dtype)
+    n = 200_000
+    index = categorical_by_inverse_cdf(probs.expand(n, 3, 4), torch.Generator().manual_seed(0))
+    assert index.shape == (n, 3) and index.dtype == torch.int64
+    counts = torch.stack([torch.bincount(index[:, j], minlength=4) for j in range(3)]).double()
+    # 5 standard errors of a frequency at p = 0.5 and n = 200k: 0.0056.
+    torch.testing.assert_close(counts / n, probs.double(), atol=0.0056, rtol=0.0)
+    assert counts[0, 1] == 0 and counts[1, :3].sum() == 0
+    # The same generator state, the same draws.
+    again = categorical_by_inverse_cdf(probs.expand(n, 3, 4), torch.Generator().manual_seed(0))
+    assert torch.equal(index, again)
+
+
+def test_a_sampled_rollout_is_the_sampled_steps_one_after_another() -> None:
+    """rollout writes each step's parts into one tensor; it must equal next() step by step
+    with the same draws, and its samples must be one-hot."""
+    model = tiny_v3(action_dim=2)
+    z = model.encode(torch.randn(6, 2))
+    actions = torch.rand(6, 5, 2) * 2 - 1
+    with torch.no_grad():
+        model.generator = torch.Generator().manual_seed(7)
+        latents = model.rollout(z, actions)
+        model.generator = torch.Generator().manual_seed(7)
+        steps, state = [], z
+        for t in range(5):
+            state = model.next(state, actions[:, t])
+            steps.append(state)
+    assert torch.equal(latents, torch.stack(steps, dim=1))
+    stoch = latents[..., model.config.deter:].unflatten(-1, (model.config.stoch, model.config.classes))
+    assert torch.equal(stoch.sum(-1), torch.ones(6, 5, model.config.stoch)) and set(stoch.unique().tolist()) == {0.0, 1.0}
 
 
 def test_two_hot_reward_head_starts_at_zero_and_fits_large_rewards() -> None:
