@@ -23,7 +23,7 @@ from typing import Any
 import torch
 from torch import nn
 
-__all__ = ["CheckpointError", "atomic_write", "atomic_torch_save", "replace_with_default_mode", "model_checkpoint", "read_family", "read_header"]
+__all__ = ["CheckpointError", "atomic_write", "atomic_torch_save", "model_checkpoint", "read_family", "read_header"]
 
 
 class CheckpointError(ValueError):
@@ -42,13 +42,13 @@ def atomic_write(path: str | os.PathLike[str], write: Callable[[str], None], suf
     os.close(fd)
     try:
         write(tmp)
-        replace_with_default_mode(tmp, path)
+        _replace_with_default_mode(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
 
 
-def replace_with_default_mode(tmp: str | os.PathLike[str], path: str | os.PathLike[str]) -> None:
+def _replace_with_default_mode(tmp: str | os.PathLike[str], path: str | os.PathLike[str]) -> None:
     """Rename the finished temporary file `tmp` over `path`, first giving it the mode a plain
     `open(path, "w")` would have (0o666 less the umask). `tempfile.mkstemp` makes files
     readable by their owner alone, which would leave shipped checkpoints and datasets

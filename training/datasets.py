@@ -46,7 +46,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import tempfile
 import zipfile
 import zlib
 from collections.abc import Callable, Mapping, Sequence
@@ -58,7 +57,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from models.checkpoints import replace_with_default_mode
+from models.checkpoints import atomic_write as checkpoints_atomic_write
 
 __all__ = ["FORMAT_VERSION", "MANIFEST", "GoalSet", "OfflineDataset", "proprio_of", "sample_goals", "sample_unmet_goals",
            "write_dataset"]
@@ -94,18 +93,16 @@ def shard_name(index: int) -> str:
 
 
 def atomic_write(path: Path, write: Callable[[Any], None], binary: bool = True) -> None:
-    """Write through `write(file)` into a temp file beside `path`, then rename."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb" if binary else "w") as f:
+    """Write through `write(file)` into a temp file beside `path`, synced to disk, then
+    rename (`models.checkpoints.atomic_write`, which writers by path use)."""
+
+    def write_synced(tmp: str) -> None:
+        with open(tmp, "wb" if binary else "w") as f:
             write(f)
             f.flush()
             os.fsync(f.fileno())
-        replace_with_default_mode(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+
+    checkpoints_atomic_write(path, write_synced)
 
 
 def save_npz_atomic(path: Path, arrays: Mapping[str, np.ndarray]) -> None:
