@@ -28,6 +28,8 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+import torch  # noqa: E402
+
 from benchmarks.machine import machine_info  # noqa: E402
 from benchmarks.results_io import write_json_result  # noqa: E402
 
@@ -40,7 +42,9 @@ def plan_time(checkout: Path, run: Path, precision: str, threads: int, steps: in
         cmd = [sys.executable, str(checkout / "benchmarks" / "planet_learning.py"), "plan-time", "--run", str(run),
                "--steps", str(steps), "--precision", precision, "--threads", str(threads),
                "--results-dir", results, "--no-progress"]  # fmt: skip
-        subprocess.run(cmd, check=True, capture_output=True, text=True, cwd=checkout)
+        done = subprocess.run(cmd, capture_output=True, text=True, cwd=checkout)
+        if done.returncode != 0:
+            raise SystemExit(f"plan-time failed in {checkout} (exit {done.returncode}):\n{done.stderr.strip()}")
         entries = json.loads((Path(results) / "planet_learning.json").read_text())["plan_time"]
     return next(iter(entries.values()))
 
@@ -48,11 +52,14 @@ def plan_time(checkout: Path, run: Path, precision: str, threads: int, steps: in
 def revision(checkout: Path) -> str | None:
     """The git commit `checkout` is at, "+changes" when tracked files differ from it (None
     outside git), to name what was compared."""
-    head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=checkout)
+    try:
+        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=checkout)
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True,
+                               text=True, cwd=checkout).stdout.strip()  # fmt: skip
+    except OSError:  # no git
+        return None
     if not head.stdout.strip():
         return None
-    dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True, text=True,
-                           cwd=checkout).stdout.strip()  # fmt: skip
     return head.stdout.strip() + ("+changes" if dirty else "")
 
 
@@ -71,12 +78,18 @@ def main(argv: list[str] | None = None) -> None:
         raise SystemExit(f"--baseline {args.baseline}: no benchmarks/planet_learning.py there; pass a checkout")
     if not (args.run / "checkpoint.pt").is_file():
         raise SystemExit(f"--run {args.run}: no checkpoint.pt there; pass an RSSM run folder")
+    for flag in ("steps", "rounds", "threads"):
+        if getattr(args, flag) < 1:
+            raise SystemExit(f"--{flag} {getattr(args, flag)} must be at least 1")
+    torch.set_num_threads(args.threads)  # so machine_info records the threads the timings used
     run = args.run.resolve()
     checkouts = {f"baseline ({baseline.name})": baseline, "this checkout": ROOT}
+    revisions = {name: revision(checkout) for name, checkout in checkouts.items()}
     samples: dict[str, list[float]] = {name: [] for name in checkouts}
     entry: dict[str, Any] = {}
     for r in range(args.rounds):
-        for name, checkout in checkouts.items():
+        order = list(checkouts.items())
+        for name, checkout in order if r % 2 == 0 else order[::-1]:  # neither always runs first
             entry = plan_time(checkout, run, args.precision, args.threads, args.steps)
             samples[name].append(entry["median_ms"])
             print(f"round {r + 1}, {name}: median {entry['median_ms']} ms per planning step", flush=True)
@@ -91,7 +104,7 @@ def main(argv: list[str] | None = None) -> None:
         "planner": entry["planner"],
         "model_env_steps": entry["model_env_steps"],
         "settings": {"precision": args.precision, "threads": args.threads, "steps": args.steps, "rounds": args.rounds},
-        "revisions": {name: revision(checkout) for name, checkout in checkouts.items()},
+        "revisions": revisions,
         "median_ms_per_round": samples,
         "median_ms": median,
         "speedup": round(base / median["this checkout"], 2),

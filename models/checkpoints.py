@@ -55,7 +55,10 @@ def _replace_with_default_mode(tmp: str | os.PathLike[str], path: str | os.PathL
     unreadable to the other users of a shared machine."""
     umask = os.umask(0)
     os.umask(umask)
-    os.chmod(tmp, 0o666 & ~umask)
+    try:
+        os.chmod(tmp, 0o666 & ~umask)
+    except OSError:  # a file system without modes: the file is still whole
+        pass
     os.replace(tmp, path)
 
 

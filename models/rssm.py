@@ -35,10 +35,11 @@ Shapes:
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -623,8 +624,10 @@ class RSSM(nn.Module):
     Randomness: latents are sampled with `self.generator` when it is set, else with
     torch's global RNG. `plan_with_samples` (default True, as PlaNet's planner samples
     the prior) chooses samples or means (modes for discrete latents) in `encode`,
-    `observe`, `next`, `reward`, `rollout` and `rollout_with_rewards`. Training
-    (`loss`, `imagine*`) always samples, with reparameterised/straight-through gradients.
+    `observe`, `next`, `reward`, `rollout` and `rollout_with_rewards`; there, without
+    gradients, discrete latents are drawn by inverse CDF (one uniform per categorical).
+    Training (`loss`, `imagine*`) always samples, with reparameterised/straight-through
+    gradients, by the exponential race.
 
     Example:
         model = RSSM(RSSMConfig.planet("pixels", (3, 64, 64), action_dim=6))
@@ -644,6 +647,7 @@ class RSSM(nn.Module):
         self.action_dim = c.action_dim
         self.generator: torch.Generator | None = None
         self.plan_with_samples = True
+        self._plan_draws = False  # set inside the planning interface (`_planning_draws`)
         feat = c.feature_size
         stats = 2 * c.stoch if c.latent == "gaussian" else c.stoch * c.classes
 
@@ -706,11 +710,13 @@ class RSSM(nn.Module):
         `noise` (from `_draw_noise`) replaces the draw when sampling, so a caller can draw
         in one order and build the states in another.
 
-        While no gradient is recorded (planning, acting, evaluation: `torch.no_grad`), no
-        straight-through path is needed: a discrete s is then drawn by inverse CDF
-        (`categorical_by_inverse_cdf`), one uniform per categorical instead of one Exp(1) per
-        class, the same distribution from a different random stream, and the state is the
-        bare one-hot without logits. Training draws with gradients on, by the race.
+        Inside the planning interface (`observe`, `next`, `rollout`: `_planning_draws`)
+        with no gradient recorded, no straight-through path is needed: a discrete s is then
+        drawn by inverse CDF (`categorical_by_inverse_cdf`), one uniform per categorical
+        instead of one Exp(1) per class, the same distribution from a different random
+        stream, and the state is the bare one-hot without logits (planning reads only the
+        feature). Everything else (`loss`, `imagine*`, with or without gradients) draws by
+        the race and keeps the logits.
         """
         c = self.config
         if c.latent == "gaussian":
@@ -724,12 +730,12 @@ class RSSM(nn.Module):
         probs = logits.softmax(dim=-1)
         if c.unimix > 0.0:
             probs = (1.0 - c.unimix) * probs + c.unimix / c.classes
-        if sample and noise is None and not torch.is_grad_enabled():
+        if sample and noise is None and self._plan_draws and not torch.is_grad_enabled():
             index = categorical_by_inverse_cdf(probs, self.generator)
             # Scattered in the state's dtype: F.one_hot's int64 tensor and its cast would
             # move eight and then four bytes per class.
             stoch = torch.zeros_like(probs).scatter_(-1, index.unsqueeze(-1), 1.0).flatten(-2)
-            # No logits: planning reads only the feature, and their log per class costs.
+            # No logits: the planning interface returns only the feature.
             return RSSMState(deter=deter, stoch=stoch, index=index)
         if c.unimix > 0.0:
             logits = probs.log()
@@ -823,8 +829,7 @@ class RSSM(nn.Module):
         the recurrence needs only the GRU and the posterior at each step, so the prior's
         layers run once over all steps after the scan. The prior's noise is still drawn at
         its step, before the posterior's, so the random stream and every sample match the
-        step-by-step filter (`tests/test_rssm_fast_update.py`) while gradients are recorded
-        (under `torch.no_grad` the posterior draws by inverse CDF: see `_state_from_stats`). It calls the layers
+        step-by-step filter (`tests/test_rssm_fast_update.py`). It calls the layers
         directly, not `img_step` / `obs_step`: a subclass that overrides those changes
         planning and imagination, not this filter.
 
@@ -1090,6 +1095,17 @@ class RSSM(nn.Module):
         if tuple(obs.shape[1:]) != self.obs_shape or obs.dim() != 1 + len(self.obs_shape):
             raise ValueError(f"obs has shape {tuple(obs.shape)}; this RSSM expects [M, *{self.obs_shape}]")
 
+    @contextlib.contextmanager
+    def _planning_draws(self) -> Iterator[None]:
+        """Inside: discrete latents drawn without gradients take the planner's cheap draw
+        (see `_state_from_stats`). The planning interface's own calls only, so a subclass
+        that overrides `img_step` / `obs_step` plans with them as before."""
+        previous, self._plan_draws = self._plan_draws, True
+        try:
+            yield
+        finally:
+            self._plan_draws = previous
+
     def encode(self, obs: Tensor) -> Tensor:
         """The posterior latent of a single observation, from the zero state and a zero
         previous action (what `observe(None, None, obs)` gives).
@@ -1111,12 +1127,14 @@ class RSSM(nn.Module):
         if action_prev is None:
             action_prev = torch.zeros(m, self.action_dim, device=obs.device, dtype=state.deter.dtype)
         embed = self.embed(obs, noise=False)
-        post, _ = self.obs_step(state, action_prev.to(state.deter.dtype), embed, sample=self.plan_with_samples)
+        with self._planning_draws():
+            post, _ = self.obs_step(state, action_prev.to(state.deter.dtype), embed, sample=self.plan_with_samples)
         return post.feature()
 
     def next(self, z: Tensor, action: Tensor) -> Tensor:
         """One prior step. z [M, F], action [M, A] -> [M, F]."""
-        return self.img_step(self.split(z), action, sample=self.plan_with_samples).feature()
+        with self._planning_draws():
+            return self.img_step(self.split(z), action, sample=self.plan_with_samples).feature()
 
     def reward(self, z: Tensor, action: Tensor) -> Tensor:
         """The predicted reward of taking `action` in `z`: the reward head at the state
@@ -1132,13 +1150,14 @@ class RSSM(nn.Module):
         # Only the features are kept, each part written once into its place: stacking the
         # distribution parameters of every candidate and step, or concatenating and then
         # stacking the features, would cost memory traffic the planner never uses.
-        for t in range(horizon):
-            state = self.img_step(state, actions[:, t], sample=self.plan_with_samples)
-            if latents is None:  # feature()'s dtype: torch.cat's promotion of the two parts
-                dtype = torch.promote_types(state.deter.dtype, state.stoch.dtype)
-                latents = state.deter.new_empty((m, horizon, d + state.stoch.shape[-1]), dtype=dtype)
-            latents[:, t, :d] = state.deter
-            latents[:, t, d:] = state.stoch
+        with self._planning_draws():
+            for t in range(horizon):
+                state = self.img_step(state, actions[:, t], sample=self.plan_with_samples)
+                if latents is None:  # feature()'s dtype: torch.cat's promotion of the two parts
+                    dtype = torch.promote_types(state.deter.dtype, state.stoch.dtype)
+                    latents = state.deter.new_empty((m, horizon, d + state.stoch.shape[-1]), dtype=dtype)
+                latents[:, t, :d] = state.deter
+                latents[:, t, d:] = state.stoch
         if latents is None:
             raise ValueError(f"actions has shape {tuple(actions.shape)}; a rollout needs at least one step")
         return latents

@@ -36,18 +36,19 @@ def test_a_wrong_checkpoint_is_named(checkpoint, message):
         read_header(checkpoint, "probe", 4)
 
 
-def test_a_written_file_gets_the_mode_a_plain_open_would_give(tmp_path):
+@pytest.mark.parametrize(("umask", "mode"), [(0o022, 0o644), (0o027, 0o640)])
+def test_a_written_file_gets_the_mode_a_plain_open_would_give(tmp_path, umask, mode):
     """mkstemp's temporaries are owner-only; the finished file must not stay so."""
     from training.datasets import save_json_atomic
 
-    old = os.umask(0o022)
+    old = os.umask(umask)
     try:
         atomic_torch_save({"x": 1}, tmp_path / "model.pt")
         save_json_atomic(tmp_path / "manifest.json", {"x": 1})
     finally:
         os.umask(old)
     for name in ("model.pt", "manifest.json"):
-        assert stat.S_IMODE((tmp_path / name).stat().st_mode) == 0o644, name
+        assert stat.S_IMODE((tmp_path / name).stat().st_mode) == mode, name
 
 
 def test_a_failed_write_keeps_the_old_file(tmp_path):

@@ -71,3 +71,5 @@ def test_the_plan_cost_of_two_checkouts_is_measured_and_a_wrong_folder_is_named(
         rssm_plan_cost.main(["--run", str(run), "--baseline", str(tmp_path)])
     with pytest.raises(SystemExit, match=f"--run {tmp_path}: no checkpoint.pt there"):
         rssm_plan_cost.main(["--run", str(tmp_path), "--baseline", str(rssm_plan_cost.ROOT)])
+    with pytest.raises(SystemExit, match="--rounds 0 must be at least 1"):
+        rssm_plan_cost.main(["--run", str(run), "--baseline", str(rssm_plan_cost.ROOT), "--rounds", "0"])

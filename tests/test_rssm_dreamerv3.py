@@ -112,6 +112,28 @@ def test_a_sampled_rollout_is_the_sampled_steps_one_after_another() -> None:
     assert torch.equal(stoch.sum(-1), torch.ones(6, 5, model.config.stoch)) and set(stoch.unique().tolist()) == {0.0, 1.0}
 
 
+def test_planning_draws_by_inverse_cdf_and_everything_else_keeps_the_race() -> None:
+    """The planning interface (next, rollout, observe) without gradients draws each
+    categorical by inverse CDF from the mixed probabilities; a loss or an imagination
+    evaluated under no_grad keeps the race and its logits (KL terms need them)."""
+    model = tiny_v3(action_dim=2)
+    c = model.config
+    z, action = model.encode(torch.randn(4, 2)), torch.rand(4, 2) * 2 - 1
+    with torch.no_grad():
+        model.generator = torch.Generator().manual_seed(5)
+        stoch = model.next(z, action)[:, c.deter :].unflatten(-1, (c.stoch, c.classes))
+        deter = model._next_deter(model.split(z), action)
+        probs = model._prior_stats(deter).unflatten(-1, (c.stoch, c.classes)).softmax(-1)
+        probs = (1 - c.unimix) * probs + c.unimix / c.classes
+        expected = categorical_by_inverse_cdf(probs, torch.Generator().manual_seed(5))
+        assert torch.equal(stoch.argmax(-1), expected)
+        assert model._plan_draws is False  # only inside the planning interface
+        state = model.imagine(model.split(z), action[:, None], sample=True)
+        assert state.logits is not None and torch.isfinite(model.kl_divergence(state, state)).all()
+        batch = {"obs": torch.randn(2, 5, 2), "actions": torch.rand(2, 5, 2) * 2 - 1, "rewards": torch.randn(2, 5)}
+        assert torch.isfinite(model.loss(batch).loss)
+
+
 def test_two_hot_reward_head_starts_at_zero_and_fits_large_rewards() -> None:
     model = tiny_v3()
     feature = torch.randn(64, model.config.feature_size)
