@@ -732,8 +732,7 @@ class RSSM(nn.Module):
             probs = (1.0 - c.unimix) * probs + c.unimix / c.classes
         if sample and noise is None and self._plan_draws and not torch.is_grad_enabled():
             index = categorical_by_inverse_cdf(probs, self.generator)
-            # Scattered in the state's dtype: F.one_hot's int64 tensor and its cast would
-            # move eight and then four bytes per class.
+            # The one-hot made in the state's dtype (F.one_hot makes int64, then a cast).
             stoch = torch.zeros_like(probs).scatter_(-1, index.unsqueeze(-1), 1.0).flatten(-2)
             # No logits: the planning interface returns only the feature.
             return RSSMState(deter=deter, stoch=stoch, index=index)
