@@ -128,7 +128,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--obs", default="state", choices=["state", "pixels"], help="observation type")
     parser.add_argument("--goal", default=None, help="goal-image file (.png/.npy) for goal-conditioned models")
     parser.add_argument("--video", default=None, help="write the first episode to this .gif (or .mp4)")
-    parser.add_argument("--out", default=None, help="folder for CSV/JSON results (default runs/<task>-<planner>-<model>)")
+    parser.add_argument("--out", default=None, help="folder for CSV/JSON results (default runs/<task>-<planner>-<model>[-<mode>...])")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.add_argument("--list", action="store_true", help="list tasks, planners and models, then exit")
     add_family_options(parser, "plan")
@@ -172,6 +172,22 @@ def check_fits(args: argparse.Namespace, spec: ModelSpec) -> None:
     if args.goal is not None and not (learned and "goal" in spec.observations):
         raise UserError(f"--goal images need a goal-conditioned learned model, not --model {spec.name}; "
                         f"{spec.name} plans to the task's own goal")
+
+
+def default_results_folder(args: argparse.Namespace, spec: ModelSpec, options: dict[str, Any]) -> Path:
+    """runs/<task>-<planner>-<model>, then the value of each family option the user set that
+    names a way of acting (a choice, or a switch as its name or no_<name>), so e.g.
+    `--mode actor` does not write over the results of planning with the same model."""
+    parts = [args.task, args.planner, spec.name]
+    for option in spec.plan_options:
+        value = options.get(option.name)
+        if value is None:
+            continue
+        if option.switch:
+            parts.append(option.name if value else f"no_{option.name}")
+        elif option.choices:
+            parts.append(str(value))
+    return Path("runs") / "-".join(parts)
 
 
 def plan_request(args: argparse.Namespace, spec: ModelSpec, out: Path) -> PlanRequest:
@@ -293,7 +309,7 @@ def plan_main(argv: list[str]) -> int:
         check_fits(args, spec)
         if args.planner == "auto":
             args.planner = spec.default_planner
-        out = Path(args.out) if args.out else Path("runs") / f"{args.task}-{args.planner}-{spec.name}"
+        out = Path(args.out) if args.out else default_results_folder(args, spec, family_options(args, spec, "plan"))
         if args.video:
             check_video_path(args.video)
         setup = spec.entry("prepare")(plan_request(args, spec, out))

@@ -137,3 +137,25 @@ def test_the_default_run_solves_cartpole_swingup(tmp_path):
     assert result.returncode == 0, result.stderr
     summary = json.loads((tmp_path / "summary.json").read_text())
     assert (summary["task"], summary["model"]) == ("cartpole-swingup", "told") and summary["mean_return"] > 800
+
+
+def test_acting_another_way_writes_to_another_default_folder():
+    """Without --out, the results folder names the family options that choose how the model
+    acts, so acting with the actor does not overwrite planning's results (and a numeric
+    option or a file path does not end up in a folder name)."""
+    import run_planning
+    from models import registry
+
+    def folder(*argv: str) -> str:
+        args = run_planning.build_parser().parse_args(list(argv))
+        spec = registry.get(args.model)
+        return str(run_planning.default_results_folder(args, spec, run_planning.family_options(args, spec, "plan")))
+
+    base = ["--task", "cartpole-swingup", "--model", "rssm", "--planner", "cem"]
+    assert folder(*base) == os.path.join("runs", "cartpole-swingup-cem-rssm")
+    assert folder(*base, "--mode", "actor") == os.path.join("runs", "cartpole-swingup-cem-rssm-actor")
+    assert folder(*base, "--mode", "planner+actor", "--no-plan-value") == os.path.join(
+        "runs", "cartpole-swingup-cem-rssm-planner+actor-no_plan_value")
+    ensemble = ["--task", "reacher-easy", "--model", "ensemble", "--planner", "icem"]
+    assert folder(*ensemble, "--particles", "5", "--propagation", "tsinf") == os.path.join(
+        "runs", "reacher-easy-icem-ensemble-tsinf")
