@@ -128,7 +128,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--obs", default="state", choices=["state", "pixels"], help="observation type")
     parser.add_argument("--goal", default=None, help="goal-image file (.png/.npy) for goal-conditioned models")
     parser.add_argument("--video", default=None, help="write the first episode to this .gif (or .mp4)")
-    parser.add_argument("--out", default=None, help="folder for CSV/JSON results (default runs/<task>-<planner>-<model>[-<mode>...])")
+    parser.add_argument("--out", default=None, help="folder for CSV/JSON results (default runs/<task>-<planner>-<model>[-<acting option>...])")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.add_argument("--list", action="store_true", help="list tasks, planners and models, then exit")
     add_family_options(parser, "plan")
@@ -190,14 +190,14 @@ def default_results_folder(args: argparse.Namespace, spec: ModelSpec, options: d
     return Path("runs") / "-".join(parts)
 
 
-def plan_request(args: argparse.Namespace, spec: ModelSpec, out: Path) -> PlanRequest:
+def plan_request(args: argparse.Namespace, options: dict[str, Any], out: Path) -> PlanRequest:
     return PlanRequest(
         task=args.task, obs=args.obs, seed=args.seed, device=resolve_device(args.device),
         checkpoint=Path(args.checkpoint) if args.checkpoint else None, planner=args.planner.lower(),
         preset=args.preset, overrides={f: getattr(args, flag) for flag, f in PLANNER_FLAGS.items()
                                        if getattr(args, flag) is not None},
         action_repeat=args.action_repeat, max_steps=args.max_steps, precision=args.precision,
-        episodes=args.episodes, options=family_options(args, spec, "plan"), out=out,
+        episodes=args.episodes, options=options, out=out,
         progress=not args.no_progress, goal=Path(args.goal) if args.goal else None,
     )  # fmt: skip
 
@@ -309,10 +309,11 @@ def plan_main(argv: list[str]) -> int:
         check_fits(args, spec)
         if args.planner == "auto":
             args.planner = spec.default_planner
-        out = Path(args.out) if args.out else default_results_folder(args, spec, family_options(args, spec, "plan"))
+        options = family_options(args, spec, "plan")
+        out = Path(args.out) if args.out else default_results_folder(args, spec, options)
         if args.video:
             check_video_path(args.video)
-        setup = spec.entry("prepare")(plan_request(args, spec, out))
+        setup = spec.entry("prepare")(plan_request(args, options, out))
         if args.video and setup.run is None and not callable(getattr(setup.env, "render", None)):
             raise UserError(f"{args.task} has no renderer; --video works with DM Control tasks")
         print(f"{describe_task(args, setup)}, {setup.description}", flush=True)
