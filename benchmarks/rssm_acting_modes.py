@@ -15,9 +15,11 @@ at the last checkpoint is copied (`training.run_export.ship_rssm_run`) into
 
 on episodes with seeds --seed, --seed + 1, ... (1000 on: not the seeds the run trained or
 evaluated with). Each episode is written as it ends and is not run again, so a killed
-benchmark resumes where it stopped. The table (mean and std per mode, the best mode) goes
-to <results-dir>/rssm_acting_modes-<run>-<env steps>.{json,md} (tagged with the precision
-when it is not float32, and with --max-steps when given).
+benchmark resumes where it stopped. Modes can run in separate processes (one per core,
+`--modes planner` beside `--modes planner+actor`): every report holds the finished
+episodes of all modes. The table (mean and std per mode, the best mode) goes to
+<results-dir>/rssm_acting_modes-<run>-<env steps>.{json,md} (tagged with the precision when
+it is not float32, and with --max-steps when given).
 
 The CEM modes cost one planning step per agent step: on a 2-core CPU about a second each,
 so about 1.5 h for 10 episodes of 500 agent steps (action repeat 2); on a GPU, minutes.
@@ -91,6 +93,22 @@ def finished_episode(out: Path) -> dict[str, float] | None:
     return {"return": float(row["episode_return"]), "plan_ms": float(row["mean_plan_ms"])}
 
 
+def episodes_on_disk(folder: Path, seeds: list[int], args: argparse.Namespace) -> dict[str, dict[int, dict[str, float]]]:
+    """The finished episodes under the current settings, {mode: {seed: episode}}, for the
+    requested modes and for any other mode with one finished: modes run by separate
+    processes (one per core) share one report."""
+    found = {}
+    for mode in MODES:
+        by_seed = {}
+        for seed in seeds:
+            done = finished_episode(folder / settings_tag(mode, args) / f"seed-{seed}")
+            if done is not None:
+                by_seed[seed] = done
+        if by_seed or mode in args.modes:
+            found[mode] = by_seed
+    return found
+
+
 def table(episodes: dict[str, dict[int, dict[str, float]]], seeds: list[int]) -> dict[str, Any]:
     """Mean and std of the return per mode over the seeds done, the mean planning time
     per step, and the best mode among the complete ones."""
@@ -150,24 +168,21 @@ def main(argv: list[str] | None = None) -> int:
     name += "" if args.precision == "float32" else f"-{args.precision}"
     name += "" if args.max_steps is None else f"-max{args.max_steps}"
     report = Path(args.results_dir) / name
-    episodes: dict[str, dict[int, dict[str, float]]] = {mode: {} for mode in args.modes}
     command = " ".join(["python benchmarks/rssm_acting_modes.py", *(argv if argv is not None else sys.argv[1:])])
     header = {"run": run.name, "task": config["task"], "env_steps": config["env_steps"],
               "recipe_model": config.get("model"), "seeds": seeds, "precision": args.precision,
               "device": args.device, "machine": machine_info(), "command": command}  # fmt: skip
+    folder = model.parent.parent
     result: dict[str, Any] = {}
     for mode in args.modes:
         for seed in seeds:
-            out = model.parent.parent / settings_tag(mode, args) / f"seed-{seed}"
-            done = finished_episode(out)
-            if done is None:
+            out = folder / settings_tag(mode, args) / f"seed-{seed}"
+            if finished_episode(out) is None:
                 print(f"{mode}, episode seed {seed} ...", flush=True)
                 if run_planning.main(episode_argv(model, config, mode, seed, args, out)) != 0:
                     raise SystemExit(f"error: the {mode} episode with seed {seed} failed")
-                done = finished_episode(out)
-                assert done is not None, f"{out} has no summary.json"
-            episodes[mode][seed] = done
-            result = {**header, **table(episodes, seeds)}
+                assert finished_episode(out) is not None, f"{out} has no summary.json"
+            result = {**header, **table(episodes_on_disk(folder, seeds, args), seeds)}
             write_report(report, result)
     for mode, m in result["modes"].items():
         print(f"{mode:14s} {m['mean']:8.1f} +- {m['std']:.1f} ({m['episodes']} episodes)")

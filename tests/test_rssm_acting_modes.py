@@ -50,6 +50,26 @@ def test_three_modes_on_the_same_episodes_then_a_rerun_runs_nothing(tmp_path, mo
         rssm_acting_modes.main([*argv, "--precision", "bfloat16"])
 
 
+def test_modes_run_by_separate_processes_share_one_report(tmp_path):
+    run = tmp_path / "rssm-cartpole-swingup-state-actor-s0"
+    tiny_run(run, "actor")
+    results = tmp_path / "results"
+    argv = ["--run", str(run), "--episodes", "2", "--max-steps", "2", "--results-dir", str(results)]
+    path = results / f"rssm_acting_modes-{run.name}-160-max2.json"
+    assert rssm_acting_modes.main([*argv, "--modes", "planner"]) == 0
+    assert set(json.loads(path.read_text())["modes"]) == {"planner"}
+    assert rssm_acting_modes.main([*argv, "--modes", "actor", "--episodes", "1"]) == 0
+    report = json.loads(path.read_text())
+    # The planner's episodes, run by the other call, are in this call's report (on the
+    # seeds this call asks for), in the modes' usual order.
+    assert list(report["modes"]) == ["actor", "planner"] and report["seeds"] == [1000]
+    assert report["modes"]["planner"]["episodes"] == 1 and report["modes"]["actor"]["episodes"] == 1
+    # Episodes run under other settings are not mixed in.
+    other = ["--run", str(run), "--episodes", "1", "--max-steps", "1", "--results-dir", str(results)]
+    assert rssm_acting_modes.main([*other, "--modes", "actor"]) == 0
+    assert set(json.loads((results / f"rssm_acting_modes-{run.name}-160-max1.json").read_text())["modes"]) == {"actor"}
+
+
 def test_a_run_without_an_actor_is_refused(tmp_path):
     run = tmp_path / "planner-run"
     tiny_run(run, "planner")
