@@ -83,6 +83,11 @@ def episode_argv(model: Path, config: dict[str, Any], mode: str, seed: int, args
     return argv
 
 
+def episode_folder(folder: Path, mode: str, seed: int, args: argparse.Namespace) -> Path:
+    """Where one episode of `mode` under the current settings is written."""
+    return folder / settings_tag(mode, args) / f"seed-{seed}"
+
+
 def finished_episode(out: Path) -> dict[str, float] | None:
     """{"return", "plan_ms"} of one finished episode (run_planning.py's summary.json), or
     None when it has not finished."""
@@ -101,7 +106,7 @@ def episodes_on_disk(folder: Path, seeds: list[int], args: argparse.Namespace) -
     for mode in MODES:
         by_seed = {}
         for seed in seeds:
-            done = finished_episode(folder / settings_tag(mode, args) / f"seed-{seed}")
+            done = finished_episode(episode_folder(folder, mode, seed, args))
             if done is not None:
                 by_seed[seed] = done
         if by_seed or mode in args.modes:
@@ -173,17 +178,22 @@ def main(argv: list[str] | None = None) -> int:
               "recipe_model": config.get("model"), "seeds": seeds, "precision": args.precision,
               "device": args.device, "machine": machine_info(), "command": command}  # fmt: skip
     folder = model.parent.parent
-    result: dict[str, Any] = {}
+
+    def write_table() -> dict[str, Any]:
+        result = {**header, **table(episodes_on_disk(folder, seeds, args), seeds)}
+        write_report(report, result)
+        return result
+
     for mode in args.modes:
         for seed in seeds:
-            out = folder / settings_tag(mode, args) / f"seed-{seed}"
+            out = episode_folder(folder, mode, seed, args)
             if finished_episode(out) is None:
                 print(f"{mode}, episode seed {seed} ...", flush=True)
                 if run_planning.main(episode_argv(model, config, mode, seed, args, out)) != 0:
                     raise SystemExit(f"error: the {mode} episode with seed {seed} failed")
                 assert finished_episode(out) is not None, f"{out} has no summary.json"
-            result = {**header, **table(episodes_on_disk(folder, seeds, args), seeds)}
-            write_report(report, result)
+                write_table()  # after every episode, so a killed benchmark leaves its table
+    result = write_table()
     for mode, m in result["modes"].items():
         print(f"{mode:14s} {m['mean']:8.1f} +- {m['std']:.1f} ({m['episodes']} episodes)")
     print(f"best: {result['best_mode']} ({result['best_mean']}); {report}.json")
