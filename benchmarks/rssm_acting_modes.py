@@ -141,7 +141,10 @@ def write_report(path: Path, result: dict[str, Any]) -> None:
         score = "-" if m["mean"] is None else f"{m['mean']} +- {m['std']}"
         lines.append(f"| {mode}{' (best)' if mode == result['best_mode'] else ''} | {m['episodes']} | {score} | "
                      f"{'-' if m['plan_ms'] is None else m['plan_ms']} |")
-    lines += ["", "Command:", "", f"    {result['command']}", ""]
+    # Modes may run as separate processes (one per core); each report lists every mode's
+    # finished episodes for these settings, so the command shown is only the last writer's.
+    lines += ["", "Command that wrote this report (the table holds every mode's finished episodes on disk "
+              "for these settings, whichever command ran them):", "", f"    {result['command']}", ""]
     atomic_write(path.with_suffix(".md"), lambda tmp: Path(tmp).write_text("\n".join(lines)))
 
 
