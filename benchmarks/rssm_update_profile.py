@@ -10,8 +10,13 @@ DreamerV3's options (`RSSMConfig.dreamerv3`) on 16 x 64 state sequences, then a 
 actor-critic step imagining 15 steps from all 1,024 posterior states. Random weights and
 batches (the work does not depend on what the model has learned). The JSON has the
 update's wall time, the share of matrix products (mm, addmm, bmm) and the share of time
-outside any operator (Python and dispatch overhead); the text file has the profiler's
-tables by operator and by operator and input shape.
+outside any operator (Python and dispatch overhead), and the rate of one large float32
+product (4096 x 4096 x 4096) on the same threads, this machine's practical matrix-product
+peak: the update's GFLOP over it is a floor on its float32 time. The text file has the
+profiler's tables by operator and by operator and input shape.
+
+`--out-name NAME` writes NAME.{json,txt} instead of the default names (to keep profiles
+of different machines side by side).
 """
 
 from __future__ import annotations
@@ -37,12 +42,27 @@ RESULTS = ROOT / "benchmarks" / "results"
 MATMULS = ("aten::mm", "aten::addmm", "aten::bmm")
 
 
+def matmul_peak_gflop_per_s(size: int = 4096, repeats: int = 5) -> float:
+    """GFLOP/s of one large float32 product on torch's current threads (the median of
+    `repeats` after two untimed ones)."""
+    a, b = torch.randn(size, size), torch.randn(size, size)
+    for _ in range(2):
+        a @ b
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        a @ b
+        times.append(time.perf_counter() - start)
+    return 2 * size**3 / statistics.median(times) / 1e9
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--repeats", type=int, default=3, help="timed updates (the wall time is their median)")
     parser.add_argument("--precision", default="float32", choices=("float32", "bfloat16"),
                         help="the actor-critic's precision (the world model trains in float32)")
+    parser.add_argument("--out-name", help="results file stem (default: from --threads and --precision)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     from training.allocator import keep_freed_memory
@@ -81,6 +101,7 @@ def main() -> None:
     # products of models.onehot_linear are not counted, and they are small).
     with FlopCounterMode(display=False) as flops:
         update()
+    peak = matmul_peak_gflop_per_s()
     by_op = prof.key_averages()
     operators_s = sum(e.self_cpu_time_total for e in by_op) / 1e6
     matmul_s = sum(e.self_cpu_time_total for e in by_op if e.key in MATMULS) / 1e6
@@ -98,17 +119,22 @@ def main() -> None:
         "matmul_gflop": round(flops.get_total_flops() / 1e9, 1),
         "matmul_gflop_per_s": round(flops.get_total_flops() / 1e9 / matmul_s, 1),
         "outside_operators_share": round(max(0.0, 1 - operators_s / wall), 3),
+        "matmul_peak_gflop_per_s": round(peak, 1),
+        "matmul_float32_floor_s": round(flops.get_total_flops() / 1e9 / peak, 3),
         "top_operators": [{"op": e.key, "self_s": round(e.self_cpu_time_total / 1e6, 3), "calls": e.count} for e in top],
     }
     default = args.threads == 1 and args.precision == "float32"
     name = "rssm_update_profile" if default else f"rssm_update_profile-{args.precision}-{args.threads}threads"
+    name = args.out_name or name
     write_json_result(RESULTS, f"{name}.json", result)
     text = (by_op.table(sort_by="self_cpu_time_total", row_limit=25)
             + "\n\n" + prof.key_averages(group_by_input_shape=True).table(sort_by="self_cpu_time_total", row_limit=25))
     (RESULTS / f"{name}.txt").write_text(text)
     print(f"one update: {wall:.2f} s; matrix products {result['matmul_s']:.2f} s for {result['matmul_gflop']} GFLOP, "
           f"{100 * result['matmul_share_of_operators']:.0f}% of operator "
-          f"time; outside operators {100 * result['outside_operators_share']:.0f}% of the wall time")
+          f"time; outside operators {100 * result['outside_operators_share']:.0f}% of the wall time; "
+          f"a 4096^3 float32 product runs at {result['matmul_peak_gflop_per_s']} GFLOP/s here, so the products "
+          f"need at least {result['matmul_float32_floor_s']:.2f} s")
 
 
 if __name__ == "__main__":
