@@ -34,7 +34,7 @@ import torch  # noqa: E402
 from torch.profiler import ProfilerActivity, profile  # noqa: E402
 from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
 
-from benchmarks.machine import machine_info  # noqa: E402
+from benchmarks.machine import machine_info, median_seconds  # noqa: E402
 from benchmarks.results_io import write_json_result  # noqa: E402
 from benchmarks.rssm_update_cost import random_batch  # noqa: E402
 
@@ -46,14 +46,7 @@ def matmul_peak_gflop_per_s(size: int = 4096, repeats: int = 5) -> float:
     """GFLOP/s of one large float32 product on torch's current threads (the median of
     `repeats` after two untimed ones)."""
     a, b = torch.randn(size, size), torch.randn(size, size)
-    for _ in range(2):
-        a @ b
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        a @ b
-        times.append(time.perf_counter() - start)
-    return 2 * size**3 / statistics.median(times) / 1e9
+    return 2 * size**3 / median_seconds(lambda: a @ b, repeats, warmup=2) / 1e9
 
 
 def main() -> None:
@@ -124,8 +117,7 @@ def main() -> None:
         "top_operators": [{"op": e.key, "self_s": round(e.self_cpu_time_total / 1e6, 3), "calls": e.count} for e in top],
     }
     default = args.threads == 1 and args.precision == "float32"
-    name = "rssm_update_profile" if default else f"rssm_update_profile-{args.precision}-{args.threads}threads"
-    name = args.out_name or name
+    name = args.out_name or ("rssm_update_profile" if default else f"rssm_update_profile-{args.precision}-{args.threads}threads")
     write_json_result(RESULTS, f"{name}.json", result)
     text = (by_op.table(sort_by="self_cpu_time_total", row_limit=25)
             + "\n\n" + prof.key_averages(group_by_input_shape=True).table(sort_by="self_cpu_time_total", row_limit=25))
